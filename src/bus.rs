@@ -1,0 +1,411 @@
+//! [`Bus`]: the public face of litebus. It validates input, assigns ids,
+//! calls the driver, and wakes whoever waits on a topic.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+
+use event_listener::Event;
+
+use crate::clock::{Clock, Timestamp, default_clock, lock};
+use crate::driver::{Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, TopicStats};
+use crate::error::{Error, NameKind, Result};
+use crate::listener::{Listener, ListenerShared};
+use crate::message::{IdGenerator, Message, Outcome, check_name};
+use crate::options::{BusOptions, GroupOptions, Start};
+use crate::subscription::Subscription;
+
+/// A publish/subscribe bus over one storage [`Driver`].
+///
+/// Cheap to clone: clones share the driver, the clock and the wake-ups.
+///
+/// ```
+/// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Outcome};
+/// # futures_lite::future::block_on(async {
+/// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+/// let outcome = bus.publish("orders", Message::new("order #1").with_id("o-1")).await?;
+/// assert_eq!(outcome, Outcome::Published { seq: 1 });
+///
+/// let billing = bus.subscribe("orders", "billing", GroupOptions::new()).await?;
+/// let delivery = billing.recv().await?;
+/// assert_eq!(delivery.message().payload(), b"order #1");
+/// delivery.ack().await?;
+/// # Ok::<(), litebus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) inner: Arc<BusInner>,
+}
+
+pub(crate) struct BusInner {
+    pub(crate) driver: Box<dyn Driver>,
+    pub(crate) clock: Arc<dyn Clock>,
+    options: BusOptions,
+    closed: AtomicBool,
+    topics: Mutex<HashMap<String, Arc<TopicSignal>>>,
+    ids: Mutex<IdGenerator>,
+    next_consumer: AtomicU64,
+    consumers: Mutex<HashMap<u64, ConsumerRef>>,
+    /// Releases begun by a dropped subscription that did not finish at once;
+    /// driven by later calls and awaited by `close`.
+    deferred: Mutex<Vec<BoxFuture<'static, ()>>>,
+}
+
+#[derive(Clone)]
+struct ConsumerRef {
+    topic: String,
+    group: String,
+    consumer: String,
+}
+
+/// Wake-ups of one topic: waiting subscribers and live listeners.
+#[derive(Default)]
+pub(crate) struct TopicSignal {
+    pub(crate) changed: Event,
+    listeners: Mutex<Vec<Weak<ListenerShared>>>,
+}
+
+impl TopicSignal {
+    fn broadcast(&self, seq: u64, message: &Arc<Message>) {
+        let mut listeners = lock(&self.listeners);
+        listeners.retain(|weak| match weak.upgrade() {
+            Some(listener) => {
+                listener.push(seq, message.clone());
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+impl Bus {
+    /// Opens a bus on `driver`.
+    ///
+    /// Fails with [`Error::InvalidOptions`] when no clock is given and the
+    /// target has no default (wasm32 without the `wasm` feature).
+    pub fn open(driver: impl Driver, options: BusOptions) -> Result<Bus> {
+        let clock = match options.clock.clone() {
+            Some(clock) => clock,
+            None => default_clock().ok_or_else(|| {
+                Error::InvalidOptions(
+                    "no clock: enable the `wasm` feature or pass BusOptions::clock".into(),
+                )
+            })?,
+        };
+        Ok(Bus {
+            inner: Arc::new(BusInner {
+                driver: Box::new(driver),
+                clock,
+                options,
+                closed: AtomicBool::new(false),
+                topics: Mutex::new(HashMap::new()),
+                ids: Mutex::new(IdGenerator::new()),
+                next_consumer: AtomicU64::new(0),
+                consumers: Mutex::new(HashMap::new()),
+                deferred: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Publishes one message; see [`publish_batch`](Bus::publish_batch).
+    pub async fn publish(&self, topic: &str, message: Message) -> Result<Outcome> {
+        let mut outcomes = self.publish_batch(topic, [message]).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Publishes messages atomically and in order (I1): all are stored with
+    /// increasing seqs, or none is. A message whose id the topic already
+    /// holds, or that an earlier message of the batch has, is not stored and
+    /// comes back as [`Outcome::Duplicate`] with the original's seq (I2).
+    ///
+    /// When the call returns `Ok`, every waiting subscriber of the topic has
+    /// been woken and every listener has the new messages.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<Vec<Outcome>> {
+        self.publish_inner(topic, messages, None).await
+    }
+
+    /// Like [`publish_batch`](Bus::publish_batch), but only if the topic's last
+    /// seq is `expected_last` (0 for an empty topic): an event-store style
+    /// append. Otherwise [`Error::Conflict`] and nothing is stored.
+    pub async fn publish_batch_expecting(
+        &self,
+        topic: &str,
+        expected_last: u64,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<Vec<Outcome>> {
+        self.publish_inner(topic, messages, Some(expected_last)).await
+    }
+
+    async fn publish_inner(
+        &self,
+        topic: &str,
+        messages: impl IntoIterator<Item = Message>,
+        expected_last: Option<u64>,
+    ) -> Result<Vec<Outcome>> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        let max_payload = inner.options.max_payload;
+        let mut batch = Vec::new();
+        for mut message in messages {
+            message.validate(max_payload)?;
+            if message.id().is_empty() {
+                let now = inner.clock.now();
+                message.set_id(lock(&inner.ids).next(now));
+            }
+            batch.push(Arc::new(message));
+        }
+        if batch.is_empty() && expected_last.is_none() {
+            return Ok(Vec::new());
+        }
+        inner.drive_deferred();
+        let outcomes = inner
+            .driver
+            .append(Append {
+                topic,
+                messages: &batch,
+                expected_last,
+            })
+            .await?;
+        let signal = inner.signal(topic);
+        let mut published = false;
+        for (outcome, message) in outcomes.iter().zip(&batch) {
+            if let Outcome::Published { seq } = outcome {
+                signal.broadcast(*seq, message);
+                published = true;
+            }
+        }
+        if published {
+            signal.changed.notify(usize::MAX);
+        }
+        Ok(outcomes)
+    }
+
+    /// Joins consumer group `group` of `topic`, creating it if new.
+    ///
+    /// Every group receives every message of its topic from its start on
+    /// (I3); the subscriptions of one group compete for them (I4, I7).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<Subscription> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        check_name(NameKind::Group, group)?;
+        options.validate()?;
+        let dead_letter = options
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{topic}.dlq"));
+        check_name(NameKind::Topic, &dead_letter)?;
+        if dead_letter == topic {
+            return Err(Error::InvalidOptions(
+                "the dead-letter topic must differ from the topic".into(),
+            ));
+        }
+        let spec = GroupSpec {
+            order: options.order,
+            max_attempts: options.max_attempts,
+            dead_letter,
+        };
+        let start_after = match options.start {
+            Start::Beginning => Some(0),
+            Start::End => None,
+            Start::AfterSeq(seq) => Some(seq),
+        };
+        inner.drive_deferred();
+        inner
+            .driver
+            .ensure_group(EnsureGroup {
+                topic,
+                group,
+                spec: &spec,
+                start_after,
+            })
+            .await?;
+        let key = inner.next_consumer.fetch_add(1, Ordering::Relaxed);
+        let consumer = lock(&inner.ids).next(inner.clock.now());
+        lock(&inner.consumers).insert(
+            key,
+            ConsumerRef {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                consumer: consumer.clone(),
+            },
+        );
+        Ok(Subscription::new(
+            self.inner.clone(),
+            inner.signal(topic),
+            key,
+            topic,
+            group,
+            consumer,
+            &options,
+        ))
+    }
+
+    /// A live, non-durable feed of the messages published to `topic` through
+    /// this bus after this call. A listener that falls more than
+    /// [`BusOptions::listener_capacity`] messages behind loses the oldest and
+    /// is told how many with [`Live::Lagged`](crate::Live::Lagged).
+    pub fn listen(&self, topic: &str) -> Result<Listener> {
+        self.inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        let shared = Arc::new(ListenerShared::new(self.inner.options.listener_capacity));
+        let signal = self.inner.signal(topic);
+        lock(&signal.listeners).push(Arc::downgrade(&shared));
+        Ok(Listener::new(shared, self.inner.clone()))
+    }
+
+    /// Statistics of `topic` and each of its groups.
+    pub async fn stats(&self, topic: &str) -> Result<TopicStats> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        inner.drive_deferred();
+        inner.driver.stats(topic, inner.clock.now()).await
+    }
+
+    /// The bus's clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    /// Whether [`close`](Bus::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the bus: waiting `recv`s end with [`Error::Closed`], the leases of
+    /// every live subscription are released (so another process can take
+    /// them), and the driver is closed. Every later call returns
+    /// [`Error::Closed`]. Closing twice is harmless.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let topics: Vec<Arc<TopicSignal>> = lock(&inner.topics).values().cloned().collect();
+        for signal in &topics {
+            signal.changed.notify(usize::MAX);
+            for listener in lock(&signal.listeners).iter().filter_map(Weak::upgrade) {
+                listener.close();
+            }
+        }
+        let consumers: Vec<ConsumerRef> = lock(&inner.consumers).drain().map(|(_, c)| c).collect();
+        let deferred: Vec<BoxFuture<'static, ()>> = std::mem::take(&mut *lock(&inner.deferred));
+        for future in deferred {
+            future.await;
+        }
+        let now = inner.clock.now();
+        let mut first_error = None;
+        for c in consumers {
+            if let Err(e) = inner.driver.release(&c.topic, &c.group, &c.consumer, now).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        let closed = inner.driver.close().await;
+        match first_error {
+            Some(e) => Err(e),
+            None => closed,
+        }
+    }
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("capabilities", &self.inner.driver.capabilities())
+            .field("clock", &self.inner.clock)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusInner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn signal(&self, topic: &str) -> Arc<TopicSignal> {
+        let mut topics = lock(&self.topics);
+        if let Some(signal) = topics.get(topic) {
+            return signal.clone();
+        }
+        let signal = Arc::new(TopicSignal::default());
+        topics.insert(topic.to_owned(), signal.clone());
+        signal
+    }
+
+    /// Wakes a topic's waiting subscribers after a settle or a release.
+    pub(crate) fn notify(&self, topic: &str) {
+        if let Some(signal) = lock(&self.topics).get(topic) {
+            signal.changed.notify(usize::MAX);
+        }
+    }
+
+    /// Announces dead letters as any publish would be announced.
+    pub(crate) fn announce(&self, dead: &[DeadLettered]) {
+        for d in dead {
+            let signal = self.signal(&d.topic);
+            signal.broadcast(d.seq, &d.message);
+            signal.changed.notify(usize::MAX);
+        }
+    }
+
+    pub(crate) fn forget_consumer(&self, key: u64) {
+        lock(&self.consumers).remove(&key);
+    }
+
+    /// Runs a release to completion if it completes at once (the memory
+    /// driver's always do); otherwise keeps it to be driven by later calls.
+    pub(crate) fn release_soon(self: &Arc<Self>, topic: String, group: String, consumer: String) {
+        let inner = self.clone();
+        let mut release: BoxFuture<'static, ()> = Box::pin(async move {
+            let now = inner.now();
+            if let Ok(dead) = inner.driver.release(&topic, &group, &consumer, now).await {
+                inner.announce(&dead);
+            }
+            inner.notify(&topic);
+        });
+        if poll_once(&mut release).is_pending() {
+            lock(&self.deferred).push(release);
+        }
+    }
+
+    /// Gives every deferred release one more poll.
+    pub(crate) fn drive_deferred(&self) {
+        let mut deferred = lock(&self.deferred);
+        if !deferred.is_empty() {
+            deferred.retain_mut(|f| poll_once(f).is_pending());
+        }
+    }
+}
+
+fn poll_once(future: &mut BoxFuture<'static, ()>) -> Poll<()> {
+    future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+}

@@ -1,0 +1,387 @@
+//! The storage contract: the [`Driver`] trait and the values it exchanges.
+//!
+//! Each method is one atomic storage step: it happens entirely or not at all,
+//! and concurrent calls behave as if run one after the other. The bus does
+//! everything else (validation, ids, wake-ups, listeners, timers), so a driver
+//! only has to get the state right. The in-memory [`MemoryDriver`] is the
+//! readable reference of every rule below.
+//!
+//! # `Send`
+//! On native targets every driver future, the driver itself and the clock are
+//! `Send` (and `Sync`), so a [`Bus`](crate::Bus) can be shared between threads
+//! and its futures spawned on multi-threaded executors. On `wasm32` there are
+//! no threads and JavaScript values are not `Send`, so these bounds are
+//! dropped there ([`MaybeSend`], [`MaybeSendSync`], [`BoxFuture`]).
+//!
+//! [`MemoryDriver`]: crate::MemoryDriver
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::message::{Message, Outcome};
+use crate::options::Order;
+
+/// `Send` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+/// `Send` on native targets, nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// `Send + Sync` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync + ?Sized> MaybeSendSync for T {}
+/// `Send + Sync` on native targets, nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSendSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSendSync for T {}
+
+/// A boxed future, `Send` on native targets.
+#[cfg(not(target_arch = "wasm32"))]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, `Send` on native targets.
+#[cfg(target_arch = "wasm32")]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// What a driver can do beyond the common contract. The conformance suite
+/// runs the cases that need a capability only on drivers that declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Data survives closing and reopening the store (and a killed process,
+    /// once `publish` has returned).
+    pub durable: bool,
+    /// Several processes may share one store.
+    pub multi_process: bool,
+    /// Plain SQL (a user's transaction, a trigger) can publish.
+    pub sql_publish: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const NONE: Capabilities = Capabilities {
+        durable: false,
+        multi_process: false,
+        sql_publish: false,
+    };
+
+    /// With `durable` set as given.
+    #[must_use]
+    pub const fn durable(mut self, yes: bool) -> Self {
+        self.durable = yes;
+        self
+    }
+
+    /// With `multi_process` set as given.
+    #[must_use]
+    pub const fn multi_process(mut self, yes: bool) -> Self {
+        self.multi_process = yes;
+        self
+    }
+
+    /// With `sql_publish` set as given.
+    #[must_use]
+    pub const fn sql_publish(mut self, yes: bool) -> Self {
+        self.sql_publish = yes;
+        self
+    }
+}
+
+/// The settings a group is stored with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// Ordering mode (I7).
+    pub order: Order,
+    /// Deliveries without ack before the message is dead-lettered (I8).
+    pub max_attempts: u32,
+    /// Where dead letters go.
+    pub dead_letter: String,
+}
+
+/// Append messages to a topic (I1, I2).
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// The topic; created if new.
+    pub topic: &'a str,
+    /// Validated messages, each with an id.
+    pub messages: &'a [Arc<Message>],
+    /// When set, the append happens only if the topic's last seq equals it
+    /// (0 for an empty topic); otherwise [`Error::Conflict`](crate::Error::Conflict).
+    pub expected_last: Option<u64>,
+}
+
+/// Create a group if it does not exist, or check its stored settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EnsureGroup<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The group.
+    pub group: &'a str,
+    /// Settings it must have; a stored group with others is an
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
+    pub spec: &'a GroupSpec,
+    /// The group sees messages with seq greater than this (only at creation).
+    /// `None` means "after the topic's current last message".
+    pub start_after: Option<u64>,
+}
+
+/// Claim up to `max` deliverable messages for one consumer (I4, I6, I7, I8).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The group (it exists).
+    pub group: &'a str,
+    /// Who takes the leases.
+    pub consumer: &'a str,
+    /// The bus clock's time.
+    pub now: Timestamp,
+    /// When the new leases end.
+    pub lease_until: Timestamp,
+    /// The most deliveries to return (ordered groups never exceed one in
+    /// flight whatever this says).
+    pub max: u32,
+}
+
+/// One message handed to a consumer by a claim.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Position in the topic.
+    pub seq: u64,
+    /// 1-based delivery count for this group, the delivery's lease token
+    /// together with `seq`.
+    pub attempt: u32,
+    /// The message.
+    pub message: Arc<Message>,
+}
+
+/// A message moved to a dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLettered {
+    /// The dead-letter topic.
+    pub topic: String,
+    /// Its seq there.
+    pub seq: u64,
+    /// The dead letter as stored (see [`dead_letter_message`]).
+    pub message: Arc<Message>,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimOutcome {
+    /// The new deliveries, in seq order.
+    pub deliveries: Vec<Claimed>,
+    /// When nothing was deliverable: the earliest time something may become
+    /// deliverable without any other call (a lease ending, a delay passing).
+    pub next_due: Option<Timestamp>,
+    /// Messages whose last lease had expired at their final attempt, moved to
+    /// the dead-letter topic by this claim.
+    pub dead_lettered: Vec<DeadLettered>,
+}
+
+/// What to do with a leased message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done: never deliver it to this group again (I5).
+    Ack,
+    /// Failed: deliverable again from `retry_at` (I6), or dead-lettered if
+    /// this was the final attempt (I8).
+    Nack {
+        /// When it may be delivered again.
+        retry_at: Timestamp,
+        /// Why, kept as the last error.
+        reason: Option<String>,
+    },
+    /// Still working: the lease now ends at `lease_until`.
+    Extend {
+        /// The new end of the lease.
+        lease_until: Timestamp,
+    },
+}
+
+/// Settle one delivery, identified by `(seq, attempt)`.
+///
+/// The lease is current when the message is not settled and its latest
+/// delivery is this attempt, still leased (even if the lease has run out, as
+/// long as nobody else took the message). Otherwise the driver returns
+/// [`Error::LeaseLost`](crate::Error::LeaseLost) and changes nothing.
+#[derive(Debug, Clone)]
+pub struct Settle<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The group.
+    pub group: &'a str,
+    /// The message's seq.
+    pub seq: u64,
+    /// The delivery's attempt.
+    pub attempt: u32,
+    /// The bus clock's time.
+    pub now: Timestamp,
+    /// What to do.
+    pub settlement: Settlement,
+}
+
+/// Statistics of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The group's name.
+    pub group: String,
+    /// Messages waiting: neither settled nor under an unexpired lease
+    /// (including those delayed by a nack or `deliver_at`).
+    pub ready: u64,
+    /// Messages under an unexpired lease.
+    pub in_flight: u64,
+    /// Every message with a seq at or below this is settled (acked or
+    /// dead-lettered) or before the group's start.
+    pub acked_floor: u64,
+    /// Messages this group moved to its dead-letter topic.
+    pub dead_lettered: u64,
+}
+
+impl GroupStats {
+    /// Assembles group statistics (for drivers).
+    pub fn new(group: String, ready: u64, in_flight: u64, acked_floor: u64, dead_lettered: u64) -> Self {
+        GroupStats {
+            group,
+            ready,
+            in_flight,
+            acked_floor,
+            dead_lettered,
+        }
+    }
+}
+
+/// Statistics of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic's name.
+    pub topic: String,
+    /// Its highest seq (0 when empty).
+    pub last_seq: u64,
+    /// Messages it holds.
+    pub messages: u64,
+    /// Its groups, by name.
+    pub groups: Vec<GroupStats>,
+}
+
+impl TopicStats {
+    /// Assembles topic statistics (for drivers).
+    pub fn new(topic: String, last_seq: u64, messages: u64, groups: Vec<GroupStats>) -> Self {
+        TopicStats {
+            topic,
+            last_seq,
+            messages,
+            groups,
+        }
+    }
+}
+
+/// A storage engine behind a [`Bus`](crate::Bus). See the module docs.
+pub trait Driver: MaybeSendSync + 'static {
+    /// What this driver can do beyond the common contract.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Appends a batch atomically, in order, with dedupe by id: an id the
+    /// topic holds (or that came earlier in the batch) gives
+    /// [`Outcome::Duplicate`] naming the original's seq and stores nothing.
+    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>>;
+
+    /// Creates the group or checks its stored settings.
+    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// First moves to the dead-letter topic every message of the group whose
+    /// lease expired at its final attempt, then leases up to `max` deliverable
+    /// messages in seq order, obeying the group's [`Order`]. A message is
+    /// deliverable when it is not settled, not under an unexpired lease, its
+    /// retry time and `deliver_at` have come, and (ordered / per key) every
+    /// earlier message of the group (of its key) is settled.
+    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>>;
+
+    /// Acks, nacks or extends one delivery. A nack of the final attempt
+    /// dead-letters the message and returns the dead letter.
+    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>>;
+
+    /// Ends every lease `consumer` holds in the group: each message becomes
+    /// deliverable again at once, or is dead-lettered if that was its final
+    /// attempt. Returns the dead letters.
+    fn release<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        consumer: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>>;
+
+    /// Statistics of a topic and its groups at time `now`.
+    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>>;
+
+    /// Flushes and closes the store; later calls may fail.
+    fn close(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// Metadata keys litebus writes into a dead letter.
+pub mod dead_letter_keys {
+    /// The topic the message came from.
+    pub const TOPIC: &str = "litebus.dead_letter.topic";
+    /// The group that gave up on it.
+    pub const GROUP: &str = "litebus.dead_letter.group";
+    /// Its seq in the original topic.
+    pub const SEQ: &str = "litebus.dead_letter.seq";
+    /// Its id in the original topic.
+    pub const ID: &str = "litebus.dead_letter.id";
+    /// How many deliveries it had.
+    pub const ATTEMPTS: &str = "litebus.dead_letter.attempts";
+    /// The last error: a nack's reason, "lease expired" or "consumer released".
+    pub const ERROR: &str = "litebus.dead_letter.error";
+}
+
+/// The dead letter every driver stores for a message a group gives up on: the
+/// same payload, key and metadata, plus the `litebus.dead_letter.*` entries,
+/// with the id `<topic>/<group>/<seq>` (unique per topic, group and message,
+/// so the dead letters of several groups never deduplicate one another).
+pub fn dead_letter_message(
+    topic: &str,
+    group: &str,
+    seq: u64,
+    attempts: u32,
+    error: &str,
+    original: &Message,
+) -> Message {
+    let mut metadata: BTreeMap<String, String> = original.metadata().clone();
+    for (key, value) in [
+        (dead_letter_keys::TOPIC, topic.to_owned()),
+        (dead_letter_keys::GROUP, group.to_owned()),
+        (dead_letter_keys::SEQ, seq.to_string()),
+        (dead_letter_keys::ID, original.id().to_owned()),
+        (dead_letter_keys::ATTEMPTS, attempts.to_string()),
+        (dead_letter_keys::ERROR, error.to_owned()),
+    ] {
+        metadata.insert(key.to_owned(), value);
+    }
+    Message::from_parts(
+        format!("{topic}/{group}/{seq}"),
+        original.payload().to_vec(),
+        metadata,
+        original.key().map(str::to_owned),
+        None,
+    )
+}
+
+/// The last error of a dead letter whose final lease expired.
+pub const LEASE_EXPIRED: &str = "lease expired";
+/// The last error of a dead letter whose consumer went away at its final attempt.
+pub const CONSUMER_RELEASED: &str = "consumer released";
+/// The last error of a dead letter nacked without a reason.
+pub const NACKED: &str = "nacked";

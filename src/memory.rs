@@ -1,0 +1,469 @@
+//! [`MemoryDriver`]: the whole contract in plain Rust data structures.
+//!
+//! It is the readable reference for the SQL drivers: each method takes the
+//! store's one lock, so every call is atomic and calls are serialized.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::{Timestamp, lock};
+use crate::driver::{
+    Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
+    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Settle,
+    Settlement, TopicStats, dead_letter_message,
+};
+use crate::error::{Error, Result};
+use crate::message::{Message, Outcome};
+use crate::options::Order;
+
+/// A driver that keeps everything in memory: fast, not durable, available on
+/// every target including wasm32.
+///
+/// Clones share one store, so a second [`Bus`](crate::Bus) opened on a clone
+/// sees the same topics (the way a durable driver reopens a file).
+///
+/// ```
+/// use litebus::{Bus, BusOptions, MemoryDriver, Message};
+/// # futures_lite::future::block_on(async {
+/// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+/// bus.publish("greetings", Message::new("hi")).await?;
+/// # Ok::<(), litebus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDriver {
+    store: Arc<Mutex<Store>>,
+}
+
+impl MemoryDriver {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryDriver::default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    topics: HashMap<String, TopicLog>,
+}
+
+#[derive(Debug, Default)]
+struct TopicLog {
+    /// The message with seq `n` is at index `n - 1`.
+    messages: Vec<Arc<Message>>,
+    ids: HashMap<String, u64>,
+    groups: BTreeMap<String, GroupState>,
+}
+
+impl TopicLog {
+    fn last_seq(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    fn append(&mut self, message: Arc<Message>) -> Outcome {
+        if let Some(&seq) = self.ids.get(message.id()) {
+            return Outcome::Duplicate { seq };
+        }
+        self.messages.push(message);
+        let seq = self.last_seq();
+        self.ids
+            .insert(self.messages[self.messages.len() - 1].id().to_owned(), seq);
+        Outcome::Published { seq }
+    }
+}
+
+#[derive(Debug)]
+struct GroupState {
+    spec: GroupSpec,
+    /// Every message with seq at or below is settled or before the start.
+    floor: u64,
+    /// Messages above the floor that were delivered at least once.
+    entries: BTreeMap<u64, Entry>,
+    /// Leases of unsettled messages, by end time.
+    leases: BTreeSet<(Timestamp, u64)>,
+    dead_lettered: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    attempt: u32,
+    retry_at: Timestamp,
+    lease: Option<Lease>,
+    settled: bool,
+}
+
+#[derive(Debug)]
+struct Lease {
+    consumer: String,
+    until: Timestamp,
+}
+
+/// A dead letter decided inside a group, to be appended once the group's
+/// borrow ends.
+struct PendingDeadLetter {
+    topic: String,
+    message: Message,
+}
+
+impl GroupState {
+    fn advance_floor(&mut self) {
+        while let Some(entry) = self.entries.first_entry() {
+            if *entry.key() != self.floor + 1 || !entry.get().settled {
+                break;
+            }
+            entry.remove();
+            self.floor += 1;
+        }
+    }
+
+    fn end_lease(&mut self, seq: u64) {
+        if let Some(entry) = self.entries.get_mut(&seq)
+            && let Some(lease) = entry.lease.take()
+        {
+            self.leases.remove(&(lease.until, seq));
+        }
+    }
+
+    fn settle_entry(&mut self, seq: u64) {
+        self.end_lease(seq);
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.settled = true;
+        }
+        self.advance_floor();
+    }
+
+    fn dead_letter(
+        &mut self,
+        topic: &str,
+        group: &str,
+        seq: u64,
+        error: &str,
+        message: &Message,
+    ) -> PendingDeadLetter {
+        let attempt = self.entries.get(&seq).map_or(0, |e| e.attempt);
+        self.settle_entry(seq);
+        self.dead_lettered += 1;
+        PendingDeadLetter {
+            topic: self.spec.dead_letter.clone(),
+            message: dead_letter_message(topic, group, seq, attempt, error, message),
+        }
+    }
+
+    fn active_leases(&self, now: Timestamp) -> usize {
+        self.leases.range((next_millis(now), 0)..).count()
+    }
+}
+
+fn next_millis(t: Timestamp) -> Timestamp {
+    Timestamp::from_millis(t.as_millis().saturating_add(1))
+}
+
+fn unknown_group(topic: &str, group: &str) -> Error {
+    Error::InvalidOptions(format!("group {group:?} does not exist on topic {topic:?}"))
+}
+
+impl Store {
+    fn group_mut<'s>(
+        &'s mut self,
+        topic: &str,
+        group: &str,
+    ) -> Result<(&'s Vec<Arc<Message>>, &'s mut GroupState)> {
+        let log = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_group(topic, group))?;
+        let state = log
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| unknown_group(topic, group))?;
+        Ok((&log.messages, state))
+    }
+
+    fn append_dead_letters(&mut self, pending: Vec<PendingDeadLetter>) -> Vec<DeadLettered> {
+        pending
+            .into_iter()
+            .map(|p| {
+                let message = Arc::new(p.message);
+                let log = self.topics.entry(p.topic.clone()).or_default();
+                let seq = log.append(message.clone()).seq();
+                DeadLettered {
+                    topic: p.topic,
+                    seq,
+                    message,
+                }
+            })
+            .collect()
+    }
+
+    fn append(&mut self, append: Append<'_>) -> Result<Vec<Outcome>> {
+        let log = self.topics.entry(append.topic.to_owned()).or_default();
+        if let Some(expected) = append.expected_last
+            && expected != log.last_seq()
+        {
+            return Err(Error::Conflict {
+                expected,
+                actual: log.last_seq(),
+            });
+        }
+        Ok(append
+            .messages
+            .iter()
+            .map(|m| log.append(m.clone()))
+            .collect())
+    }
+
+    fn ensure_group(&mut self, req: EnsureGroup<'_>) -> Result<()> {
+        let log = self.topics.entry(req.topic.to_owned()).or_default();
+        if let Some(existing) = log.groups.get(req.group) {
+            if existing.spec != *req.spec {
+                return Err(Error::InvalidOptions(format!(
+                    "group {:?} of topic {:?} exists with {:?}, not {:?}",
+                    req.group, req.topic, existing.spec, req.spec
+                )));
+            }
+            return Ok(());
+        }
+        let floor = req.start_after.unwrap_or_else(|| log.last_seq());
+        log.groups.insert(
+            req.group.to_owned(),
+            GroupState {
+                spec: req.spec.clone(),
+                floor,
+                entries: BTreeMap::new(),
+                leases: BTreeSet::new(),
+                dead_lettered: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn claim(&mut self, req: Claim<'_>) -> Result<ClaimOutcome> {
+        let (messages, group) = self.group_mut(req.topic, req.group)?;
+        let now = req.now;
+
+        // Final attempts whose lease ran out leave for the dead-letter topic.
+        let expired: Vec<u64> = group
+            .leases
+            .range(..(next_millis(now), 0))
+            .map(|&(_, seq)| seq)
+            .collect();
+        let mut pending = Vec::new();
+        for seq in expired {
+            if group.entries[&seq].attempt >= group.spec.max_attempts {
+                let message = &messages[seq as usize - 1];
+                pending.push(group.dead_letter(req.topic, req.group, seq, LEASE_EXPIRED, message));
+            }
+        }
+
+        let limit = match group.spec.order {
+            Order::Ordered => 1,
+            Order::PerKey => req.max as usize,
+            Order::Shared { max_in_flight } => {
+                (max_in_flight as usize).saturating_sub(group.active_leases(now)).min(req.max as usize)
+            }
+        };
+        let ordered = group.spec.order == Order::Ordered;
+        let mut deliveries = Vec::new();
+        let mut next_due: Option<Timestamp> = None;
+        let mut due = |t: Timestamp| next_due = Some(next_due.map_or(t, |d| d.min(t)));
+        let mut keys_seen: HashSet<&str> = HashSet::new();
+
+        if limit == 0 {
+            // Shared group at its in-flight limit: the earliest lease end frees a slot.
+            if let Some(&(until, _)) = group.leases.range((next_millis(now), 0)..).next() {
+                due(until);
+            }
+        } else {
+            for seq in group.floor + 1..=messages.len() as u64 {
+                let message = &messages[seq as usize - 1];
+                let entry = group.entries.get(&seq);
+                if entry.is_some_and(|e| e.settled) {
+                    continue;
+                }
+                if group.spec.order == Order::PerKey
+                    && let Some(key) = message.key()
+                    && !keys_seen.insert(key)
+                {
+                    continue;
+                }
+                if let Some(lease) = entry.and_then(|e| e.lease.as_ref())
+                    && lease.until > now
+                {
+                    due(lease.until);
+                    if ordered {
+                        break;
+                    }
+                    continue;
+                }
+                let available_at = entry
+                    .map_or(Timestamp::ZERO, |e| e.retry_at)
+                    .max(message.deliver_at().unwrap_or(Timestamp::ZERO));
+                if available_at > now {
+                    due(available_at);
+                    if ordered {
+                        break;
+                    }
+                    continue;
+                }
+                group.end_lease(seq);
+                let entry = group.entries.entry(seq).or_insert(Entry {
+                    attempt: 0,
+                    retry_at: Timestamp::ZERO,
+                    lease: None,
+                    settled: false,
+                });
+                entry.attempt += 1;
+                entry.lease = Some(Lease {
+                    consumer: req.consumer.to_owned(),
+                    until: req.lease_until,
+                });
+                let attempt = entry.attempt;
+                group.leases.insert((req.lease_until, seq));
+                deliveries.push(Claimed {
+                    seq,
+                    attempt,
+                    message: message.clone(),
+                });
+                if ordered || deliveries.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let dead_lettered = self.append_dead_letters(pending);
+        Ok(ClaimOutcome {
+            next_due: if deliveries.is_empty() { next_due } else { None },
+            deliveries,
+            dead_lettered,
+        })
+    }
+
+    fn settle(&mut self, req: Settle<'_>) -> Result<Option<DeadLettered>> {
+        let (messages, group) = self.group_mut(req.topic, req.group)?;
+        let entry = group.entries.get_mut(&req.seq).ok_or(Error::LeaseLost)?;
+        if entry.settled || entry.attempt != req.attempt || entry.lease.is_none() {
+            return Err(Error::LeaseLost);
+        }
+        let pending = match req.settlement {
+            Settlement::Ack => {
+                group.settle_entry(req.seq);
+                None
+            }
+            Settlement::Nack { retry_at, reason } => {
+                if entry.attempt >= group.spec.max_attempts {
+                    let error = reason.as_deref().unwrap_or(NACKED);
+                    let message = &messages[req.seq as usize - 1];
+                    Some(group.dead_letter(req.topic, req.group, req.seq, error, message))
+                } else {
+                    entry.retry_at = retry_at;
+                    group.end_lease(req.seq);
+                    None
+                }
+            }
+            Settlement::Extend { lease_until } => {
+                let lease = entry.lease.as_mut().ok_or(Error::LeaseLost)?;
+                let old = std::mem::replace(&mut lease.until, lease_until);
+                group.leases.remove(&(old, req.seq));
+                group.leases.insert((lease_until, req.seq));
+                None
+            }
+        };
+        Ok(self.append_dead_letters(pending.into_iter().collect()).pop())
+    }
+
+    fn release(
+        &mut self,
+        topic: &str,
+        group_name: &str,
+        consumer: &str,
+        now: Timestamp,
+    ) -> Result<Vec<DeadLettered>> {
+        let (messages, group) = self.group_mut(topic, group_name)?;
+        let held: Vec<u64> = group
+            .leases
+            .iter()
+            .map(|&(_, seq)| seq)
+            .filter(|seq| {
+                group.entries[seq]
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.consumer == consumer)
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for seq in held {
+            if group.entries[&seq].attempt >= group.spec.max_attempts {
+                let message = &messages[seq as usize - 1];
+                pending.push(group.dead_letter(topic, group_name, seq, CONSUMER_RELEASED, message));
+            } else {
+                group.end_lease(seq);
+                if let Some(entry) = group.entries.get_mut(&seq) {
+                    entry.retry_at = now;
+                }
+            }
+        }
+        Ok(self.append_dead_letters(pending))
+    }
+
+    fn stats(&self, topic: &str, now: Timestamp) -> TopicStats {
+        let Some(log) = self.topics.get(topic) else {
+            return TopicStats::new(topic.to_owned(), 0, 0, Vec::new());
+        };
+        let groups = log
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let settled_above = g.entries.values().filter(|e| e.settled).count() as u64;
+                let unsettled = log.last_seq().saturating_sub(g.floor) - settled_above;
+                let in_flight = g.active_leases(now) as u64;
+                GroupStats::new(
+                    name.clone(),
+                    unsettled - in_flight,
+                    in_flight,
+                    g.floor,
+                    g.dead_lettered,
+                )
+            })
+            .collect();
+        TopicStats::new(topic.to_owned(), log.last_seq(), log.last_seq(), groups)
+    }
+}
+
+impl Driver for MemoryDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
+        Box::pin(async move { lock(&self.store).append(append) })
+    }
+
+    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { lock(&self.store).ensure_group(group) })
+    }
+
+    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
+        Box::pin(async move { lock(&self.store).claim(claim) })
+    }
+
+    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
+        Box::pin(async move { lock(&self.store).settle(settle) })
+    }
+
+    fn release<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        consumer: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        Box::pin(async move { lock(&self.store).release(topic, group, consumer, now) })
+    }
+
+    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
+        Box::pin(async move { Ok(lock(&self.store).stats(topic, now)) })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,332 @@
+//! Messages, publish outcomes, the naming rules and generated ids.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, NameKind, Result};
+
+/// A message to publish, or one read back from a topic.
+///
+/// ```
+/// use litebus::Message;
+///
+/// let m = Message::new("hello")
+///     .with_id("order-17")
+///     .with_key("customer-3")
+///     .with_metadata("content-type", "text/plain");
+/// assert_eq!(m.payload(), b"hello");
+/// assert_eq!(m.id(), "order-17");
+/// assert_eq!(m.key(), Some("customer-3"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    id: String,
+    payload: Vec<u8>,
+    metadata: BTreeMap<String, String>,
+    key: Option<String>,
+    deliver_at: Option<Timestamp>,
+}
+
+impl Message {
+    /// A message carrying `payload`, with an id the bus generates at publish.
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        Message {
+            payload: payload.into(),
+            ..Message::default()
+        }
+    }
+
+    /// Sets the id that deduplicates this message within its topic (I2).
+    /// Without one, the bus generates a unique, time-sortable id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the ordering key: in [`Order::PerKey`](crate::Order::PerKey)
+    /// groups, messages of one key are delivered one at a time in seq order.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds one metadata entry (replacing an earlier one of the same key).
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Holds the message back from every group until the bus clock reads `at`.
+    #[must_use]
+    pub fn with_deliver_at(mut self, at: Timestamp) -> Self {
+        self.deliver_at = Some(at);
+        self
+    }
+
+    /// The id; empty on a message not yet published without an explicit id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The metadata entries.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The ordering key, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The time before which no group receives it, if any.
+    pub fn deliver_at(&self) -> Option<Timestamp> {
+        self.deliver_at
+    }
+
+    /// Takes the payload out of the message.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+
+    pub(crate) fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
+    /// Assembles a message read back from storage. Drivers call this; the
+    /// values are trusted to have been validated when they were published.
+    pub fn from_parts(
+        id: String,
+        payload: Vec<u8>,
+        metadata: BTreeMap<String, String>,
+        key: Option<String>,
+        deliver_at: Option<Timestamp>,
+    ) -> Self {
+        Message {
+            id,
+            payload,
+            metadata,
+            key,
+            deliver_at,
+        }
+    }
+
+    /// Checks everything about the message that a publish checks, so that a
+    /// bad message is refused before anything is stored.
+    pub(crate) fn validate(&self, max_payload: usize) -> Result<()> {
+        if !self.id.is_empty() {
+            check_label(NameKind::MessageId, &self.id)?;
+        }
+        if let Some(key) = &self.key {
+            check_label(NameKind::MessageKey, key)?;
+        }
+        for key in self.metadata.keys() {
+            check_label(NameKind::MetadataKey, key)?;
+        }
+        if self.payload.len() > max_payload {
+            return Err(Error::PayloadTooLarge {
+                size: self.payload.len(),
+                max: max_payload,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Message");
+        d.field("id", &self.id);
+        match std::str::from_utf8(&self.payload) {
+            Ok(text) if text.len() <= 64 => d.field("payload", &text),
+            _ => d.field("payload_len", &self.payload.len()),
+        };
+        if !self.metadata.is_empty() {
+            d.field("metadata", &self.metadata);
+        }
+        if let Some(key) = &self.key {
+            d.field("key", key);
+        }
+        if let Some(at) = &self.deliver_at {
+            d.field("deliver_at", at);
+        }
+        d.finish()
+    }
+}
+
+/// What a publish did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Stored at `seq`.
+    Published {
+        /// The message's position in its topic.
+        seq: u64,
+    },
+    /// The topic already holds a message with this id, at `seq`; nothing was
+    /// stored and nothing will be delivered again (I2).
+    Duplicate {
+        /// The position of the original message.
+        seq: u64,
+    },
+}
+
+impl Outcome {
+    /// The seq of the stored message (new or original).
+    pub fn seq(self) -> u64 {
+        match self {
+            Outcome::Published { seq } | Outcome::Duplicate { seq } => seq,
+        }
+    }
+
+    /// True for [`Outcome::Duplicate`].
+    pub fn is_duplicate(self) -> bool {
+        matches!(self, Outcome::Duplicate { .. })
+    }
+}
+
+/// Longest topic, group, id or key, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks a topic or group name: 1..=255 bytes of `[A-Za-z0-9._:/-]`.
+pub(crate) fn check_name(kind: NameKind, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_name(kind, name, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid_name(kind, name, "longer than 255 bytes"));
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
+    if !name.bytes().all(allowed) {
+        return Err(Error::invalid_name(
+            kind,
+            name,
+            "only A-Z, a-z, 0-9 and . _ : / - are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an id, key or metadata key: 1..=255 bytes, no control characters.
+fn check_label(kind: NameKind, label: &str) -> Result<()> {
+    if label.is_empty() {
+        return Err(Error::invalid_name(kind, label, "must not be empty"));
+    }
+    if label.len() > MAX_NAME_LEN {
+        return Err(Error::invalid_name(kind, label, "longer than 255 bytes"));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(Error::invalid_name(
+            kind,
+            label,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Generates unique, time-sortable ids in the ULID layout: 48 bits of
+/// milliseconds then 80 bits that start random and count up within a
+/// millisecond, written as 26 Crockford base-32 characters.
+#[derive(Debug)]
+pub(crate) struct IdGenerator {
+    last_millis: u64,
+    low: u128,
+}
+
+const LOW_BITS: u32 = 80;
+const LOW_MASK: u128 = (1 << LOW_BITS) - 1;
+
+impl IdGenerator {
+    pub(crate) fn new() -> Self {
+        IdGenerator {
+            last_millis: 0,
+            low: seed() & LOW_MASK,
+        }
+    }
+
+    pub(crate) fn next(&mut self, now: Timestamp) -> String {
+        let millis = now.as_millis().max(self.last_millis) & ((1 << 48) - 1);
+        if millis == self.last_millis {
+            self.low = (self.low + 1) & LOW_MASK;
+        } else {
+            // Keep the random high part, restart the counter region so ids
+            // stay sortable within a millisecond.
+            self.low = (self.low & !0xFFFF_FFFF) | u128::from(seed() as u32 >> 1);
+            self.last_millis = millis;
+        }
+        encode_base32((u128::from(millis) << LOW_BITS) | self.low)
+    }
+}
+
+/// Random bits from the standard library's per-process hasher keys mixed with
+/// a counter and a stack address; no extra dependency, and enough to keep
+/// ids of different processes apart.
+fn seed() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut halves = [0u64; 2];
+    for (i, half) in halves.iter_mut().enumerate() {
+        let mut h = state.build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_usize(std::ptr::from_ref(&i) as usize);
+        *half = h.finish();
+    }
+    (u128::from(halves[0]) << 64) | u128::from(halves[1])
+}
+
+fn encode_base32(mut value: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value & 31) as usize];
+        value >>= 5;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_unique_and_sorted() {
+        let mut g = IdGenerator::new();
+        let mut ids: Vec<String> = (0..1000)
+            .map(|i| g.next(Timestamp::from_millis(1_700_000_000_000 + i / 10)))
+            .collect();
+        assert!(ids.iter().all(|id| id.len() == 26));
+        let sorted = ids.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert!(check_name(NameKind::Topic, "orders.v1:eu/west-2_a").is_ok());
+        assert!(check_name(NameKind::Topic, "").is_err());
+        assert!(check_name(NameKind::Topic, "has space").is_err());
+        assert!(check_name(NameKind::Topic, "é").is_err());
+        assert!(check_name(NameKind::Topic, &"a".repeat(255)).is_ok());
+        assert!(check_name(NameKind::Topic, &"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn invalid_name_error_cuts_long_values_on_char_boundaries() {
+        let long = "é".repeat(100);
+        let Err(Error::InvalidName { name, .. }) = check_name(NameKind::Group, &long) else {
+            panic!("expected InvalidName");
+        };
+        assert!(name.len() <= 64);
+    }
+}

@@ -1,0 +1,222 @@
+//! Options of a bus, of a consumer group and of a nack.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// Options of a [`Bus`](crate::Bus).
+#[derive(Clone)]
+pub struct BusOptions {
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) max_payload: usize,
+    pub(crate) listener_capacity: usize,
+}
+
+impl BusOptions {
+    /// Default options: the platform's default clock, 1 MiB payloads,
+    /// listeners that hold 1024 unread messages.
+    pub fn new() -> Self {
+        BusOptions {
+            clock: None,
+            max_payload: 1024 * 1024,
+            listener_capacity: 1024,
+        }
+    }
+
+    /// The clock for leases, delays and `deliver_at` (I10).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The largest payload a publish accepts, in bytes.
+    #[must_use]
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// How many unread messages a [`Listener`](crate::Listener) holds before
+    /// it drops the oldest and reports [`Live::Lagged`](crate::Live::Lagged).
+    #[must_use]
+    pub fn listener_capacity(mut self, messages: usize) -> Self {
+        self.listener_capacity = messages;
+        self
+    }
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions::new()
+    }
+}
+
+impl fmt::Debug for BusOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusOptions")
+            .field("clock", &self.clock)
+            .field("max_payload", &self.max_payload)
+            .field("listener_capacity", &self.listener_capacity)
+            .finish()
+    }
+}
+
+/// How a group hands out messages to its consumers (I7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Order {
+    /// Seq order, one message in flight for the whole group: seq n+1 is not
+    /// handed out until n is acked or dead-lettered.
+    #[default]
+    Ordered,
+    /// Seq order per message key, one in flight per key; keys proceed in
+    /// parallel and messages without a key are independent.
+    PerKey,
+    /// Any consumer, any order, at most `max_in_flight` leases at once.
+    Shared {
+        /// The most messages of the group leased at one time.
+        max_in_flight: u32,
+    },
+}
+
+/// Where a new group starts reading its topic. Ignored when the group exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Start {
+    /// Every message the topic holds.
+    #[default]
+    Beginning,
+    /// Only messages published after the group is created.
+    End,
+    /// Messages with a seq greater than this.
+    AfterSeq(u64),
+}
+
+/// Options of a consumer group and of one subscription to it.
+///
+/// `order`, `max_attempts` and `dead_letter` belong to the group and are
+/// stored with it: a later subscription asking for different ones gets
+/// [`Error::InvalidOptions`]. `lease`, `prefetch` and `start` belong to the
+/// subscription (`start` only matters to the one that creates the group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOptions {
+    pub(crate) order: Order,
+    pub(crate) lease: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) dead_letter: Option<String>,
+    pub(crate) start: Start,
+    pub(crate) prefetch: u32,
+}
+
+impl GroupOptions {
+    /// Ordered delivery, 30 s leases, 5 attempts, dead letters to
+    /// `<topic>.dlq`, from the beginning, prefetch 32.
+    pub fn new() -> Self {
+        GroupOptions {
+            order: Order::Ordered,
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            dead_letter: None,
+            start: Start::Beginning,
+            prefetch: 32,
+        }
+    }
+
+    /// The ordering mode.
+    #[must_use]
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// How long a consumer holds a delivery before it is handed out again.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Deliveries without ack after which a message is dead-lettered (I8).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The dead-letter topic (default `<topic>.dlq`).
+    #[must_use]
+    pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some(topic.into());
+        self
+    }
+
+    /// Where a new group starts.
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How many deliveries one claim fetches and buffers (ordered groups
+    /// always take one).
+    #[must_use]
+    pub fn prefetch(mut self, messages: u32) -> Self {
+        self.prefetch = messages;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.lease < Duration::from_millis(1) {
+            return Err(Error::InvalidOptions("lease must be at least 1 ms".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::InvalidOptions("max_attempts must be at least 1".into()));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::InvalidOptions("prefetch must be at least 1".into()));
+        }
+        if let Order::Shared { max_in_flight: 0 } = self.order {
+            return Err(Error::InvalidOptions("max_in_flight must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions::new()
+    }
+}
+
+/// What a nack asks for: when to deliver again and why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NackOptions {
+    /// Wait this long before the message is deliverable again.
+    pub delay: Duration,
+    /// Why processing failed; kept as the message's last error and written
+    /// into its dead letter.
+    pub reason: Option<String>,
+}
+
+impl NackOptions {
+    /// Deliver again at once, no reason given.
+    pub fn new() -> Self {
+        NackOptions::default()
+    }
+
+    /// Deliver again after `delay`.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Record why processing failed.
+    #[must_use]
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}

@@ -1,0 +1,372 @@
+//! [`Subscription`]: one consumer of a group, and the [`Delivery`] it hands out.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+
+use crate::bus::{BusInner, TopicSignal};
+use crate::clock::{Timestamp, lock};
+use crate::driver::{BoxFuture, Claim, Claimed, Settle, Settlement};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::options::{GroupOptions, NackOptions};
+
+/// One consumer of a consumer group: a stream of [`Delivery`]s.
+///
+/// Dropping it (or calling [`close`](Subscription::close)) releases every
+/// delivery it still holds: they become deliverable again to the group with
+/// the next attempt number (I6). Deliveries are prefetched in batches of
+/// [`GroupOptions::prefetch`]; their leases run from the claim.
+#[must_use = "a subscription receives nothing unless polled"]
+pub struct Subscription {
+    shared: Arc<Consumer>,
+    /// The receive in progress when polled as a stream. In a mutex only to
+    /// keep `Subscription: Sync`; it is reached through `&mut self`.
+    next: Mutex<Option<BoxFuture<'static, Result<Delivery>>>>,
+}
+
+/// What a subscription and its deliveries share.
+struct Consumer {
+    bus: Arc<BusInner>,
+    signal: Arc<TopicSignal>,
+    key: u64,
+    topic: String,
+    group: String,
+    consumer: String,
+    lease: Duration,
+    prefetch: u32,
+    buffer: Mutex<VecDeque<Delivery>>,
+    closed: AtomicBool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        bus: Arc<BusInner>,
+        signal: Arc<TopicSignal>,
+        key: u64,
+        topic: &str,
+        group: &str,
+        consumer: String,
+        options: &GroupOptions,
+    ) -> Self {
+        Subscription {
+            shared: Arc::new(Consumer {
+                bus,
+                signal,
+                key,
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                consumer,
+                lease: options.lease,
+                prefetch: options.prefetch,
+                buffer: Mutex::new(VecDeque::new()),
+                closed: AtomicBool::new(false),
+            }),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// Waits for the next delivery.
+    ///
+    /// It returns as soon as a message is deliverable: a publish through this
+    /// bus, a nack or a release wakes it at once, and it sleeps on the bus
+    /// clock until the next lease end or delay otherwise. Errors of the
+    /// driver are returned and the subscription stays usable; after
+    /// [`Bus::close`](crate::Bus::close) it returns [`Error::Closed`].
+    pub async fn recv(&self) -> Result<Delivery> {
+        self.shared.clone().next_delivery().await
+    }
+
+    /// Returns a delivery if one is deliverable now, without waiting.
+    pub async fn try_recv(&self) -> Result<Option<Delivery>> {
+        match self.shared.fetch().await? {
+            Fetched::Delivery(delivery) => Ok(Some(delivery)),
+            Fetched::Nothing(_) => Ok(None),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// This consumer's unique id, as its leases record it.
+    pub fn consumer_id(&self) -> &str {
+        &self.shared.consumer
+    }
+
+    /// Leaves the group, releasing every delivery this consumer holds and
+    /// waiting until the store has recorded it.
+    pub async fn close(self) -> Result<()> {
+        let shared = self.shared.clone();
+        if shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        drop(self);
+        shared.bus.forget_consumer(shared.key);
+        lock(&shared.buffer).clear();
+        shared.bus.check_open()?;
+        let now = shared.bus.now();
+        let dead = shared
+            .bus
+            .driver
+            .release(&shared.topic, &shared.group, &shared.consumer, now)
+            .await?;
+        shared.bus.announce(&dead);
+        shared.signal.changed.notify(usize::MAX);
+        Ok(())
+    }
+}
+
+/// What one look at the buffer and the store found.
+enum Fetched {
+    Delivery(Delivery),
+    /// Nothing deliverable now; something may be at this time.
+    Nothing(Option<Timestamp>),
+}
+
+impl Consumer {
+    async fn next_delivery(self: Arc<Self>) -> Result<Delivery> {
+        loop {
+            // Armed before looking at the store, so no commit can slip
+            // between the look and the wait.
+            let changed = self.signal.changed.listen();
+            match self.fetch().await? {
+                Fetched::Delivery(delivery) => return Ok(delivery),
+                Fetched::Nothing(Some(due)) => {
+                    futures_lite::future::or(changed, self.bus.clock.sleep_until(due)).await;
+                }
+                Fetched::Nothing(None) => changed.await,
+            }
+        }
+    }
+
+    async fn fetch(self: &Arc<Self>) -> Result<Fetched> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.bus.check_open()?;
+        let now = self.bus.now();
+        if let Some(delivery) = self.pop_buffered(now) {
+            return Ok(Fetched::Delivery(delivery));
+        }
+        self.bus.drive_deferred();
+        let lease_until = now + self.lease;
+        let outcome = self
+            .bus
+            .driver
+            .claim(Claim {
+                topic: &self.topic,
+                group: &self.group,
+                consumer: &self.consumer,
+                now,
+                lease_until,
+                max: self.prefetch,
+            })
+            .await?;
+        self.bus.announce(&outcome.dead_lettered);
+        if outcome.deliveries.is_empty() {
+            return Ok(Fetched::Nothing(outcome.next_due));
+        }
+        let mut deliveries = outcome
+            .deliveries
+            .into_iter()
+            .map(|c| Delivery::new(self.clone(), c, lease_until));
+        let first = deliveries.next();
+        lock(&self.buffer).extend(deliveries);
+        Ok(first.map_or(Fetched::Nothing(None), Fetched::Delivery))
+    }
+
+    fn pop_buffered(&self, now: Timestamp) -> Option<Delivery> {
+        let mut buffer = lock(&self.buffer);
+        // A prefetched delivery whose lease ran out may already belong to
+        // someone else: skip it.
+        std::iter::from_fn(|| buffer.pop_front()).find(|d| d.lease_until() > now)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        shared.bus.forget_consumer(shared.key);
+        lock(&shared.buffer).clear();
+        if !shared.bus.is_closed() {
+            shared.bus.release_soon(
+                shared.topic.clone(),
+                shared.group.clone(),
+                shared.consumer.clone(),
+            );
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Delivery>;
+
+    /// Yields deliveries; ends when the bus is closed.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let slot = this
+            .next
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = slot.get_or_insert_with(|| Box::pin(this.shared.clone().next_delivery()));
+        match next.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                *slot = None;
+                match result {
+                    Err(Error::Closed) => Poll::Ready(None),
+                    other => Poll::Ready(Some(other)),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.shared.topic)
+            .field("group", &self.shared.group)
+            .field("consumer", &self.shared.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One hand-out of a message to a consumer, under a lease until
+/// [`lease_until`](Delivery::lease_until). Settle it with
+/// [`ack`](Delivery::ack) or [`nack`](Delivery::nack); a delivery dropped
+/// unsettled is handed out again when its lease ends or its subscription goes.
+#[must_use = "an unsettled delivery is delivered again when its lease ends"]
+pub struct Delivery {
+    consumer: Arc<Consumer>,
+    seq: u64,
+    attempt: u32,
+    lease_until: AtomicU64,
+    message: Arc<Message>,
+}
+
+impl Delivery {
+    fn new(consumer: Arc<Consumer>, claimed: Claimed, lease_until: Timestamp) -> Self {
+        Delivery {
+            consumer,
+            seq: claimed.seq,
+            attempt: claimed.attempt,
+            lease_until: AtomicU64::new(lease_until.as_millis()),
+            message: claimed.message,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The message's position in its topic.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// How many times the group has handed out this message, this one
+    /// included (1 on first delivery).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the lease ends, on the bus clock.
+    pub fn lease_until(&self) -> Timestamp {
+        Timestamp::from_millis(self.lease_until.load(Ordering::Acquire))
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.consumer.topic
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.consumer.group
+    }
+
+    /// Marks the message done for this group: it is never delivered to the
+    /// group again (I5). [`Error::LeaseLost`] if the lease is no longer
+    /// current; then nothing changed.
+    pub async fn ack(&self) -> Result<()> {
+        self.settle(Settlement::Ack).await
+    }
+
+    /// Gives the message back: it is delivered again after `options.delay`
+    /// with the next attempt number (I6), or moved to the dead-letter topic
+    /// if this was the final attempt (I8).
+    pub async fn nack(&self, options: NackOptions) -> Result<()> {
+        let retry_at = self.consumer.bus.now() + options.delay;
+        self.settle(Settlement::Nack {
+            retry_at,
+            reason: options.reason,
+        })
+        .await
+    }
+
+    /// Extends the lease to `by` from now; returns the new end.
+    pub async fn extend(&self, by: Duration) -> Result<Timestamp> {
+        let lease_until = self.consumer.bus.now() + by;
+        self.settle(Settlement::Extend { lease_until }).await?;
+        self.lease_until
+            .store(lease_until.as_millis(), Ordering::Release);
+        Ok(lease_until)
+    }
+
+    async fn settle(&self, settlement: Settlement) -> Result<()> {
+        let consumer = &self.consumer;
+        let bus = &consumer.bus;
+        bus.check_open()?;
+        bus.drive_deferred();
+        let unblocks = !matches!(settlement, Settlement::Extend { .. });
+        let dead = bus
+            .driver
+            .settle(Settle {
+                topic: &consumer.topic,
+                group: &consumer.group,
+                seq: self.seq,
+                attempt: self.attempt,
+                now: bus.now(),
+                settlement,
+            })
+            .await?;
+        if let Some(dead) = dead {
+            bus.announce(std::slice::from_ref(&dead));
+        }
+        if unblocks {
+            consumer.signal.changed.notify(usize::MAX);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.consumer.topic)
+            .field("group", &self.consumer.group)
+            .field("seq", &self.seq)
+            .field("attempt", &self.attempt)
+            .field("lease_until", &self.lease_until())
+            .field("message", &self.message)
+            .finish()
+    }
+}
