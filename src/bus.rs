@@ -140,7 +140,8 @@ impl Bus {
         expected_last: u64,
         messages: impl IntoIterator<Item = Message>,
     ) -> Result<Vec<Outcome>> {
-        self.publish_inner(topic, messages, Some(expected_last)).await
+        self.publish_inner(topic, messages, Some(expected_last))
+            .await
     }
 
     async fn publish_inner(
@@ -310,7 +311,11 @@ impl Bus {
         let now = inner.clock.now();
         let mut first_error = None;
         for c in consumers {
-            if let Err(e) = inner.driver.release(&c.topic, &c.group, &c.consumer, now).await {
+            if let Err(e) = inner
+                .driver
+                .release(&c.topic, &c.group, &c.consumer, now)
+                .await
+            {
                 first_error.get_or_insert(e);
             }
         }

@@ -122,6 +122,7 @@ impl<T: Ord + Copy> Sleepers<T> {
         due
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn earliest(&self) -> Option<T> {
         self.wakers.keys().next().map(|(t, _)| *t)
     }
@@ -447,6 +448,7 @@ mod wasm_clock {
 
 /// The clock a bus uses when its options name none: [`StdClock`] on native
 /// targets, `WasmClock` on wasm32 with the `wasm` feature, and none otherwise.
+#[allow(clippy::unnecessary_wraps)] // `None` on wasm32 without the `wasm` feature
 pub(crate) fn default_clock() -> Option<Arc<dyn Clock>> {
     #[cfg(not(target_arch = "wasm32"))]
     {

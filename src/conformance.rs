@@ -60,7 +60,12 @@ impl Factory for MemoryFactory {
     }
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<MemoryDriver>> {
-        Box::pin(async move { Ok(lock(&self.stores).entry(store.to_owned()).or_default().clone()) })
+        Box::pin(async move {
+            Ok(lock(&self.stores)
+                .entry(store.to_owned())
+                .or_default()
+                .clone())
+        })
     }
 }
 
@@ -111,7 +116,11 @@ impl<'f, F: Factory> Env<'f, F> {
     pub async fn publish_n(&self, topic: &str, from: usize, count: usize) -> Vec<u64> {
         let mut seqs = Vec::new();
         for i in from..from + count {
-            let outcome = self.bus.publish(topic, msg(topic, i)).await.expect("publish");
+            let outcome = self
+                .bus
+                .publish(topic, msg(topic, i))
+                .await
+                .expect("publish");
             assert!(!outcome.is_duplicate(), "fresh id reported as duplicate");
             seqs.push(outcome.seq());
         }
@@ -239,7 +248,10 @@ pub async fn publish_subscribe<F: Factory>(f: &F) {
     assert_eq!(receive_all(&sub, 10).await, names("t", 0..10));
     none(&sub).await;
     let stats = group_stats(&env.bus, "t", "g").await;
-    assert_eq!((stats.ready, stats.in_flight, stats.acked_floor), (0, 0, 10));
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.acked_floor),
+        (0, 0, 10)
+    );
 }
 
 /// Watermill `TestConcurrentSubscribe`: competing consumers of one group
@@ -276,8 +288,15 @@ pub async fn concurrent_subscribe<F: Factory>(f: &F) {
     let per_worker = within(join_all(workers)).await;
     let mut all: Vec<u64> = per_worker.concat();
     all.sort_unstable();
-    assert_eq!(all, (1..=100).collect::<Vec<_>>(), "each message exactly once");
-    assert!(per_worker.iter().filter(|w| !w.is_empty()).count() > 1, "work was shared");
+    assert_eq!(
+        all,
+        (1..=100).collect::<Vec<_>>(),
+        "each message exactly once"
+    );
+    assert!(
+        per_worker.iter().filter(|w| !w.is_empty()).count() > 1,
+        "work was shared"
+    );
 }
 
 /// Watermill `TestConcurrentSubscribeMultipleTopics`: consumers of many topics
@@ -289,8 +308,10 @@ pub async fn concurrent_subscribe_multiple_topics<F: Factory>(f: &F) {
     for t in &topics {
         subs.push(env.sub(t, "g", GroupOptions::new()).await);
     }
-    let consumers: Vec<BoxFuture<'_, Vec<String>>> =
-        subs.iter().map(|s| Box::pin(receive_all(s, 20)) as BoxFuture<'_, _>).collect();
+    let consumers: Vec<BoxFuture<'_, Vec<String>>> = subs
+        .iter()
+        .map(|s| Box::pin(receive_all(s, 20)) as BoxFuture<'_, _>)
+        .collect();
     let publishers: Vec<BoxFuture<'_, Vec<String>>> = topics
         .iter()
         .map(|t| {
@@ -319,7 +340,10 @@ pub async fn resend_on_nack<F: Factory>(f: &F) {
     assert_eq!((d.seq(), d.attempt()), (1, 1));
     d.nack(NackOptions::new()).await.unwrap();
     let again = recv(&sub).await;
-    assert_eq!((again.seq(), again.attempt(), text(&again)), (1, 2, "t-0".into()));
+    assert_eq!(
+        (again.seq(), again.attempt(), text(&again)),
+        (1, 2, "t-0".into())
+    );
     again.ack().await.unwrap();
     assert_eq!((recv(&sub).await.seq()), 2);
 }
@@ -367,8 +391,10 @@ pub async fn concurrent_close<F: Factory>(f: &F) {
         assert_eq!(d.attempt(), 1);
         subs.push((s, d));
     }
-    let closes: Vec<BoxFuture<'_, Result<()>>> =
-        subs.into_iter().map(|(s, _d)| Box::pin(s.close()) as BoxFuture<'_, _>).collect();
+    let closes: Vec<BoxFuture<'_, Result<()>>> = subs
+        .into_iter()
+        .map(|(s, _d)| Box::pin(s.close()) as BoxFuture<'_, _>)
+        .collect();
     for r in within(join_all(closes)).await {
         r.unwrap();
     }
@@ -393,7 +419,9 @@ pub async fn continue_after_errors<F: Factory>(f: &F) {
         let d = recv(&sub).await;
         assert_eq!((d.seq(), d.attempt()), (1, attempt));
         if attempt < 4 {
-            d.nack(NackOptions::new().with_reason("boom")).await.unwrap();
+            d.nack(NackOptions::new().with_reason("boom"))
+                .await
+                .unwrap();
         } else {
             d.ack().await.unwrap();
         }
@@ -408,7 +436,10 @@ pub async fn publish_subscribe_in_order<F: Factory>(f: &F) {
     let env = Env::new(f, "in_order").await;
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     env.publish_n("t", 0, 10).await;
-    env.bus.publish_batch("t", (10..30).map(|i| msg("t", i))).await.unwrap();
+    env.bus
+        .publish_batch("t", (10..30).map(|i| msg("t", i)))
+        .await
+        .unwrap();
     env.publish_n("t", 30, 10).await;
     assert_eq!(receive_all(&sub, 40).await, names("t", 0..40));
 }
@@ -420,7 +451,9 @@ pub async fn bus_close_ends_waits_and_refuses_calls<F: Factory>(f: &F) {
     env.publish_n("t", 0, 1).await;
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     let held = recv(&sub).await;
-    let waiting = env.sub("t", "other", GroupOptions::new().start(Start::End)).await;
+    let waiting = env
+        .sub("t", "other", GroupOptions::new().start(Start::End))
+        .await;
     let (waited, closed) = within(future::zip(waiting.recv(), async {
         future::yield_now().await;
         env.bus.close().await
@@ -429,14 +462,30 @@ pub async fn bus_close_ends_waits_and_refuses_calls<F: Factory>(f: &F) {
     closed.unwrap();
     assert!(waited.unwrap_err().is_closed());
     assert!(env.bus.is_closed());
-    assert!(env.bus.publish("t", Message::new("x")).await.unwrap_err().is_closed());
-    assert!(env.bus.subscribe("t", "g", GroupOptions::new()).await.unwrap_err().is_closed());
+    assert!(
+        env.bus
+            .publish("t", Message::new("x"))
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
+    assert!(
+        env.bus
+            .subscribe("t", "g", GroupOptions::new())
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
     assert!(env.bus.stats("t").await.unwrap_err().is_closed());
     assert!(env.bus.listen("t").unwrap_err().is_closed());
     assert!(held.ack().await.unwrap_err().is_closed());
     assert!(sub.try_recv().await.unwrap_err().is_closed());
     let mut stream = sub;
-    assert!(within(futures_lite::StreamExt::next(&mut stream)).await.is_none());
+    assert!(
+        within(futures_lite::StreamExt::next(&mut stream))
+            .await
+            .is_none()
+    );
     env.bus.close().await.expect("closing twice is harmless");
 }
 
@@ -462,7 +511,10 @@ pub async fn cancellation_by_drop<F: Factory>(f: &F) {
     let sub = env.sub("t", "g", shared(10).prefetch(5)).await;
     {
         let mut pending = Box::pin(sub.recv());
-        assert!(future::poll_once(&mut pending).await.is_none(), "nothing to receive yet");
+        assert!(
+            future::poll_once(&mut pending).await.is_none(),
+            "nothing to receive yet"
+        );
     }
     env.publish_n("t", 0, 5).await;
     let d = recv(&sub).await;
@@ -518,11 +570,19 @@ pub async fn consumer_groups<F: Factory>(f: &F) {
 pub async fn i1_seq_strictly_increases<F: Factory>(f: &F) {
     let env = Env::new(f, "i1_seq").await;
     let mut seqs = env.publish_n("t", 0, 20).await;
-    for outcome in env.bus.publish_batch("t", (20..40).map(|i| msg("t", i))).await.unwrap() {
+    for outcome in env
+        .bus
+        .publish_batch("t", (20..40).map(|i| msg("t", i)))
+        .await
+        .unwrap()
+    {
         seqs.push(outcome.seq());
     }
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    assert_eq!(env.bus.stats("t").await.unwrap().last_seq, *seqs.last().unwrap());
+    assert_eq!(
+        env.bus.stats("t").await.unwrap().last_seq,
+        *seqs.last().unwrap()
+    );
 }
 
 /// I1: a batch with one bad message stores nothing.
@@ -538,13 +598,23 @@ pub async fn i1_batch_is_all_or_nothing<F: Factory>(f: &F) {
     assert_eq!(receive_all(&sub, 1).await, names("t", 0..1));
     none(&sub).await;
     // The same ids are still free.
-    assert!(!env.bus.publish("t", msg("t", 1)).await.unwrap().is_duplicate());
+    assert!(
+        !env.bus
+            .publish("t", msg("t", 1))
+            .await
+            .unwrap()
+            .is_duplicate()
+    );
 }
 
 /// I1: a batch's messages get increasing seqs in batch order.
 pub async fn i1_batch_seqs_follow_batch_order<F: Factory>(f: &F) {
     let env = Env::new(f, "i1_batch_order").await;
-    let outcomes = env.bus.publish_batch("t", (0..50).map(|i| msg("t", i))).await.unwrap();
+    let outcomes = env
+        .bus
+        .publish_batch("t", (0..50).map(|i| msg("t", i)))
+        .await
+        .unwrap();
     let seqs: Vec<u64> = outcomes.iter().map(|o| o.seq()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let sub = env.sub("t", "g", GroupOptions::new()).await;
@@ -559,12 +629,33 @@ pub async fn i1_batch_seqs_follow_batch_order<F: Factory>(f: &F) {
 /// `Conflict` and stores nothing.
 pub async fn i1_expected_last_seq<F: Factory>(f: &F) {
     let env = Env::new(f, "i1_expected").await;
-    let first = env.bus.publish_batch_expecting("t", 0, [msg("t", 0)]).await.unwrap();
+    let first = env
+        .bus
+        .publish_batch_expecting("t", 0, [msg("t", 0)])
+        .await
+        .unwrap();
     assert_eq!(first[0].seq(), 1);
-    let err = env.bus.publish_batch_expecting("t", 0, [msg("t", 1)]).await.unwrap_err();
-    assert!(matches!(err, Error::Conflict { expected: 0, actual: 1 }), "{err}");
+    let err = env
+        .bus
+        .publish_batch_expecting("t", 0, [msg("t", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 0,
+                actual: 1
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(env.bus.stats("t").await.unwrap().last_seq, 1);
-    let ok = env.bus.publish_batch_expecting("t", 1, [msg("t", 1)]).await.unwrap();
+    let ok = env
+        .bus
+        .publish_batch_expecting("t", 1, [msg("t", 1)])
+        .await
+        .unwrap();
     assert!(ok[0].seq() > 1);
 }
 
@@ -575,7 +666,11 @@ pub async fn i2_duplicate_names_original<F: Factory>(f: &F) {
     let env = Env::new(f, "i2_duplicate").await;
     let first = env.bus.publish("t", msg("t", 0)).await.unwrap();
     env.publish_n("t", 1, 3).await;
-    let again = env.bus.publish("t", Message::new("other payload").with_id("t-0")).await.unwrap();
+    let again = env
+        .bus
+        .publish("t", Message::new("other payload").with_id("t-0"))
+        .await
+        .unwrap();
     assert_eq!(again, Outcome::Duplicate { seq: first.seq() });
     assert_eq!(env.bus.stats("t").await.unwrap().messages, 4);
 }
@@ -590,7 +685,12 @@ pub async fn i2_duplicate_inside_batch<F: Factory>(f: &F) {
         .unwrap();
     assert!(matches!(outcomes[0], Outcome::Published { .. }));
     assert!(matches!(outcomes[1], Outcome::Published { .. }));
-    assert_eq!(outcomes[2], Outcome::Duplicate { seq: outcomes[0].seq() });
+    assert_eq!(
+        outcomes[2],
+        Outcome::Duplicate {
+            seq: outcomes[0].seq()
+        }
+    );
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     assert_eq!(receive_all(&sub, 2).await, names("t", 0..2));
     none(&sub).await;
@@ -602,7 +702,13 @@ pub async fn i2_duplicate_never_delivered_again<F: Factory>(f: &F) {
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     env.publish_n("t", 0, 1).await;
     receive_all(&sub, 1).await;
-    assert!(env.bus.publish("t", msg("t", 0)).await.unwrap().is_duplicate());
+    assert!(
+        env.bus
+            .publish("t", msg("t", 0))
+            .await
+            .unwrap()
+            .is_duplicate()
+    );
     none(&sub).await;
     let late = env.sub("t", "late", GroupOptions::new()).await;
     assert_eq!(receive_all(&late, 1).await, names("t", 0..1));
@@ -650,14 +756,20 @@ pub async fn i3_every_group_gets_every_message<F: Factory>(f: &F) {
 pub async fn i3_start_positions<F: Factory>(f: &F) {
     let env = Env::new(f, "i3_start").await;
     env.publish_n("t", 0, 5).await;
-    let end = env.sub("t", "end", GroupOptions::new().start(Start::End)).await;
-    let after = env.sub("t", "after", GroupOptions::new().start(Start::AfterSeq(3))).await;
+    let end = env
+        .sub("t", "end", GroupOptions::new().start(Start::End))
+        .await;
+    let after = env
+        .sub("t", "after", GroupOptions::new().start(Start::AfterSeq(3)))
+        .await;
     none(&end).await;
     env.publish_n("t", 5, 1).await;
     assert_eq!(receive_all(&end, 1).await, names("t", 5..6));
     assert_eq!(receive_all(&after, 3).await, names("t", 3..6));
     // An existing group keeps its position whatever a later subscriber asks.
-    let again = env.sub("t", "end", GroupOptions::new().start(Start::Beginning)).await;
+    let again = env
+        .sub("t", "end", GroupOptions::new().start(Start::Beginning))
+        .await;
     none(&again).await;
 }
 
@@ -679,7 +791,14 @@ pub async fn i3_state_survives_reopen<F: Factory>(f: &F) {
     let rest = receive_all(&sub, 2).await;
     assert_eq!(rest, names("t", 3..5));
     none(&sub).await;
-    assert!(env.bus.publish("t", msg("t", 0)).await.unwrap().is_duplicate(), "dedupe survives");
+    assert!(
+        env.bus
+            .publish("t", msg("t", 0))
+            .await
+            .unwrap()
+            .is_duplicate(),
+        "dedupe survives"
+    );
 }
 
 // ---------------------------------------------------------------- I4
@@ -714,7 +833,12 @@ pub async fn i4_expired_lease_is_taken_over<F: Factory>(f: &F) {
     let new = some(&b).await;
     assert_eq!((new.seq(), new.attempt()), (1, 2));
     assert!(old.ack().await.unwrap_err().is_lease_lost());
-    assert!(old.nack(NackOptions::new()).await.unwrap_err().is_lease_lost());
+    assert!(
+        old.nack(NackOptions::new())
+            .await
+            .unwrap_err()
+            .is_lease_lost()
+    );
     assert!(old.extend(LEASE).await.unwrap_err().is_lease_lost());
     none(&a).await;
     let stats = group_stats(&env.bus, "t", "g").await;
@@ -756,7 +880,12 @@ pub async fn i5_ack_after_ack_is_lease_lost<F: Factory>(f: &F) {
     let d = recv(&sub).await;
     d.ack().await.unwrap();
     assert!(d.ack().await.unwrap_err().is_lease_lost());
-    assert!(d.nack(NackOptions::new()).await.unwrap_err().is_lease_lost());
+    assert!(
+        d.nack(NackOptions::new())
+            .await
+            .unwrap_err()
+            .is_lease_lost()
+    );
     let next = recv(&sub).await;
     assert_eq!((next.seq(), next.attempt()), (2, 1));
 }
@@ -788,7 +917,12 @@ pub async fn i5_settle_after_loss_changes_nothing<F: Factory>(f: &F) {
     let old = recv(&a).await;
     env.advance(LEASE);
     let new = some(&b).await;
-    assert!(old.nack(NackOptions::new()).await.unwrap_err().is_lease_lost());
+    assert!(
+        old.nack(NackOptions::new())
+            .await
+            .unwrap_err()
+            .is_lease_lost()
+    );
     none(&c).await;
     assert_eq!(new.attempt(), 2);
     new.ack().await.unwrap();
@@ -814,7 +948,9 @@ pub async fn i6_nack_delay_is_respected<F: Factory>(f: &F) {
     env.publish_n("t", 0, 1).await;
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     let d = recv(&sub).await;
-    d.nack(NackOptions::new().with_delay(Duration::from_secs(5))).await.unwrap();
+    d.nack(NackOptions::new().with_delay(Duration::from_secs(5)))
+        .await
+        .unwrap();
     none(&sub).await;
     env.advance(Duration::from_millis(4_999));
     none(&sub).await;
@@ -828,7 +964,7 @@ pub async fn i6_lease_expiry_redelivers<F: Factory>(f: &F) {
     env.publish_n("t", 0, 1).await;
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     let d = recv(&sub).await;
-    env.advance(LEASE - Duration::from_millis(1));
+    env.advance(Duration::from_millis(9_999));
     none(&sub).await;
     env.advance(Duration::from_millis(1));
     let again = some(&sub).await;
@@ -878,13 +1014,32 @@ pub async fn i7_ordered_one_at_a_time<F: Factory>(f: &F) {
 /// I7 `PerKey`: one in flight per key, in order; keys run in parallel.
 pub async fn i7_per_key_fifo<F: Factory>(f: &F) {
     let env = Env::new(f, "i7_per_key").await;
-    let keyed = |k: &str, i: usize| Message::new(format!("{k}{i}")).with_id(format!("{k}{i}")).with_key(k);
+    let keyed = |k: &str, i: usize| {
+        Message::new(format!("{k}{i}"))
+            .with_id(format!("{k}{i}"))
+            .with_key(k)
+    };
     env.bus
-        .publish_batch("t", [keyed("a", 1), keyed("b", 1), keyed("a", 2), keyed("b", 2)])
+        .publish_batch(
+            "t",
+            [keyed("a", 1), keyed("b", 1), keyed("a", 2), keyed("b", 2)],
+        )
         .await
         .unwrap();
-    let s1 = env.sub("t", "g", GroupOptions::new().order(Order::PerKey).prefetch(1)).await;
-    let s2 = env.sub("t", "g", GroupOptions::new().order(Order::PerKey).prefetch(1)).await;
+    let s1 = env
+        .sub(
+            "t",
+            "g",
+            GroupOptions::new().order(Order::PerKey).prefetch(1),
+        )
+        .await;
+    let s2 = env
+        .sub(
+            "t",
+            "g",
+            GroupOptions::new().order(Order::PerKey).prefetch(1),
+        )
+        .await;
     let a1 = some(&s1).await;
     let b1 = some(&s2).await;
     assert_eq!((text(&a1), text(&b1)), ("a1".into(), "b1".into()));
@@ -900,9 +1055,18 @@ pub async fn i7_per_key_fifo<F: Factory>(f: &F) {
 pub async fn i7_per_key_unkeyed_are_independent<F: Factory>(f: &F) {
     let env = Env::new(f, "i7_unkeyed").await;
     env.publish_n("t", 0, 3).await;
-    let sub = env.sub("t", "g", GroupOptions::new().order(Order::PerKey).prefetch(1)).await;
+    let sub = env
+        .sub(
+            "t",
+            "g",
+            GroupOptions::new().order(Order::PerKey).prefetch(1),
+        )
+        .await;
     let held: Vec<Delivery> = vec![some(&sub).await, some(&sub).await, some(&sub).await];
-    assert_eq!(held.iter().map(Delivery::seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        held.iter().map(Delivery::seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 }
 
 /// I7 `Shared`: never more than `max_in_flight` leases at once.
@@ -941,7 +1105,11 @@ pub async fn i8_dead_letter_after_nacks<F: Factory>(f: &F) {
     let sub = env.sub("t", "g", GroupOptions::new().max_attempts(2)).await;
     let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
     for _ in 0..2 {
-        recv(&sub).await.nack(NackOptions::new().with_reason("bad input")).await.unwrap();
+        recv(&sub)
+            .await
+            .nack(NackOptions::new().with_reason("bad input"))
+            .await
+            .unwrap();
     }
     let next = recv(&sub).await;
     assert_eq!((next.seq(), next.attempt()), (2, 1));
@@ -971,7 +1139,10 @@ pub async fn i8_dead_letter_after_lease_expiry<F: Factory>(f: &F) {
     assert_eq!(dead.messages, 1);
     let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
     let d = recv(&dlq).await;
-    assert_eq!(d.message().metadata()[dead_letter_keys::ERROR], crate::driver::LEASE_EXPIRED);
+    assert_eq!(
+        d.message().metadata()[dead_letter_keys::ERROR],
+        crate::driver::LEASE_EXPIRED
+    );
 }
 
 /// I8: a dead letter is in exactly one place: gone from its group, present once
@@ -980,11 +1151,23 @@ pub async fn i8_dead_letter_is_in_one_place<F: Factory>(f: &F) {
     let env = Env::new(f, "i8_one_place").await;
     env.publish_n("t", 0, 3).await;
     let mut hear = env.bus.listen("graveyard").unwrap();
-    let sub = env.sub("t", "g", shared(5).prefetch(1).max_attempts(1).dead_letter("graveyard")).await;
+    let sub = env
+        .sub(
+            "t",
+            "g",
+            shared(5)
+                .prefetch(1)
+                .max_attempts(1)
+                .dead_letter("graveyard"),
+        )
+        .await;
     let d = recv(&sub).await;
     d.nack(NackOptions::new()).await.unwrap();
     let stats = group_stats(&env.bus, "t", "g").await;
-    assert_eq!((stats.ready, stats.in_flight, stats.dead_lettered), (2, 0, 1));
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead_lettered),
+        (2, 0, 1)
+    );
     assert_eq!(env.bus.stats("graveyard").await.unwrap().messages, 1);
     assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 0);
     let Some(Ok(Live::Message { message, .. })) = hear.try_recv() else {
@@ -1007,7 +1190,9 @@ pub async fn i8_dead_letters_of_two_groups<F: Factory>(f: &F) {
     let env = Env::new(f, "i8_two_groups").await;
     env.publish_n("t", 0, 1).await;
     for group in ["g1", "g2"] {
-        let sub = env.sub("t", group, GroupOptions::new().max_attempts(1)).await;
+        let sub = env
+            .sub("t", group, GroupOptions::new().max_attempts(1))
+            .await;
         recv(&sub).await.nack(NackOptions::new()).await.unwrap();
     }
     assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 2);
@@ -1068,7 +1253,10 @@ pub async fn i10_deliver_at<F: Factory>(f: &F) {
     let env = Env::new(f, "i10_deliver_at").await;
     let at = env.clock.now() + Duration::from_secs(60);
     env.bus
-        .publish("t", Message::new("later").with_id("later").with_deliver_at(at))
+        .publish(
+            "t",
+            Message::new("later").with_id("later").with_deliver_at(at),
+        )
         .await
         .unwrap();
     let sub = env.sub("t", "g", shared(5)).await;
@@ -1147,11 +1335,20 @@ pub async fn threads_compete<F: Factory>(f: &F) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     let mut all = seen.concat();
     all.sort_unstable();
     assert_eq!(all, (1..=200).collect::<Vec<_>>());
+}
+
+/// wasm32 has no threads: the same competition runs on one thread.
+#[cfg(target_arch = "wasm32")]
+pub async fn threads_compete<F: Factory>(f: &F) {
+    concurrent_subscribe(f).await;
 }
 
 // ---------------------------------------------------------------- listeners and stats
@@ -1179,10 +1376,17 @@ pub async fn listener_hears_new_messages<F: Factory>(f: &F) {
 pub async fn listener_reports_lag<F: Factory>(f: &F) {
     let env = Env::new(f, "listener_lag").await;
     let driver = f.open("listener_lag_small").await.expect("open");
-    let bus = Bus::open(driver, BusOptions::new().clock(env.clock.clone()).listener_capacity(4))
-        .expect("bus");
+    let bus = Bus::open(
+        driver,
+        BusOptions::new()
+            .clock(env.clock.clone())
+            .listener_capacity(4),
+    )
+    .expect("bus");
     let mut live = bus.listen("t").unwrap();
-    bus.publish_batch("t", (0..10).map(|i| msg("t", i))).await.unwrap();
+    bus.publish_batch("t", (0..10).map(|i| msg("t", i)))
+        .await
+        .unwrap();
     assert_eq!(live.try_recv().unwrap().unwrap(), Live::Lagged(6));
     let mut seqs = Vec::new();
     while let Some(Ok(Live::Message { seq, .. })) = live.try_recv() {
@@ -1198,7 +1402,9 @@ pub async fn stats_per_group<F: Factory>(f: &F) {
     let env = Env::new(f, "stats").await;
     assert_eq!(env.bus.stats("t").await.unwrap().groups.len(), 0);
     env.publish_n("t", 0, 5).await;
-    let a = env.sub("t", "a", shared(10).prefetch(1).max_attempts(1)).await;
+    let a = env
+        .sub("t", "a", shared(10).prefetch(1).max_attempts(1))
+        .await;
     let _b = env.sub("t", "b", GroupOptions::new()).await;
     receive_all(&a, 1).await;
     let _held = recv(&a).await;
@@ -1208,9 +1414,15 @@ pub async fn stats_per_group<F: Factory>(f: &F) {
     let names: Vec<&str> = stats.groups.iter().map(|g| g.group.as_str()).collect();
     assert_eq!(names, vec!["a", "b"]);
     let a = &stats.groups[0];
-    assert_eq!((a.ready, a.in_flight, a.acked_floor, a.dead_lettered), (2, 1, 1, 1));
+    assert_eq!(
+        (a.ready, a.in_flight, a.acked_floor, a.dead_lettered),
+        (2, 1, 1, 1)
+    );
     let b = &stats.groups[1];
-    assert_eq!((b.ready, b.in_flight, b.acked_floor, b.dead_lettered), (5, 0, 0, 0));
+    assert_eq!(
+        (b.ready, b.in_flight, b.acked_floor, b.dead_lettered),
+        (5, 0, 0, 0)
+    );
 }
 
 // ---------------------------------------------------------------- bad input
@@ -1221,9 +1433,28 @@ pub async fn bad_topic_names<F: Factory>(f: &F) {
     let long = "x".repeat(256);
     for bad in ["", "has space", "semi;colon", "é", long.as_str(), "nul\0"] {
         let err = env.bus.publish(bad, Message::new("x")).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidName { kind: NameKind::Topic, .. }), "{bad:?}: {err}");
-        let err = env.bus.subscribe(bad, "g", GroupOptions::new()).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidName { kind: NameKind::Topic, .. }));
+        assert!(
+            matches!(
+                err,
+                Error::InvalidName {
+                    kind: NameKind::Topic,
+                    ..
+                }
+            ),
+            "{bad:?}: {err}"
+        );
+        let err = env
+            .bus
+            .subscribe(bad, "g", GroupOptions::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidName {
+                kind: NameKind::Topic,
+                ..
+            }
+        ));
         assert!(env.bus.listen(bad).is_err());
         assert!(env.bus.stats(bad).await.is_err());
     }
@@ -1235,8 +1466,21 @@ pub async fn bad_topic_names<F: Factory>(f: &F) {
 /// Bad group names and options are refused and create no group.
 pub async fn bad_group_names_and_options<F: Factory>(f: &F) {
     let env = Env::new(f, "bad_group").await;
-    let err = env.bus.subscribe("t", "bad group", GroupOptions::new()).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidName { kind: NameKind::Group, .. }), "{err}");
+    let err = env
+        .bus
+        .subscribe("t", "bad group", GroupOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidName {
+                kind: NameKind::Group,
+                ..
+            }
+        ),
+        "{err}"
+    );
     for options in [
         GroupOptions::new().max_attempts(0),
         GroupOptions::new().prefetch(0),
@@ -1245,7 +1489,10 @@ pub async fn bad_group_names_and_options<F: Factory>(f: &F) {
         GroupOptions::new().dead_letter("t"),
         GroupOptions::new().dead_letter("bad topic"),
     ] {
-        assert!(env.bus.subscribe("t", "g", options.clone()).await.is_err(), "{options:?}");
+        assert!(
+            env.bus.subscribe("t", "g", options.clone()).await.is_err(),
+            "{options:?}"
+        );
     }
     assert!(env.bus.stats("t").await.unwrap().groups.is_empty());
 }
@@ -1256,7 +1503,11 @@ pub async fn group_settings_are_fixed<F: Factory>(f: &F) {
     let _a = env.sub("t", "g", GroupOptions::new()).await;
     let err = env.bus.subscribe("t", "g", shared(4)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
-    let err = env.bus.subscribe("t", "g", GroupOptions::new().max_attempts(9)).await.unwrap_err();
+    let err = env
+        .bus
+        .subscribe("t", "g", GroupOptions::new().max_attempts(9))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
     // Per-subscription settings may differ.
     let _b = env.sub("t", "g", GroupOptions::new().prefetch(3)).await;
@@ -1266,10 +1517,17 @@ pub async fn group_settings_are_fixed<F: Factory>(f: &F) {
 pub async fn payload_too_large<F: Factory>(f: &F) {
     let env = Env::new(f, "payload_limit").await;
     let max = 1024 * 1024;
-    let err = env.bus.publish("t", Message::new(vec![1u8; max + 1])).await.unwrap_err();
+    let err = env
+        .bus
+        .publish("t", Message::new(vec![1u8; max + 1]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::PayloadTooLarge { size, max: m } if size == max + 1 && m == max));
     assert_eq!(env.bus.stats("t").await.unwrap().messages, 0);
-    env.bus.publish("t", Message::new(vec![1u8; max]).with_id("max")).await.unwrap();
+    env.bus
+        .publish("t", Message::new(vec![1u8; max]).with_id("max"))
+        .await
+        .unwrap();
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     assert_eq!(recv(&sub).await.message().payload().len(), max);
 }
@@ -1278,17 +1536,32 @@ pub async fn payload_too_large<F: Factory>(f: &F) {
 pub async fn bad_ids_and_keys<F: Factory>(f: &F) {
     let env = Env::new(f, "bad_ids").await;
     let cases = [
-        (Message::new("x").with_id("x".repeat(256)), NameKind::MessageId),
-        (Message::new("x").with_id("line\nbreak"), NameKind::MessageId),
+        (
+            Message::new("x").with_id("x".repeat(256)),
+            NameKind::MessageId,
+        ),
+        (
+            Message::new("x").with_id("line\nbreak"),
+            NameKind::MessageId,
+        ),
         (Message::new("x").with_key(""), NameKind::MessageKey),
-        (Message::new("x").with_metadata("", "v"), NameKind::MetadataKey),
+        (
+            Message::new("x").with_metadata("", "v"),
+            NameKind::MetadataKey,
+        ),
     ];
     for (message, kind) in cases {
         let err = env.bus.publish("t", message).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidName { kind: k, .. } if k == kind), "{err}");
+        assert!(
+            matches!(err, Error::InvalidName { kind: k, .. } if k == kind),
+            "{err}"
+        );
     }
     assert_eq!(env.bus.stats("t").await.unwrap().messages, 0);
-    let ok = Message::new("x").with_id("ünïcode id").with_key("k").with_metadata("a", "\n");
+    let ok = Message::new("x")
+        .with_id("ünïcode id")
+        .with_key("k")
+        .with_metadata("a", "\n");
     env.bus.publish("t", ok.clone()).await.unwrap();
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     assert_eq!(recv(&sub).await.message(), &ok);
@@ -1297,7 +1570,13 @@ pub async fn bad_ids_and_keys<F: Factory>(f: &F) {
 /// An empty batch stores nothing and is not an error.
 pub async fn empty_batch_is_a_no_op<F: Factory>(f: &F) {
     let env = Env::new(f, "empty_batch").await;
-    assert!(env.bus.publish_batch("t", Vec::new()).await.unwrap().is_empty());
+    assert!(
+        env.bus
+            .publish_batch("t", Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(env.bus.stats("t").await.unwrap().last_seq, 0);
 }
 

@@ -251,7 +251,13 @@ pub struct GroupStats {
 
 impl GroupStats {
     /// Assembles group statistics (for drivers).
-    pub fn new(group: String, ready: u64, in_flight: u64, acked_floor: u64, dead_lettered: u64) -> Self {
+    pub fn new(
+        group: String,
+        ready: u64,
+        in_flight: u64,
+        acked_floor: u64,
+        dead_lettered: u64,
+    ) -> Self {
         GroupStats {
             group,
             ready,

@@ -116,7 +116,10 @@ impl fmt::Display for Error {
                 write!(f, "invalid {kind} {name:?}: {reason}")
             }
             Error::PayloadTooLarge { size, max } => {
-                write!(f, "payload of {size} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "payload of {size} bytes exceeds the limit of {max} bytes"
+                )
             }
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
             Error::LeaseLost => f.write_str("the lease is no longer current"),

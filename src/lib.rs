@@ -2,7 +2,7 @@
 //! redelivery and dead letters, over pluggable async storage drivers.
 //!
 //! A [`Bus`] stores messages in named topics through a [`Driver`]
-//! ([`MemoryDriver`] here; SQLite drivers in their own crates). Every
+//! ([`MemoryDriver`] here; `SQLite` drivers in their own crates). Every
 //! consumer group of a topic receives every message (fan-out); the
 //! subscriptions of one group compete for them (work sharing) under leases
 //! that end in an ack, a nack, a redelivery or a dead letter. The core
@@ -31,6 +31,9 @@
 //!
 //! The guarantees (invariants I1–I10) are listed in `docs/design.md`; the
 //! [`conformance`] suite (feature `conformance`) checks them for any driver.
+
+// wasm32 has no threads, so the driver and clock need not be `Send` there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 mod bus;
 mod clock;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
-    Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
-    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Settle,
-    Settlement, TopicStats, dead_letter_message,
+    Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed, DeadLettered,
+    Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement,
+    TopicStats, dead_letter_message,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
@@ -258,9 +258,9 @@ impl Store {
         let limit = match group.spec.order {
             Order::Ordered => 1,
             Order::PerKey => req.max as usize,
-            Order::Shared { max_in_flight } => {
-                (max_in_flight as usize).saturating_sub(group.active_leases(now)).min(req.max as usize)
-            }
+            Order::Shared { max_in_flight } => (max_in_flight as usize)
+                .saturating_sub(group.active_leases(now))
+                .min(req.max as usize),
         };
         let ordered = group.spec.order == Order::Ordered;
         let mut deliveries = Vec::new();
@@ -331,7 +331,11 @@ impl Store {
         }
         let dead_lettered = self.append_dead_letters(pending);
         Ok(ClaimOutcome {
-            next_due: if deliveries.is_empty() { next_due } else { None },
+            next_due: if deliveries.is_empty() {
+                next_due
+            } else {
+                None
+            },
             deliveries,
             dead_lettered,
         })
@@ -367,7 +371,9 @@ impl Store {
                 None
             }
         };
-        Ok(self.append_dead_letters(pending.into_iter().collect()).pop())
+        Ok(self
+            .append_dead_letters(pending.into_iter().collect())
+            .pop())
     }
 
     fn release(

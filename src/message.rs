@@ -203,7 +203,8 @@ pub(crate) fn check_name(kind: NameKind, name: &str) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::invalid_name(kind, name, "longer than 255 bytes"));
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
     if !name.bytes().all(allowed) {
         return Err(Error::invalid_name(
             kind,

@@ -172,13 +172,17 @@ impl GroupOptions {
             return Err(Error::InvalidOptions("lease must be at least 1 ms".into()));
         }
         if self.max_attempts == 0 {
-            return Err(Error::InvalidOptions("max_attempts must be at least 1".into()));
+            return Err(Error::InvalidOptions(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         if self.prefetch == 0 {
             return Err(Error::InvalidOptions("prefetch must be at least 1".into()));
         }
         if let Order::Shared { max_in_flight: 0 } = self.order {
-            return Err(Error::InvalidOptions("max_in_flight must be at least 1".into()));
+            return Err(Error::InvalidOptions(
+                "max_in_flight must be at least 1".into(),
+            ));
         }
         Ok(())
     }

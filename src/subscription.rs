@@ -38,7 +38,7 @@ struct Consumer {
     key: u64,
     topic: String,
     group: String,
-    consumer: String,
+    id: String,
     lease: Duration,
     prefetch: u32,
     buffer: Mutex<VecDeque<Delivery>>,
@@ -62,7 +62,7 @@ impl Subscription {
                 key,
                 topic: topic.to_owned(),
                 group: group.to_owned(),
-                consumer,
+                id: consumer,
                 lease: options.lease,
                 prefetch: options.prefetch,
                 buffer: Mutex::new(VecDeque::new()),
@@ -103,7 +103,7 @@ impl Subscription {
 
     /// This consumer's unique id, as its leases record it.
     pub fn consumer_id(&self) -> &str {
-        &self.shared.consumer
+        &self.shared.id
     }
 
     /// Leaves the group, releasing every delivery this consumer holds and
@@ -121,7 +121,7 @@ impl Subscription {
         let dead = shared
             .bus
             .driver
-            .release(&shared.topic, &shared.group, &shared.consumer, now)
+            .release(&shared.topic, &shared.group, &shared.id, now)
             .await?;
         shared.bus.announce(&dead);
         shared.signal.changed.notify(usize::MAX);
@@ -169,7 +169,7 @@ impl Consumer {
             .claim(Claim {
                 topic: &self.topic,
                 group: &self.group,
-                consumer: &self.consumer,
+                consumer: &self.id,
                 now,
                 lease_until,
                 max: self.prefetch,
@@ -208,7 +208,7 @@ impl Drop for Subscription {
             shared.bus.release_soon(
                 shared.topic.clone(),
                 shared.group.clone(),
-                shared.consumer.clone(),
+                shared.id.clone(),
             );
         }
     }
@@ -243,7 +243,7 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("topic", &self.shared.topic)
             .field("group", &self.shared.group)
-            .field("consumer", &self.shared.consumer)
+            .field("consumer", &self.shared.id)
             .finish_non_exhaustive()
     }
 }

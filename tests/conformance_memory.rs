@@ -16,7 +16,7 @@ mod tokio_multi_thread {
                 .enable_all()
                 .build()
                 .expect("tokio runtime")
-                .block_on(case)
+                .block_on(case);
         },
     );
 }
@@ -26,7 +26,7 @@ mod smol {
         factory: litebus::conformance::MemoryFactory::default(),
         run: |case| {
             let ex = smol::Executor::new();
-            smol::block_on(ex.run(ex.spawn(case)))
+            smol::block_on(ex.run(ex.spawn(case)));
         },
     );
 }
