@@ -1,4 +1,4 @@
-//! MemoryDriver throughput beside a raw `async-channel` pipeline moving the
+//! `MemoryDriver` throughput beside a raw `async-channel` pipeline moving the
 //! same 100-byte messages in the same run.
 //!
 //! `cargo run --release --example bench_memory [-- --quick]`
@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{block_on, zip};
-use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Order, Result};
+use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Order};
 
 const PAYLOAD: [u8; 100] = [7; 100];
 
@@ -121,7 +121,7 @@ fn channel_pipeline(n: usize) -> f64 {
     })
 }
 
-fn main() -> Result<()> {
+fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (n, runs) = if quick { (20_000, 1) } else { (500_000, 3) };
     let rows = [
@@ -154,10 +154,7 @@ fn main() -> Result<()> {
             baseline: best(runs, || channel_pipeline(n / 5)),
         },
     ];
-    println!(
-        "MemoryDriver vs raw async-channel, 100-byte payloads, {} messages, best of {runs}",
-        n
-    );
+    println!("MemoryDriver vs raw async-channel, 100-byte payloads, {n} messages, best of {runs}");
     println!(
         "{:<34} {:>14} {:>16} {:>8}",
         "workload", "litebus msg/s", "channel msg/s", "ratio"
@@ -171,5 +168,4 @@ fn main() -> Result<()> {
             row.litebus / row.baseline
         );
     }
-    Ok(())
 }

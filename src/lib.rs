@@ -64,3 +64,8 @@ pub use memory::MemoryDriver;
 pub use message::{MAX_NAME_LEN, Message, Outcome};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
 pub use subscription::{Delivery, Subscription};
+
+/// The README's examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
