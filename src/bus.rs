@@ -265,7 +265,7 @@ impl Bus {
         let shared = Arc::new(ListenerShared::new(self.inner.options.listener_capacity));
         let signal = self.inner.signal(topic);
         lock(&signal.listeners).push(Arc::downgrade(&shared));
-        Ok(Listener::new(shared, self.inner.clone()))
+        Ok(Listener::new(shared))
     }
 
     /// Statistics of `topic` and each of its groups.
@@ -303,14 +303,16 @@ impl Bus {
                 listener.close();
             }
         }
-        let consumers: Vec<ConsumerRef> = lock(&inner.consumers).drain().map(|(_, c)| c).collect();
+        // Released in the order they subscribed, so a close is deterministic.
+        let mut consumers: Vec<(u64, ConsumerRef)> = lock(&inner.consumers).drain().collect();
+        consumers.sort_unstable_by_key(|(key, _)| *key);
         let deferred: Vec<BoxFuture<'static, ()>> = std::mem::take(&mut *lock(&inner.deferred));
         for future in deferred {
             future.await;
         }
         let now = inner.clock.now();
         let mut first_error = None;
-        for c in consumers {
+        for (_, c) in consumers {
             if let Err(e) = inner
                 .driver
                 .release(&c.topic, &c.group, &c.consumer, now)

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
 
-use crate::bus::BusInner;
 use crate::clock::lock;
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -91,15 +90,13 @@ impl ListenerShared {
 #[must_use = "a listener hears nothing unless polled"]
 pub struct Listener {
     shared: Arc<ListenerShared>,
-    _bus: Arc<BusInner>,
     waiting: Option<EventListener>,
 }
 
 impl Listener {
-    pub(crate) fn new(shared: Arc<ListenerShared>, bus: Arc<BusInner>) -> Self {
+    pub(crate) fn new(shared: Arc<ListenerShared>) -> Self {
         Listener {
             shared,
-            _bus: bus,
             waiting: None,
         }
     }
