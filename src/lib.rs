@@ -37,6 +37,7 @@
 
 mod bus;
 mod clock;
+pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod driver;

@@ -1,0 +1,278 @@
+//! The system under test: a real [`Bus`] on any driver, driven by the same
+//! operations as the model and reporting the same observations.
+
+use std::time::Duration;
+
+use litebus::conformance::Factory;
+use litebus::{
+    Bus, BusOptions, Delivery, GroupOptions, Listener, Live, ManualClock, Message, NackOptions,
+    Order, Start, Subscription, Timestamp,
+};
+
+use crate::model::START_MILLIS;
+use crate::ops::{
+    ErrKind, Got, Heard, LISTENER_CAPACITY, MAX_PAYLOAD, MsgSpec, Obs, Op, OrderChoice,
+    StartChoice, SubSpec, TopicChoice, payload,
+};
+
+/// One consumer: its subscription while alive, and the deliveries it holds.
+struct Consumer {
+    subscription: Option<Subscription>,
+    held: Vec<Delivery>,
+}
+
+/// A bus on a store made by `F`, with a manual clock.
+pub struct Harness<'f, F: Factory> {
+    factory: &'f F,
+    store: String,
+    clock: ManualClock,
+    bus: Bus,
+    next_payload: u64,
+    consumers: Vec<Consumer>,
+    listeners: Vec<Listener>,
+}
+
+fn bus_options(clock: &ManualClock) -> BusOptions {
+    BusOptions::new()
+        .clock(clock.clone())
+        .max_payload(MAX_PAYLOAD)
+        .listener_capacity(LISTENER_CAPACITY)
+}
+
+fn kind<T>(r: &litebus::Result<T>) -> Result<(), ErrKind> {
+    r.as_ref().map(|_| ()).map_err(ErrKind::from)
+}
+
+impl<'f, F: Factory> Harness<'f, F> {
+    /// A bus on a new store named `store`.
+    pub async fn new(factory: &'f F, store: String) -> Self {
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let driver = factory.open(&store).await.expect("open driver");
+        let bus = Bus::open(driver, bus_options(&clock)).expect("open bus");
+        Harness {
+            factory,
+            store,
+            clock,
+            bus,
+            next_payload: 0,
+            consumers: Vec::new(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Closes the bus at the end of a run.
+    pub async fn close(self) {
+        self.bus.close().await.expect("close");
+    }
+
+    fn message(&mut self, spec: &MsgSpec) -> Message {
+        let mut m = Message::new(payload(self.next_payload, spec));
+        self.next_payload += 1;
+        if let Some(id) = spec.id {
+            m = m.with_id(format!("m{}", id % 6));
+        }
+        if let Some(key) = spec.key {
+            m = m.with_key(format!("k{}", key % 3));
+        }
+        if let Some(delay) = spec.delay_ms {
+            m = m.with_deliver_at(self.clock.now() + Duration::from_millis(u64::from(delay)));
+        }
+        m
+    }
+
+    /// Performs `op` and reports what it observably did.
+    pub async fn apply(&mut self, op: &Op) -> Obs {
+        match op {
+            Op::Publish(topic, spec) => self.publish(*topic, std::slice::from_ref(spec)).await,
+            Op::PublishBatch(topic, specs) => self.publish(*topic, specs).await,
+            Op::Subscribe(topic, group, spec) => {
+                let result = self
+                    .bus
+                    .subscribe(topic.name(), group.name(), group_options(*spec))
+                    .await;
+                let obs = Obs::Subscribed(kind(&result));
+                if let Ok(subscription) = result {
+                    self.consumers.push(Consumer {
+                        subscription: Some(subscription),
+                        held: Vec::new(),
+                    });
+                }
+                obs
+            }
+            Op::Receive { consumer } => self.receive(*consumer).await,
+            Op::Ack { consumer, held } => self.settle(*consumer, *held, None).await,
+            Op::Nack {
+                consumer,
+                held,
+                delay_ms,
+            } => {
+                let delay = Duration::from_millis(u64::from(*delay_ms));
+                self.settle(*consumer, *held, Some(Err(delay))).await
+            }
+            Op::Extend {
+                consumer,
+                held,
+                by_ms,
+            } => {
+                let by = Duration::from_millis(u64::from(*by_ms));
+                self.settle(*consumer, *held, Some(Ok(by))).await
+            }
+            Op::Advance(ms) => {
+                self.clock.advance(Duration::from_millis(u64::from(*ms)));
+                Obs::Done
+            }
+            Op::Drop { consumer } => match self.live(*consumer) {
+                Some(c) => {
+                    self.consumers[c].subscription = None;
+                    Obs::Done
+                }
+                None => Obs::Skipped,
+            },
+            Op::Listen(topic) => {
+                if let Ok(listener) = self.bus.listen(topic.name()) {
+                    self.listeners.push(listener);
+                }
+                Obs::Done
+            }
+            Op::PollListener(l) => {
+                if self.listeners.is_empty() {
+                    return Obs::Skipped;
+                }
+                let n = self.listeners.len();
+                let listener = &mut self.listeners[usize::from(*l) % n];
+                let mut heard = Vec::new();
+                while let Some(Ok(item)) = listener.try_recv() {
+                    heard.push(match item {
+                        Live::Message { seq, message } => {
+                            Heard::Message(seq, message.payload().to_vec())
+                        }
+                        Live::Lagged(n) => Heard::Lagged(n),
+                    });
+                }
+                Obs::Heard(heard)
+            }
+            Op::Stats(topic) => Obs::Stats(
+                self.bus
+                    .stats(topic.name())
+                    .await
+                    .map(|s| {
+                        let groups = s
+                            .groups
+                            .into_iter()
+                            .map(|g| {
+                                (
+                                    g.group,
+                                    g.ready,
+                                    g.in_flight,
+                                    g.acked_floor,
+                                    g.dead_lettered,
+                                )
+                            })
+                            .collect();
+                        (s.last_seq, s.messages, groups)
+                    })
+                    .map_err(|e| ErrKind::from(&e)),
+            ),
+            Op::Reopen => {
+                self.bus.close().await.expect("close");
+                for c in &mut self.consumers {
+                    c.subscription = None;
+                }
+                let driver = self.factory.open(&self.store).await.expect("reopen driver");
+                self.bus = Bus::open(driver, bus_options(&self.clock)).expect("reopen bus");
+                Obs::Done
+            }
+        }
+    }
+
+    async fn publish(&mut self, topic: TopicChoice, specs: &[MsgSpec]) -> Obs {
+        let messages: Vec<Message> = specs.iter().map(|s| self.message(s)).collect();
+        let result = self.bus.publish_batch(topic.name(), messages).await;
+        Obs::Published(
+            result
+                .map(|outcomes| {
+                    outcomes
+                        .iter()
+                        .map(|o| (o.is_duplicate(), o.seq()))
+                        .collect()
+                })
+                .map_err(|e| ErrKind::from(&e)),
+        )
+    }
+
+    fn live(&self, c: u8) -> Option<usize> {
+        if self.consumers.is_empty() {
+            return None;
+        }
+        let c = usize::from(c) % self.consumers.len();
+        self.consumers[c].subscription.is_some().then_some(c)
+    }
+
+    async fn receive(&mut self, c: u8) -> Obs {
+        let Some(c) = self.live(c) else {
+            return Obs::Skipped;
+        };
+        let consumer = &mut self.consumers[c];
+        let sub = consumer.subscription.as_ref().expect("live");
+        match sub.try_recv().await {
+            Ok(Some(d)) => {
+                let got = Got {
+                    seq: d.seq(),
+                    attempt: d.attempt(),
+                    payload: d.message().payload().to_vec(),
+                };
+                consumer.held.push(d);
+                Obs::Received(Ok(Some(got)))
+            }
+            Ok(None) => Obs::Received(Ok(None)),
+            Err(e) => Obs::Received(Err(ErrKind::from(&e))),
+        }
+    }
+
+    /// `how`: `None` acks, `Some(Err(delay))` nacks, `Some(Ok(by))` extends.
+    async fn settle(&mut self, c: u8, held: u8, how: Option<Result<Duration, Duration>>) -> Obs {
+        if self.consumers.is_empty() {
+            return Obs::Skipped;
+        }
+        let n = self.consumers.len();
+        let consumer = &mut self.consumers[usize::from(c) % n];
+        if consumer.held.is_empty() {
+            return Obs::Skipped;
+        }
+        let i = usize::from(held) % consumer.held.len();
+        let result = match how {
+            None => consumer.held.remove(i).ack().await,
+            Some(Err(delay)) => {
+                consumer
+                    .held
+                    .remove(i)
+                    .nack(NackOptions::new().with_delay(delay))
+                    .await
+            }
+            Some(Ok(by)) => consumer.held[i].extend(by).await.map(|_| ()),
+        };
+        Obs::Settled(kind(&result))
+    }
+}
+
+/// The `GroupOptions` a subscription spec stands for.
+pub fn group_options(spec: SubSpec) -> GroupOptions {
+    let order = match spec.order {
+        OrderChoice::Ordered => Order::Ordered,
+        OrderChoice::PerKey => Order::PerKey,
+        OrderChoice::Shared(n) => Order::Shared {
+            max_in_flight: u32::from(n),
+        },
+    };
+    let start = match spec.start {
+        StartChoice::Beginning => Start::Beginning,
+        StartChoice::End => Start::End,
+        StartChoice::AfterSeq(n) => Start::AfterSeq(u64::from(n)),
+    };
+    GroupOptions::new()
+        .order(order)
+        .max_attempts(u32::from(spec.max_attempts))
+        .lease(Duration::from_millis(u64::from(spec.lease_ms)))
+        .prefetch(u32::from(spec.prefetch))
+        .start(start)
+}

@@ -1,0 +1,583 @@
+//! The reference model: docs/design.md as a plain state machine.
+//!
+//! It shares no code with the drivers, only the public vocabulary. Every
+//! message's state in every group is kept explicitly and every rule scans
+//! everything, so it is slow and obviously right. Each rule names the
+//! invariant it implements.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::ops::{
+    ErrKind, Got, GroupChoice, GroupRow, Heard, LISTENER_CAPACITY, MsgSpec, Obs, Op, OrderChoice,
+    StartChoice, SubSpec, TopicChoice, payload,
+};
+
+/// One stored message.
+#[derive(Debug, Clone)]
+struct Msg {
+    id: Option<String>,
+    key: Option<String>,
+    deliver_at: u64,
+    payload: Vec<u8>,
+}
+
+/// What a group knows of one message it has handed out at least once.
+#[derive(Debug, Clone, Default)]
+struct Handout {
+    attempt: u32,
+    retry_at: u64,
+    /// (consumer index, lease end)
+    lease: Option<(usize, u64)>,
+    settled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ordered,
+    PerKey,
+    Shared(u32),
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    mode: Mode,
+    max_attempts: u32,
+    dead_letter: String,
+    start_after: u64,
+    handouts: BTreeMap<u64, Handout>,
+    dead_lettered: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Consumer {
+    topic: String,
+    group: String,
+    lease_ms: u64,
+    prefetch: usize,
+    alive: bool,
+    /// Which bus it belongs to (a reopen starts a new one).
+    epoch: u32,
+    /// Claimed, not yet handed to the caller: (seq, attempt, lease end).
+    buffer: VecDeque<(u64, u32, u64)>,
+    /// Handed to the caller, not yet acked or nacked: (seq, attempt).
+    held: Vec<(u64, u32)>,
+}
+
+#[derive(Debug, Clone)]
+struct Listener {
+    topic: String,
+    open: bool,
+    items: VecDeque<(u64, Vec<u8>)>,
+    lagged: u64,
+}
+
+/// The whole state of a bus and its store, plus what the last operation
+/// observably did.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    now: u64,
+    epoch: u32,
+    next_payload: u64,
+    topics: BTreeMap<String, Vec<Msg>>,
+    groups: BTreeMap<(String, String), Group>,
+    consumers: Vec<Consumer>,
+    listeners: Vec<Listener>,
+    /// What the last applied operation did.
+    pub last: Option<Obs>,
+}
+
+/// The time both the model and the harness clock start at.
+pub const START_MILLIS: u64 = 1_000_000;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b))
+}
+
+impl Model {
+    /// A model of an empty store.
+    pub fn new() -> Self {
+        Model {
+            now: START_MILLIS,
+            ..Model::default()
+        }
+    }
+
+    /// How many consumers were ever created.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Applies `op` and records what it observably did in `last`.
+    pub fn apply(&mut self, op: &Op) {
+        let obs = match op {
+            Op::Publish(topic, spec) => self.publish(*topic, std::slice::from_ref(spec)),
+            Op::PublishBatch(topic, specs) => self.publish(*topic, specs),
+            Op::Subscribe(topic, group, spec) => self.subscribe(*topic, *group, *spec),
+            Op::Receive { consumer } => self.receive(*consumer),
+            Op::Ack { consumer, held } => self.settle(*consumer, *held, Settle::Ack),
+            Op::Nack {
+                consumer,
+                held,
+                delay_ms,
+            } => self.settle(*consumer, *held, Settle::Nack(u64::from(*delay_ms))),
+            Op::Extend {
+                consumer,
+                held,
+                by_ms,
+            } => self.settle(*consumer, *held, Settle::Extend(u64::from(*by_ms))),
+            Op::Advance(ms) => {
+                self.now += u64::from(*ms);
+                Obs::Done
+            }
+            Op::Drop { consumer } => self.drop_consumer(*consumer),
+            Op::Listen(topic) => self.listen(*topic),
+            Op::PollListener(listener) => self.poll_listener(*listener),
+            Op::Stats(topic) => self.stats(*topic),
+            Op::Reopen => self.reopen(),
+        };
+        self.last = Some(obs);
+    }
+
+    fn last_seq(&self, topic: &str) -> u64 {
+        self.topics.get(topic).map_or(0, |t| t.len() as u64)
+    }
+
+    /// Appends one message, deduplicating by id (I2), and tells the
+    /// listeners of the topic.
+    fn append(&mut self, topic: &str, msg: Msg) -> (bool, u64) {
+        let log = self.topics.entry(topic.to_owned()).or_default();
+        if let Some(id) = &msg.id
+            && let Some(pos) = log.iter().position(|m| m.id.as_ref() == Some(id))
+        {
+            return (true, pos as u64 + 1);
+        }
+        let payload = msg.payload.clone();
+        log.push(msg);
+        let seq = log.len() as u64;
+        for l in &mut self.listeners {
+            if l.open && l.topic == topic {
+                if l.items.len() >= LISTENER_CAPACITY {
+                    l.items.pop_front();
+                    l.lagged += 1;
+                }
+                l.items.push_back((seq, payload.clone()));
+            }
+        }
+        (false, seq)
+    }
+
+    /// I1: a batch is validated whole, then appended in order; I2 dedupe.
+    fn publish(&mut self, topic: TopicChoice, specs: &[MsgSpec]) -> Obs {
+        let msgs: Vec<(MsgSpec, Vec<u8>)> = specs
+            .iter()
+            .map(|s| {
+                let p = payload(self.next_payload, s);
+                self.next_payload += 1;
+                (*s, p)
+            })
+            .collect();
+        if !valid_name(topic.name()) {
+            return Obs::Published(Err(ErrKind::InvalidName));
+        }
+        if msgs.iter().any(|(s, _)| s.too_large) {
+            return Obs::Published(Err(ErrKind::PayloadTooLarge));
+        }
+        let outcomes = msgs
+            .into_iter()
+            .map(|(s, payload)| {
+                let msg = Msg {
+                    id: s.id.map(|i| format!("m{}", i % 6)),
+                    key: s.key.map(|k| format!("k{}", k % 3)),
+                    deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
+                    payload,
+                };
+                self.append(topic.name(), msg)
+            })
+            .collect();
+        Obs::Published(Ok(outcomes))
+    }
+
+    fn subscribe(&mut self, topic: TopicChoice, group: GroupChoice, spec: SubSpec) -> Obs {
+        let (topic, group) = (topic.name(), group.name());
+        if !valid_name(topic) || !valid_name(group) {
+            return Obs::Subscribed(Err(ErrKind::InvalidName));
+        }
+        let mode = match spec.order {
+            OrderChoice::Ordered => Mode::Ordered,
+            OrderChoice::PerKey => Mode::PerKey,
+            OrderChoice::Shared(n) => Mode::Shared(u32::from(n)),
+        };
+        if spec.lease_ms == 0
+            || spec.max_attempts == 0
+            || spec.prefetch == 0
+            || mode == Mode::Shared(0)
+        {
+            return Obs::Subscribed(Err(ErrKind::InvalidOptions));
+        }
+        let dead_letter = format!("{topic}.dlq");
+        let key = (topic.to_owned(), group.to_owned());
+        let start_after = match spec.start {
+            StartChoice::Beginning => 0,
+            StartChoice::End => self.last_seq(topic),
+            StartChoice::AfterSeq(n) => u64::from(n),
+        };
+        match self.groups.get(&key) {
+            // A group's settings are fixed at creation.
+            Some(g)
+                if g.mode != mode
+                    || g.max_attempts != u32::from(spec.max_attempts)
+                    || g.dead_letter != dead_letter =>
+            {
+                return Obs::Subscribed(Err(ErrKind::InvalidOptions));
+            }
+            Some(_) => {}
+            None => {
+                self.groups.insert(
+                    key,
+                    Group {
+                        mode,
+                        max_attempts: u32::from(spec.max_attempts),
+                        dead_letter,
+                        start_after,
+                        handouts: BTreeMap::new(),
+                        dead_lettered: 0,
+                    },
+                );
+            }
+        }
+        self.consumers.push(Consumer {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            lease_ms: u64::from(spec.lease_ms),
+            prefetch: usize::from(spec.prefetch),
+            alive: true,
+            epoch: self.epoch,
+            buffer: VecDeque::new(),
+            held: Vec::new(),
+        });
+        Obs::Subscribed(Ok(()))
+    }
+
+    /// I8: moves a message to the group's dead-letter topic, with the id
+    /// `<topic>/<group>/<seq>`; it is settled for the group.
+    fn dead_letter(&mut self, topic: &str, group: &str, seq: u64) {
+        let g = self
+            .groups
+            .get_mut(&(topic.to_owned(), group.to_owned()))
+            .expect("group");
+        let h = g.handouts.entry(seq).or_default();
+        h.settled = true;
+        h.lease = None;
+        g.dead_lettered += 1;
+        let dead_letter = g.dead_letter.clone();
+        let original = &self.topics[topic][seq as usize - 1];
+        let msg = Msg {
+            id: Some(format!("{topic}/{group}/{seq}")),
+            key: original.key.clone(),
+            deliver_at: 0,
+            payload: original.payload.clone(),
+        };
+        self.append(&dead_letter, msg);
+    }
+
+    /// A claim for consumer `c` (I4, I6, I7, I8).
+    fn claim(&mut self, c: usize) -> Vec<(u64, u32, u64)> {
+        let now = self.now;
+        let (topic, group) = (
+            self.consumers[c].topic.clone(),
+            self.consumers[c].group.clone(),
+        );
+        let key = (topic.clone(), group.clone());
+
+        // I8: final attempts whose lease ran out go first, by lease end then seq.
+        let g = &self.groups[&key];
+        let mut expired: Vec<(u64, u64)> = g
+            .handouts
+            .iter()
+            .filter_map(|(&seq, h)| match h.lease {
+                Some((_, until)) if !h.settled && until <= now && h.attempt >= g.max_attempts => {
+                    Some((until, seq))
+                }
+                _ => None,
+            })
+            .collect();
+        expired.sort_unstable();
+        for (_, seq) in expired {
+            self.dead_letter(&topic, &group, seq);
+        }
+
+        let msgs = self.topics.get(&topic).cloned().unwrap_or_default();
+        let lease_until = now + self.consumers[c].lease_ms;
+        let prefetch = self.consumers[c].prefetch;
+        let g = self.groups.get_mut(&key).expect("group");
+        let active = |h: &Handout| !h.settled && h.lease.is_some_and(|(_, until)| until > now);
+        let in_flight = g.handouts.values().filter(|h| active(h)).count();
+        let limit = match g.mode {
+            Mode::Ordered => 1,
+            Mode::PerKey => prefetch,
+            Mode::Shared(max) => (max as usize).saturating_sub(in_flight).min(prefetch),
+        };
+        let mut blocked_keys: Vec<String> = Vec::new();
+        let mut claimed = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if claimed.len() >= limit {
+                break;
+            }
+            let seq = i as u64 + 1;
+            if seq <= g.start_after {
+                continue;
+            }
+            let h = g.handouts.get(&seq).cloned().unwrap_or_default();
+            if h.settled {
+                continue;
+            }
+            // I7: in PerKey, only the first unsettled message of a key is a
+            // candidate; in Ordered, only the first unsettled message at all.
+            if g.mode == Mode::PerKey
+                && let Some(k) = &m.key
+            {
+                if blocked_keys.contains(k) {
+                    continue;
+                }
+                blocked_keys.push(k.clone());
+            }
+            let deliverable = !active(&h) && h.retry_at.max(m.deliver_at) <= now;
+            if deliverable {
+                let h = g.handouts.entry(seq).or_default();
+                h.attempt += 1;
+                h.lease = Some((c, lease_until));
+                claimed.push((seq, h.attempt, lease_until));
+            }
+            if g.mode == Mode::Ordered {
+                break;
+            }
+        }
+        claimed
+    }
+
+    fn live_consumer(&self, c: u8) -> Option<usize> {
+        if self.consumers.is_empty() {
+            return None;
+        }
+        let c = usize::from(c) % self.consumers.len();
+        self.consumers[c].alive.then_some(c)
+    }
+
+    fn receive(&mut self, c: u8) -> Obs {
+        let Some(c) = self.live_consumer(c) else {
+            return Obs::Skipped;
+        };
+        let now = self.now;
+        // Prefetched deliveries whose lease ran out are skipped.
+        while let Some((seq, attempt, until)) = self.consumers[c].buffer.pop_front() {
+            if until > now {
+                return self.hand_out(c, seq, attempt);
+            }
+        }
+        let mut claimed = self.claim(c).into_iter();
+        match claimed.next() {
+            None => Obs::Received(Ok(None)),
+            Some((seq, attempt, _)) => {
+                self.consumers[c].buffer.extend(claimed);
+                self.hand_out(c, seq, attempt)
+            }
+        }
+    }
+
+    fn hand_out(&mut self, c: usize, seq: u64, attempt: u32) -> Obs {
+        let consumer = &mut self.consumers[c];
+        consumer.held.push((seq, attempt));
+        let payload = self.topics[&consumer.topic][seq as usize - 1]
+            .payload
+            .clone();
+        Obs::Received(Ok(Some(Got {
+            seq,
+            attempt,
+            payload,
+        })))
+    }
+
+    /// I5: a delivery is current when its message is unsettled, leased, and
+    /// its latest hand-out is this attempt.
+    fn settle(&mut self, c: u8, held: u8, how: Settle) -> Obs {
+        if self.consumers.is_empty() {
+            return Obs::Skipped;
+        }
+        let c = usize::from(c) % self.consumers.len();
+        let consumer = &mut self.consumers[c];
+        if consumer.held.is_empty() {
+            return Obs::Skipped;
+        }
+        let i = usize::from(held) % consumer.held.len();
+        let (seq, attempt) = if matches!(how, Settle::Extend(_)) {
+            consumer.held[i]
+        } else {
+            consumer.held.remove(i)
+        };
+        if consumer.epoch != self.epoch {
+            return Obs::Settled(Err(ErrKind::Closed));
+        }
+        let (topic, group) = (consumer.topic.clone(), consumer.group.clone());
+        let now = self.now;
+        let g = self
+            .groups
+            .get_mut(&(topic.clone(), group.clone()))
+            .expect("group");
+        let max_attempts = g.max_attempts;
+        let Some(h) = g.handouts.get_mut(&seq) else {
+            return Obs::Settled(Err(ErrKind::LeaseLost));
+        };
+        if h.settled || h.attempt != attempt || h.lease.is_none() {
+            return Obs::Settled(Err(ErrKind::LeaseLost));
+        }
+        match how {
+            // I5
+            Settle::Ack => {
+                h.settled = true;
+                h.lease = None;
+            }
+            // I6, I8
+            Settle::Nack(delay) => {
+                if h.attempt >= max_attempts {
+                    self.dead_letter(&topic, &group, seq);
+                } else {
+                    h.lease = None;
+                    h.retry_at = now + delay;
+                }
+            }
+            Settle::Extend(by) => {
+                if let Some(lease) = &mut h.lease {
+                    lease.1 = now + by;
+                }
+            }
+        }
+        Obs::Settled(Ok(()))
+    }
+
+    /// I6/I8: a consumer that goes away gives back every lease it holds, by
+    /// lease end then seq; final attempts are dead-lettered.
+    fn release(&mut self, c: usize) {
+        let consumer = &mut self.consumers[c];
+        consumer.alive = false;
+        consumer.buffer.clear();
+        let key = (consumer.topic.clone(), consumer.group.clone());
+        let now = self.now;
+        let g = &self.groups[&key];
+        let mut leased: Vec<(u64, u64)> = g
+            .handouts
+            .iter()
+            .filter_map(|(&seq, h)| match h.lease {
+                Some((holder, until)) if holder == c && !h.settled => Some((until, seq)),
+                _ => None,
+            })
+            .collect();
+        leased.sort_unstable();
+        for (_, seq) in leased {
+            let g = self.groups.get_mut(&key).expect("group");
+            let h = g.handouts.get_mut(&seq).expect("handout");
+            if h.attempt >= g.max_attempts {
+                self.dead_letter(&key.0, &key.1, seq);
+            } else {
+                h.lease = None;
+                h.retry_at = now;
+            }
+        }
+    }
+
+    fn drop_consumer(&mut self, c: u8) -> Obs {
+        match self.live_consumer(c) {
+            Some(c) => {
+                self.release(c);
+                Obs::Done
+            }
+            None => Obs::Skipped,
+        }
+    }
+
+    fn listen(&mut self, topic: TopicChoice) -> Obs {
+        if valid_name(topic.name()) {
+            self.listeners.push(Listener {
+                topic: topic.name().to_owned(),
+                open: true,
+                items: VecDeque::new(),
+                lagged: 0,
+            });
+        }
+        Obs::Done
+    }
+
+    fn poll_listener(&mut self, l: u8) -> Obs {
+        if self.listeners.is_empty() {
+            return Obs::Skipped;
+        }
+        let n = self.listeners.len();
+        let l = &mut self.listeners[usize::from(l) % n];
+        let mut heard = Vec::new();
+        if l.lagged > 0 {
+            heard.push(Heard::Lagged(std::mem::take(&mut l.lagged)));
+        }
+        heard.extend(l.items.drain(..).map(|(seq, p)| Heard::Message(seq, p)));
+        Obs::Heard(heard)
+    }
+
+    fn stats(&self, topic: TopicChoice) -> Obs {
+        let topic = topic.name();
+        if !valid_name(topic) {
+            return Obs::Stats(Err(ErrKind::InvalidName));
+        }
+        let last = self.last_seq(topic);
+        let now = self.now;
+        let groups: Vec<GroupRow> = self
+            .groups
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, name), g)| {
+                let settled = |seq: u64| g.handouts.get(&seq).is_some_and(|h| h.settled);
+                let in_flight = g
+                    .handouts
+                    .values()
+                    .filter(|h| !h.settled && h.lease.is_some_and(|(_, u)| u > now))
+                    .count() as u64;
+                let unsettled = (g.start_after + 1..=last).filter(|&s| !settled(s)).count() as u64;
+                let mut floor = g.start_after;
+                while floor < last && settled(floor + 1) {
+                    floor += 1;
+                }
+                (
+                    name.clone(),
+                    unsettled - in_flight,
+                    in_flight,
+                    floor,
+                    g.dead_lettered,
+                )
+            })
+            .collect();
+        Obs::Stats(Ok((last, last, groups)))
+    }
+
+    /// Closing releases every live consumer in the order they subscribed and
+    /// closes every listener; the new bus has none of either.
+    fn reopen(&mut self) -> Obs {
+        for l in &mut self.listeners {
+            l.open = false;
+        }
+        for c in 0..self.consumers.len() {
+            if self.consumers[c].alive {
+                self.release(c);
+            }
+        }
+        self.epoch += 1;
+        Obs::Done
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Ack,
+    Nack(u64),
+    Extend(u64),
+}

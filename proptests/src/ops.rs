@@ -1,0 +1,337 @@
+//! The operations both the model and a real bus perform, and what each
+//! observably did.
+//!
+//! Indices (`consumer`, `held`, `listener`) pick from what exists, modulo its
+//! count, so any sequence of operations is meaningful: the property tests
+//! generate them with proptest, the fuzz targets with `arbitrary`.
+
+use proptest::prelude::*;
+
+/// A topic: two real ones, their dead-letter topics, and an invalid name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum TopicChoice {
+    /// `a`
+    A,
+    /// `b`
+    B,
+    /// `a.dlq`
+    ADlq,
+    /// `b.dlq`
+    BDlq,
+    /// `bad topic` (a space is not allowed)
+    Invalid,
+}
+
+impl TopicChoice {
+    /// The topic's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicChoice::A => "a",
+            TopicChoice::B => "b",
+            TopicChoice::ADlq => "a.dlq",
+            TopicChoice::BDlq => "b.dlq",
+            TopicChoice::Invalid => "bad topic",
+        }
+    }
+}
+
+/// A group: two real ones and an invalid name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum GroupChoice {
+    /// `g1`
+    G1,
+    /// `g2`
+    G2,
+    /// `bad group`
+    Invalid,
+}
+
+impl GroupChoice {
+    /// The group's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupChoice::G1 => "g1",
+            GroupChoice::G2 => "g2",
+            GroupChoice::Invalid => "bad group",
+        }
+    }
+}
+
+/// One message to publish. Its payload is `p<n>` for the n-th message spec
+/// of the run, so every payload tells which publish it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct MsgSpec {
+    /// `m<id % 6>`, or a generated id.
+    pub id: Option<u8>,
+    /// `k<key % 3>`.
+    pub key: Option<u8>,
+    /// Not delivered before now + this many ms.
+    pub delay_ms: Option<u16>,
+    /// A payload over the harness's limit.
+    pub too_large: bool,
+}
+
+/// The ordering mode of a new subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum OrderChoice {
+    /// `Order::Ordered`
+    Ordered,
+    /// `Order::PerKey`
+    PerKey,
+    /// `Order::Shared { max_in_flight }` (0 is invalid).
+    Shared(u8),
+}
+
+/// Where a new group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum StartChoice {
+    /// `Start::Beginning`
+    Beginning,
+    /// `Start::End`
+    End,
+    /// `Start::AfterSeq(n)`
+    AfterSeq(u8),
+}
+
+/// The options of a subscription. Zeros are invalid and must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct SubSpec {
+    /// Ordering mode.
+    pub order: OrderChoice,
+    /// `max_attempts`.
+    pub max_attempts: u8,
+    /// Lease in ms.
+    pub lease_ms: u16,
+    /// Prefetch.
+    pub prefetch: u8,
+    /// Start.
+    pub start: StartChoice,
+}
+
+/// One operation on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// `bus.publish`
+    Publish(TopicChoice, MsgSpec),
+    /// `bus.publish_batch`
+    PublishBatch(TopicChoice, Vec<MsgSpec>),
+    /// `bus.subscribe`: a new consumer.
+    Subscribe(TopicChoice, GroupChoice, SubSpec),
+    /// `subscription.try_recv` on a live consumer.
+    Receive {
+        /// Which consumer.
+        consumer: u8,
+    },
+    /// `delivery.ack` on a held delivery (which is then forgotten).
+    Ack {
+        /// Which consumer.
+        consumer: u8,
+        /// Which of its held deliveries.
+        held: u8,
+    },
+    /// `delivery.nack` (then forgotten).
+    Nack {
+        /// Which consumer.
+        consumer: u8,
+        /// Which of its held deliveries.
+        held: u8,
+        /// Delay in ms.
+        delay_ms: u16,
+    },
+    /// `delivery.extend` (kept).
+    Extend {
+        /// Which consumer.
+        consumer: u8,
+        /// Which of its held deliveries.
+        held: u8,
+        /// New lease from now, in ms (0 is allowed: it ends the lease now).
+        by_ms: u16,
+    },
+    /// Move the manual clock forward.
+    Advance(u16),
+    /// Drop a live consumer.
+    Drop {
+        /// Which consumer.
+        consumer: u8,
+    },
+    /// `bus.listen`
+    Listen(TopicChoice),
+    /// Drain a listener without waiting.
+    PollListener(u8),
+    /// `bus.stats`
+    Stats(TopicChoice),
+    /// Close the bus and open a new one on the same store.
+    Reopen,
+}
+
+/// The error kinds the tests tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrKind {
+    /// `Error::Closed`
+    Closed,
+    /// `Error::InvalidName`
+    InvalidName,
+    /// `Error::PayloadTooLarge`
+    PayloadTooLarge,
+    /// `Error::InvalidOptions`
+    InvalidOptions,
+    /// `Error::LeaseLost`
+    LeaseLost,
+    /// Anything else (never expected from a healthy driver).
+    Other,
+}
+
+impl From<&litebus::Error> for ErrKind {
+    fn from(e: &litebus::Error) -> Self {
+        match e {
+            litebus::Error::Closed => ErrKind::Closed,
+            litebus::Error::InvalidName { .. } => ErrKind::InvalidName,
+            litebus::Error::PayloadTooLarge { .. } => ErrKind::PayloadTooLarge,
+            litebus::Error::InvalidOptions(_) => ErrKind::InvalidOptions,
+            litebus::Error::LeaseLost => ErrKind::LeaseLost,
+            _ => ErrKind::Other,
+        }
+    }
+}
+
+/// A delivery as observed: seq, attempt and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Got {
+    /// Seq in its topic.
+    pub seq: u64,
+    /// Attempt.
+    pub attempt: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// What a listener yielded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A message: seq and payload.
+    Message(u64, Vec<u8>),
+    /// `Live::Lagged(n)`
+    Lagged(u64),
+}
+
+/// A group's statistics: name, ready, in flight, acked floor, dead-lettered.
+pub type GroupRow = (String, u64, u64, u64, u64);
+
+/// What an operation observably did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Obs {
+    /// The operation had nothing to act on (no such consumer, no held delivery).
+    Skipped,
+    /// Outcomes of a publish, as (duplicate?, seq).
+    Published(Result<Vec<(bool, u64)>, ErrKind>),
+    /// A subscribe.
+    Subscribed(Result<(), ErrKind>),
+    /// A receive.
+    Received(Result<Option<Got>, ErrKind>),
+    /// An ack, nack or extend.
+    Settled(Result<(), ErrKind>),
+    /// A listener drained.
+    Heard(Vec<Heard>),
+    /// Stats: last seq, messages, groups.
+    Stats(Result<(u64, u64, Vec<GroupRow>), ErrKind>),
+    /// Done (advance, drop, listen, reopen).
+    Done,
+}
+
+/// The largest payload the harness bus accepts; `too_large` payloads exceed it.
+pub const MAX_PAYLOAD: usize = 64;
+/// How many unread messages a listener holds.
+pub const LISTENER_CAPACITY: usize = 4;
+
+/// The payload of the n-th message spec of a run.
+pub fn payload(n: u64, spec: &MsgSpec) -> Vec<u8> {
+    let mut p = format!("p{n}").into_bytes();
+    if spec.too_large {
+        p.resize(MAX_PAYLOAD + 1, b'.');
+    }
+    p
+}
+
+fn topic() -> impl Strategy<Value = TopicChoice> {
+    prop_oneof![
+        6 => Just(TopicChoice::A),
+        3 => Just(TopicChoice::B),
+        2 => Just(TopicChoice::ADlq),
+        1 => Just(TopicChoice::BDlq),
+        1 => Just(TopicChoice::Invalid),
+    ]
+}
+
+fn msg_spec() -> impl Strategy<Value = MsgSpec> {
+    (
+        proptest::option::weighted(0.5, 0u8..6),
+        proptest::option::weighted(0.4, 0u8..3),
+        proptest::option::weighted(0.15, 0u16..3000),
+        proptest::bool::weighted(0.05),
+    )
+        .prop_map(|(id, key, delay_ms, too_large)| MsgSpec {
+            id,
+            key,
+            delay_ms,
+            too_large,
+        })
+}
+
+fn sub_spec() -> impl Strategy<Value = SubSpec> {
+    (
+        // Concentrated choices, so that later subscribers of a group usually
+        // match its stored settings and join it.
+        prop_oneof![
+            3 => Just(OrderChoice::Ordered),
+            2 => Just(OrderChoice::PerKey),
+            3 => Just(OrderChoice::Shared(2)),
+            1 => (0u8..4).prop_map(OrderChoice::Shared),
+        ],
+        prop_oneof![12 => Just(2u8), 2 => 1u8..4, 1 => Just(0u8)],
+        prop_oneof![10 => 500u16..3000, 1 => Just(0u16)],
+        prop_oneof![10 => 1u8..4, 1 => Just(0u8)],
+        prop_oneof![
+            3 => Just(StartChoice::Beginning),
+            1 => Just(StartChoice::End),
+            1 => (0u8..6).prop_map(StartChoice::AfterSeq),
+        ],
+    )
+        .prop_map(|(order, max_attempts, lease_ms, prefetch, start)| SubSpec {
+            order,
+            max_attempts,
+            lease_ms,
+            prefetch,
+            start,
+        })
+}
+
+/// A strategy for operations, weighted towards those that move messages.
+pub fn op() -> impl Strategy<Value = Op> {
+    let idx = any::<u8>;
+    prop_oneof![
+        8 => (topic(), msg_spec()).prop_map(|(t, m)| Op::Publish(t, m)),
+        2 => (topic(), proptest::collection::vec(msg_spec(), 0..5))
+            .prop_map(|(t, m)| Op::PublishBatch(t, m)),
+        3 => (topic(), prop_oneof![5 => Just(GroupChoice::G1), 3 => Just(GroupChoice::G2), 1 => Just(GroupChoice::Invalid)], sub_spec())
+            .prop_map(|(t, g, s)| Op::Subscribe(t, g, s)),
+        12 => idx().prop_map(|consumer| Op::Receive { consumer }),
+        6 => (idx(), idx()).prop_map(|(consumer, held)| Op::Ack { consumer, held }),
+        3 => (idx(), idx(), prop_oneof![Just(0u16), 1u16..2000])
+            .prop_map(|(consumer, held, delay_ms)| Op::Nack { consumer, held, delay_ms }),
+        1 => (idx(), idx(), 0u16..4000)
+            .prop_map(|(consumer, held, by_ms)| Op::Extend { consumer, held, by_ms }),
+        4 => prop_oneof![1u16..1000, 1000u16..4000].prop_map(Op::Advance),
+        1 => idx().prop_map(|consumer| Op::Drop { consumer }),
+        1 => topic().prop_map(Op::Listen),
+        2 => idx().prop_map(Op::PollListener),
+        2 => topic().prop_map(Op::Stats),
+        1 => Just(Op::Reopen),
+    ]
+}

@@ -1,0 +1,116 @@
+//! `MemoryDriver` against the reference model: random operation sequences,
+//! every observation compared, under two executors.
+//!
+//! Case count: `PROPTEST_CASES` (default 256). Long run:
+//! `PROPTEST_CASES=10000 cargo test --release -p litebus-proptests`.
+
+use std::future::Future;
+use std::sync::LazyLock;
+
+use litebus::conformance::MemoryFactory;
+use litebus_proptests::fresh_store;
+use litebus_proptests::harness::Harness;
+use litebus_proptests::model::Model;
+use litebus_proptests::ops::{Op, op};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+
+static FACTORY: LazyLock<MemoryFactory> = LazyLock::new(MemoryFactory::default);
+
+/// The reference side: the model generates and predicts.
+struct Reference;
+
+impl ReferenceStateMachine for Reference {
+    type State = Model;
+    type Transition = Op;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        Just(Model::new()).boxed()
+    }
+
+    fn transitions(_state: &Model) -> BoxedStrategy<Op> {
+        op().boxed()
+    }
+
+    fn apply(mut state: Model, transition: &Op) -> Model {
+        state.apply(transition);
+        state
+    }
+}
+
+/// How a run drives the bus's futures.
+trait Executor {
+    fn new() -> Self;
+    fn run<T>(&self, f: impl Future<Output = T>) -> T;
+}
+
+struct BlockOn;
+
+impl Executor for BlockOn {
+    fn new() -> Self {
+        BlockOn
+    }
+    fn run<T>(&self, f: impl Future<Output = T>) -> T {
+        futures_lite::future::block_on(f)
+    }
+}
+
+struct Tokio(tokio::runtime::Runtime);
+
+impl Executor for Tokio {
+    fn new() -> Self {
+        Tokio(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio"),
+        )
+    }
+    fn run<T>(&self, f: impl Future<Output = T>) -> T {
+        self.0.block_on(f)
+    }
+}
+
+struct Sut<E> {
+    executor: E,
+    harness: Harness<'static, MemoryFactory>,
+}
+
+struct MemoryTest<E>(std::marker::PhantomData<E>);
+
+impl<E: Executor> StateMachineTest for MemoryTest<E> {
+    type SystemUnderTest = Sut<E>;
+    type Reference = Reference;
+
+    fn init_test(_: &Model) -> Sut<E> {
+        let executor = E::new();
+        let harness = executor.run(Harness::new(&*FACTORY, fresh_store("model")));
+        Sut { executor, harness }
+    }
+
+    fn apply(mut sut: Sut<E>, model: &Model, op: Op) -> Sut<E> {
+        let got = sut.executor.run(sut.harness.apply(&op));
+        assert_eq!(Some(&got), model.last.as_ref(), "after {op:?}");
+        sut
+    }
+
+    fn teardown(sut: Sut<E>) {
+        sut.executor.run(sut.harness.close());
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(Config {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn memory_driver_matches_model_under_block_on(sequential 1..80 => MemoryTest<BlockOn>);
+
+    #[test]
+    fn memory_driver_matches_model_under_tokio(sequential 1..80 => MemoryTest<Tokio>);
+}
