@@ -243,7 +243,9 @@ pub struct GroupStats {
     /// Messages under an unexpired lease.
     pub in_flight: u64,
     /// Every message with a seq at or below this is settled (acked or
-    /// dead-lettered) or before the group's start.
+    /// dead-lettered) or before the group's start: the seq before the
+    /// group's first unsettled message, or the topic's last seq (at least the
+    /// start) when none is unsettled.
     pub acked_floor: u64,
     /// Messages this group moved to its dead-letter topic.
     pub dead_lettered: u64,

@@ -44,30 +44,49 @@ impl MemoryDriver {
 
 #[derive(Debug, Default)]
 struct Store {
+    /// The last seq given to any message: seqs are one sequence across
+    /// topics, like a SQL table's row ids, so a topic's seqs have gaps.
+    last_seq: u64,
     topics: HashMap<String, TopicLog>,
 }
 
 #[derive(Debug, Default)]
 struct TopicLog {
-    /// The message with seq `n` is at index `n - 1`.
-    messages: Vec<Arc<Message>>,
+    messages: Log,
     ids: HashMap<String, u64>,
     groups: BTreeMap<String, GroupState>,
 }
 
-impl TopicLog {
+/// A topic's messages in seq order.
+#[derive(Debug, Default)]
+struct Log(Vec<(u64, Arc<Message>)>);
+
+impl Log {
     fn last_seq(&self) -> u64 {
-        self.messages.len() as u64
+        self.0.last().map_or(0, |(seq, _)| *seq)
     }
 
-    fn append(&mut self, message: Arc<Message>) -> Outcome {
+    /// The message at `seq`, which the log holds.
+    fn get(&self, seq: u64) -> &Arc<Message> {
+        let i = self.0.partition_point(|(s, _)| *s < seq);
+        &self.0[i].1
+    }
+
+    /// The messages after `seq`, in order.
+    fn after(&self, seq: u64) -> &[(u64, Arc<Message>)] {
+        &self.0[self.0.partition_point(|(s, _)| *s <= seq)..]
+    }
+}
+
+impl TopicLog {
+    fn append(&mut self, last_seq: &mut u64, message: Arc<Message>) -> Outcome {
         if let Some(&seq) = self.ids.get(message.id()) {
             return Outcome::Duplicate { seq };
         }
-        self.messages.push(message);
-        let seq = self.last_seq();
-        self.ids
-            .insert(self.messages[self.messages.len() - 1].id().to_owned(), seq);
+        *last_seq += 1;
+        let seq = *last_seq;
+        self.ids.insert(message.id().to_owned(), seq);
+        self.messages.0.push((seq, message));
         Outcome::Published { seq }
     }
 }
@@ -75,7 +94,8 @@ impl TopicLog {
 #[derive(Debug)]
 struct GroupState {
     spec: GroupSpec,
-    /// Every message with seq at or below is settled or before the start.
+    /// Every message of the topic with a seq at or below is settled or
+    /// before the start; the scan for deliverable messages starts above.
     floor: u64,
     /// Messages above the floor that were delivered at least once.
     entries: BTreeMap<u64, Entry>,
@@ -106,13 +126,13 @@ struct PendingDeadLetter {
 }
 
 impl GroupState {
-    fn advance_floor(&mut self) {
-        while let Some(entry) = self.entries.first_entry() {
-            if *entry.key() != self.floor + 1 || !entry.get().settled {
+    fn advance_floor(&mut self, log: &Log) {
+        while let Some((seq, _)) = log.after(self.floor).first() {
+            if !self.entries.get(seq).is_some_and(|e| e.settled) {
                 break;
             }
-            entry.remove();
-            self.floor += 1;
+            self.entries.remove(seq);
+            self.floor = *seq;
         }
     }
 
@@ -124,12 +144,12 @@ impl GroupState {
         }
     }
 
-    fn settle_entry(&mut self, seq: u64) {
+    fn settle_entry(&mut self, seq: u64, log: &Log) {
         self.end_lease(seq);
         if let Some(entry) = self.entries.get_mut(&seq) {
             entry.settled = true;
         }
-        self.advance_floor();
+        self.advance_floor(log);
     }
 
     fn dead_letter(
@@ -138,14 +158,15 @@ impl GroupState {
         group: &str,
         seq: u64,
         error: &str,
-        message: &Message,
+        log: &Log,
     ) -> PendingDeadLetter {
         let attempt = self.entries.get(&seq).map_or(0, |e| e.attempt);
-        self.settle_entry(seq);
+        let message = log.get(seq).clone();
+        self.settle_entry(seq, log);
         self.dead_lettered += 1;
         PendingDeadLetter {
             topic: self.spec.dead_letter.clone(),
-            message: dead_letter_message(topic, group, seq, attempt, error, message),
+            message: dead_letter_message(topic, group, seq, attempt, error, &message),
         }
     }
 
@@ -167,7 +188,7 @@ impl Store {
         &'s mut self,
         topic: &str,
         group: &str,
-    ) -> Result<(&'s Vec<Arc<Message>>, &'s mut GroupState)> {
+    ) -> Result<(&'s Log, &'s mut GroupState)> {
         let log = self
             .topics
             .get_mut(topic)
@@ -185,7 +206,7 @@ impl Store {
             .map(|p| {
                 let message = Arc::new(p.message);
                 let log = self.topics.entry(p.topic.clone()).or_default();
-                let seq = log.append(message.clone()).seq();
+                let seq = log.append(&mut self.last_seq, message.clone()).seq();
                 DeadLettered {
                     topic: p.topic,
                     seq,
@@ -197,18 +218,16 @@ impl Store {
 
     fn append(&mut self, append: Append<'_>) -> Result<Vec<Outcome>> {
         let log = self.topics.entry(append.topic.to_owned()).or_default();
+        let actual = log.messages.last_seq();
         if let Some(expected) = append.expected_last
-            && expected != log.last_seq()
+            && expected != actual
         {
-            return Err(Error::Conflict {
-                expected,
-                actual: log.last_seq(),
-            });
+            return Err(Error::Conflict { expected, actual });
         }
         Ok(append
             .messages
             .iter()
-            .map(|m| log.append(m.clone()))
+            .map(|m| log.append(&mut self.last_seq, m.clone()))
             .collect())
     }
 
@@ -223,7 +242,7 @@ impl Store {
             }
             return Ok(());
         }
-        let floor = req.start_after.unwrap_or_else(|| log.last_seq());
+        let floor = req.start_after.unwrap_or_else(|| log.messages.last_seq());
         log.groups.insert(
             req.group.to_owned(),
             GroupState {
@@ -250,8 +269,7 @@ impl Store {
         let mut pending = Vec::new();
         for seq in expired {
             if group.entries[&seq].attempt >= group.spec.max_attempts {
-                let message = &messages[seq as usize - 1];
-                pending.push(group.dead_letter(req.topic, req.group, seq, LEASE_EXPIRED, message));
+                pending.push(group.dead_letter(req.topic, req.group, seq, LEASE_EXPIRED, messages));
             }
         }
 
@@ -274,8 +292,8 @@ impl Store {
                 due(until);
             }
         } else {
-            for seq in group.floor + 1..=messages.len() as u64 {
-                let message = &messages[seq as usize - 1];
+            for (seq, message) in messages.after(group.floor) {
+                let seq = *seq;
                 let entry = group.entries.get(&seq);
                 if entry.is_some_and(|e| e.settled) {
                     continue;
@@ -349,14 +367,13 @@ impl Store {
         }
         let pending = match req.settlement {
             Settlement::Ack => {
-                group.settle_entry(req.seq);
+                group.settle_entry(req.seq, messages);
                 None
             }
             Settlement::Nack { retry_at, reason } => {
                 if entry.attempt >= group.spec.max_attempts {
                     let error = reason.as_deref().unwrap_or(NACKED);
-                    let message = &messages[req.seq as usize - 1];
-                    Some(group.dead_letter(req.topic, req.group, req.seq, error, message))
+                    Some(group.dead_letter(req.topic, req.group, req.seq, error, messages))
                 } else {
                     entry.retry_at = retry_at;
                     group.end_lease(req.seq);
@@ -398,8 +415,13 @@ impl Store {
         let mut pending = Vec::new();
         for seq in held {
             if group.entries[&seq].attempt >= group.spec.max_attempts {
-                let message = &messages[seq as usize - 1];
-                pending.push(group.dead_letter(topic, group_name, seq, CONSUMER_RELEASED, message));
+                pending.push(group.dead_letter(
+                    topic,
+                    group_name,
+                    seq,
+                    CONSUMER_RELEASED,
+                    messages,
+                ));
             } else {
                 group.end_lease(seq);
                 if let Some(entry) = group.entries.get_mut(&seq) {
@@ -414,23 +436,31 @@ impl Store {
         let Some(log) = self.topics.get(topic) else {
             return TopicStats::new(topic.to_owned(), 0, 0, Vec::new());
         };
+        let last_seq = log.messages.last_seq();
         let groups = log
             .groups
             .iter()
             .map(|(name, g)| {
-                let settled_above = g.entries.values().filter(|e| e.settled).count() as u64;
-                let unsettled = log.last_seq().saturating_sub(g.floor) - settled_above;
+                let settled = |seq: &u64| g.entries.get(seq).is_some_and(|e| e.settled);
+                let pending = log.messages.after(g.floor);
+                let unsettled = pending.iter().filter(|(seq, _)| !settled(seq)).count() as u64;
                 let in_flight = g.active_leases(now) as u64;
+                // Everything before the first unsettled message is settled.
+                let acked_floor = pending
+                    .iter()
+                    .find(|(seq, _)| !settled(seq))
+                    .map_or(g.floor.max(last_seq), |(seq, _)| seq - 1);
                 GroupStats::new(
                     name.clone(),
                     unsettled - in_flight,
                     in_flight,
-                    g.floor,
+                    acked_floor,
                     g.dead_lettered,
                 )
             })
             .collect();
-        TopicStats::new(topic.to_owned(), log.last_seq(), log.last_seq(), groups)
+        let count = log.messages.0.len() as u64;
+        TopicStats::new(topic.to_owned(), last_seq, count, groups)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::ops::{
 /// One stored message.
 #[derive(Debug, Clone)]
 struct Msg {
+    seq: u64,
     id: Option<String>,
     key: Option<String>,
     deliver_at: u64,
@@ -76,6 +77,8 @@ struct Listener {
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     now: u64,
+    /// Seqs are one sequence across topics (I1 allows gaps in a topic).
+    last_seq: u64,
     epoch: u32,
     next_payload: u64,
     topics: BTreeMap<String, Vec<Msg>>,
@@ -143,21 +146,33 @@ impl Model {
     }
 
     fn last_seq(&self, topic: &str) -> u64 {
-        self.topics.get(topic).map_or(0, |t| t.len() as u64)
+        self.topics
+            .get(topic)
+            .and_then(|t| t.last())
+            .map_or(0, |m| m.seq)
+    }
+
+    fn message(&self, topic: &str, seq: u64) -> &Msg {
+        self.topics[topic]
+            .iter()
+            .find(|m| m.seq == seq)
+            .expect("message")
     }
 
     /// Appends one message, deduplicating by id (I2), and tells the
     /// listeners of the topic.
-    fn append(&mut self, topic: &str, msg: Msg) -> (bool, u64) {
+    fn append(&mut self, topic: &str, mut msg: Msg) -> (bool, u64) {
         let log = self.topics.entry(topic.to_owned()).or_default();
         if let Some(id) = &msg.id
-            && let Some(pos) = log.iter().position(|m| m.id.as_ref() == Some(id))
+            && let Some(original) = log.iter().find(|m| m.id.as_ref() == Some(id))
         {
-            return (true, pos as u64 + 1);
+            return (true, original.seq);
         }
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        msg.seq = seq;
         let payload = msg.payload.clone();
         log.push(msg);
-        let seq = log.len() as u64;
         for l in &mut self.listeners {
             if l.open && l.topic == topic {
                 if l.items.len() >= LISTENER_CAPACITY {
@@ -190,6 +205,7 @@ impl Model {
             .into_iter()
             .map(|(s, payload)| {
                 let msg = Msg {
+                    seq: 0,
                     id: s.id.map(|i| format!("m{}", i % 6)),
                     key: s.key.map(|k| format!("k{}", k % 3)),
                     deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
@@ -274,8 +290,9 @@ impl Model {
         h.lease = None;
         g.dead_lettered += 1;
         let dead_letter = g.dead_letter.clone();
-        let original = &self.topics[topic][seq as usize - 1];
+        let original = self.message(topic, seq);
         let msg = Msg {
+            seq: 0,
             id: Some(format!("{topic}/{group}/{seq}")),
             key: original.key.clone(),
             deliver_at: 0,
@@ -323,11 +340,11 @@ impl Model {
         };
         let mut blocked_keys: Vec<String> = Vec::new();
         let mut claimed = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
+        for m in &msgs {
             if claimed.len() >= limit {
                 break;
             }
-            let seq = i as u64 + 1;
+            let seq = m.seq;
             if seq <= g.start_after {
                 continue;
             }
@@ -391,9 +408,8 @@ impl Model {
     fn hand_out(&mut self, c: usize, seq: u64, attempt: u32) -> Obs {
         let consumer = &mut self.consumers[c];
         consumer.held.push((seq, attempt));
-        let payload = self.topics[&consumer.topic][seq as usize - 1]
-            .payload
-            .clone();
+        let topic = consumer.topic.clone();
+        let payload = self.message(&topic, seq).payload.clone();
         Obs::Received(Ok(Some(Got {
             seq,
             attempt,
@@ -542,11 +558,19 @@ impl Model {
                     .values()
                     .filter(|h| !h.settled && h.lease.is_some_and(|(_, u)| u > now))
                     .count() as u64;
-                let unsettled = (g.start_after + 1..=last).filter(|&s| !settled(s)).count() as u64;
-                let mut floor = g.start_after;
-                while floor < last && settled(floor + 1) {
-                    floor += 1;
-                }
+                let unsettled: Vec<u64> = self
+                    .topics
+                    .get(topic)
+                    .into_iter()
+                    .flatten()
+                    .map(|m| m.seq)
+                    .filter(|&seq| seq > g.start_after && !settled(seq))
+                    .collect();
+                // Everything before the first unsettled message is settled.
+                let floor = unsettled
+                    .first()
+                    .map_or(g.start_after.max(last), |first| first - 1);
+                let unsettled = unsettled.len() as u64;
                 (
                     name.clone(),
                     unsettled - in_flight,
@@ -556,7 +580,8 @@ impl Model {
                 )
             })
             .collect();
-        Obs::Stats(Ok((last, last, groups)))
+        let count = self.topics.get(topic).map_or(0, Vec::len) as u64;
+        Obs::Stats(Ok((last, count, groups)))
     }
 
     /// Closing releases every live consumer in the order they subscribed and
