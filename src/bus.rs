@@ -13,7 +13,7 @@ use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, TopicStats};
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
-use crate::message::{IdGenerator, Message, Outcome, check_name};
+use crate::message::{Message, Outcome, check_name, next_id, prepare_message};
 use crate::options::{BusOptions, GroupOptions, Start};
 use crate::subscription::Subscription;
 
@@ -46,7 +46,6 @@ pub(crate) struct BusInner {
     options: BusOptions,
     closed: AtomicBool,
     topics: Mutex<HashMap<String, Arc<TopicSignal>>>,
-    ids: Mutex<IdGenerator>,
     next_consumer: AtomicU64,
     consumers: Mutex<HashMap<u64, ConsumerRef>>,
     /// Releases begun by a dropped subscription that did not finish at once;
@@ -102,7 +101,6 @@ impl Bus {
                 options,
                 closed: AtomicBool::new(false),
                 topics: Mutex::new(HashMap::new()),
-                ids: Mutex::new(IdGenerator::new()),
                 next_consumer: AtomicU64::new(0),
                 consumers: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(Vec::new()),
@@ -154,15 +152,11 @@ impl Bus {
         inner.check_open()?;
         check_name(NameKind::Topic, topic)?;
         let max_payload = inner.options.max_payload;
-        let mut batch = Vec::new();
-        for mut message in messages {
-            message.validate(max_payload)?;
-            if message.id().is_empty() {
-                let now = inner.clock.now();
-                message.set_id(lock(&inner.ids).next(now));
-            }
-            batch.push(Arc::new(message));
-        }
+        let now = inner.clock.now();
+        let batch = messages
+            .into_iter()
+            .map(|m| prepare_message(topic, m, max_payload, now).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         if batch.is_empty() && expected_last.is_none() {
             return Ok(Vec::new());
         }
@@ -235,7 +229,7 @@ impl Bus {
             })
             .await?;
         let key = inner.next_consumer.fetch_add(1, Ordering::Relaxed);
-        let consumer = lock(&inner.ids).next(inner.clock.now());
+        let consumer = next_id(inner.clock.now());
         lock(&inner.consumers).insert(
             key,
             ConsumerRef {
@@ -397,7 +391,9 @@ impl BusInner {
             }
             inner.notify(&topic);
         });
-        if poll_once(&mut release).is_pending() {
+        if poll_once(&mut release).is_pending()
+            && let Some(release) = self.driver.spawn_background(release)
+        {
             lock(&self.deferred).push(release);
         }
     }

@@ -1375,7 +1375,7 @@ pub async fn listener_hears_new_messages<F: Factory>(f: &F) {
 /// A slow listener loses the oldest messages and is told how many.
 pub async fn listener_reports_lag<F: Factory>(f: &F) {
     let env = Env::new(f, "listener_lag").await;
-    let driver = f.open("listener_lag_small").await.expect("open");
+    let driver = f.open(&format!("{}-small", env.store)).await.expect("open");
     let bus = Bus::open(
         driver,
         BusOptions::new()

@@ -337,6 +337,18 @@ pub trait Driver: MaybeSendSync + 'static {
 
     /// Flushes and closes the store; later calls may fail.
     fn close(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Runs `task` to completion in the background on the driver's own
+    /// runtime, if it has one; otherwise gives it back.
+    ///
+    /// The bus calls this only for work that `Drop` starts and cannot wait
+    /// for (releasing a dropped subscription's leases) when that work did not
+    /// finish at once. A driver whose calls always complete when first polled
+    /// need not implement it. A driver on a runtime (sqlx on tokio, say) must:
+    /// a task it gives back is only polled by later calls on the bus.
+    fn spawn_background(&self, task: BoxFuture<'static, ()>) -> Option<BoxFuture<'static, ()>> {
+        Some(task)
+    }
 }
 
 /// Metadata keys litebus writes into a dead letter.

@@ -97,10 +97,6 @@ impl Message {
         self.payload
     }
 
-    pub(crate) fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-
     /// Assembles a message read back from storage. Drivers call this; the
     /// values are trusted to have been validated when they were published.
     pub fn from_parts(
@@ -190,6 +186,34 @@ impl Outcome {
     pub fn is_duplicate(self) -> bool {
         matches!(self, Outcome::Duplicate { .. })
     }
+}
+
+/// The default largest payload, in bytes (1 MiB).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Checks a message for publishing to `topic` as a publish does, and gives
+/// it a generated id if it has none. For drivers that publish outside a
+/// [`Bus`](crate::Bus) (from a user's SQL transaction, say).
+pub fn prepare_message(
+    topic: &str,
+    mut message: Message,
+    max_payload: usize,
+    now: Timestamp,
+) -> Result<Message> {
+    check_name(NameKind::Topic, topic)?;
+    message.validate(max_payload)?;
+    if message.id.is_empty() {
+        message.id = next_id(now);
+    }
+    Ok(message)
+}
+
+/// A new unique id from the process-wide generator.
+pub(crate) fn next_id(now: Timestamp) -> String {
+    static IDS: std::sync::Mutex<Option<IdGenerator>> = std::sync::Mutex::new(None);
+    crate::clock::lock(&IDS)
+        .get_or_insert_with(IdGenerator::new)
+        .next(now)
 }
 
 /// Longest topic, group, id or key, in bytes.

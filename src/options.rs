@@ -21,7 +21,7 @@ impl BusOptions {
     pub fn new() -> Self {
         BusOptions {
             clock: None,
-            max_payload: 1024 * 1024,
+            max_payload: crate::message::DEFAULT_MAX_PAYLOAD,
             listener_capacity: 1024,
         }
     }

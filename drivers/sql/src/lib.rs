@@ -1,0 +1,158 @@
+//! The one copy of litebus's SQL: the schema and its migrations, every
+//! statement, and the steps that turn each [`Driver`](litebus::Driver) call
+//! into statements. A SQLite driver only supplies a [`Conn`] (how to run a
+//! statement on its engine) and the transactions around each step.
+//!
+//! # Storage layout
+//! - `litebus_messages`: every message; `seq` is the table's
+//!   `INTEGER PRIMARY KEY AUTOINCREMENT`, so seqs rise in commit order, are
+//!   never reused, and plain SQL can publish with an `INSERT`.
+//! - `litebus_groups`: one row per group with its settings, its start, and
+//!   `cursor`: the messages up to the cursor have been taken into the group.
+//! - `litebus_handouts`: one row per message a group has taken in and not yet
+//!   settled, with attempt, retry time and lease. Acks and dead letters delete
+//!   the row, so the table holds only live work, and every claim is an index
+//!   range over it.
+//!
+//! Time is never read from SQL (I10): every statement gets the bus clock's
+//! time as a parameter.
+
+mod schema;
+mod steps;
+
+pub use schema::{SCHEMA_VERSION, migrate};
+pub use steps::{append, claim, ensure_group, release, settle, stats};
+
+use litebus::driver::BoxFuture;
+use litebus::{Error, Result};
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// An `INTEGER`.
+    Int(i64),
+    /// A `TEXT`.
+    Text(String),
+    /// A `BLOB`.
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Value::Null, Value::from)
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Blob(v.to_vec())
+    }
+}
+
+/// One result row, by column position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Value>);
+
+fn wrong_type(i: usize, want: &str, got: &Value) -> Error {
+    Error::Corrupt(format!("column {i}: expected {want}, found {got:?}"))
+}
+
+impl Row {
+    fn get(&self, i: usize) -> Result<&Value> {
+        self.0
+            .get(i)
+            .ok_or_else(|| Error::Corrupt(format!("row has no column {i}")))
+    }
+
+    /// An `INTEGER` column.
+    pub fn int(&self, i: usize) -> Result<i64> {
+        match self.get(i)? {
+            Value::Int(v) => Ok(*v),
+            other => Err(wrong_type(i, "an integer", other)),
+        }
+    }
+
+    /// A non-negative `INTEGER` column.
+    pub fn uint(&self, i: usize) -> Result<u64> {
+        let v = self.int(i)?;
+        u64::try_from(v).map_err(|_| Error::Corrupt(format!("column {i}: negative {v}")))
+    }
+
+    /// An `INTEGER` column that may be `NULL`.
+    pub fn opt_uint(&self, i: usize) -> Result<Option<u64>> {
+        match self.get(i)? {
+            Value::Null => Ok(None),
+            _ => self.uint(i).map(Some),
+        }
+    }
+
+    /// A `TEXT` column.
+    pub fn text(&self, i: usize) -> Result<&str> {
+        match self.get(i)? {
+            Value::Text(v) => Ok(v),
+            other => Err(wrong_type(i, "text", other)),
+        }
+    }
+
+    /// A `TEXT` column that may be `NULL`.
+    pub fn opt_text(&self, i: usize) -> Result<Option<&str>> {
+        match self.get(i)? {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    /// A `BLOB` column (a `TEXT` one is taken as its bytes).
+    pub fn blob(&self, i: usize) -> Result<&[u8]> {
+        match self.get(i)? {
+            Value::Blob(v) => Ok(v),
+            Value::Text(v) => Ok(v.as_bytes()),
+            other => Err(wrong_type(i, "a blob", other)),
+        }
+    }
+}
+
+/// A connection inside a transaction the driver opened (`BEGIN IMMEDIATE`
+/// for every step that writes). The steps of this crate run their statements
+/// through it; the driver commits when a step returns `Ok` and rolls back
+/// otherwise.
+pub trait Conn: Send {
+    /// Runs a statement; returns how many rows it changed.
+    fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>>;
+
+    /// Runs a query; returns its rows.
+    fn query<'a>(&'a mut self, sql: &'a str, params: Vec<Value>)
+    -> BoxFuture<'a, Result<Vec<Row>>>;
+}

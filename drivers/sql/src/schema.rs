@@ -1,0 +1,105 @@
+//! The schema, as numbered migrations, and the check that a database is one
+//! this build understands.
+
+use litebus::{DriverError, Error, Result};
+
+use crate::{Conn, Value};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Migration `n` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE litebus_meta (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )",
+    "CREATE TABLE litebus_messages (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic      TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        metadata   TEXT NOT NULL DEFAULT '{}',
+        msg_key    TEXT,
+        deliver_at INTEGER NOT NULL DEFAULT 0
+    )",
+    "CREATE UNIQUE INDEX litebus_messages_by_id ON litebus_messages (topic, id)",
+    "CREATE INDEX litebus_messages_by_topic ON litebus_messages (topic, seq)",
+    "CREATE TABLE litebus_groups (
+        topic         TEXT NOT NULL,
+        grp           TEXT NOT NULL,
+        ordering      TEXT NOT NULL,
+        max_in_flight INTEGER NOT NULL,
+        max_attempts  INTEGER NOT NULL,
+        dead_letter   TEXT NOT NULL,
+        start_after   INTEGER NOT NULL,
+        cursor        INTEGER NOT NULL,
+        dead_lettered INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, grp)
+    )",
+    "CREATE TABLE litebus_handouts (
+        topic       TEXT NOT NULL,
+        grp         TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        msg_key     TEXT,
+        attempt     INTEGER NOT NULL DEFAULT 0,
+        ready_at    INTEGER NOT NULL,
+        consumer    TEXT,
+        lease_until INTEGER,
+        PRIMARY KEY (topic, grp, seq)
+    )",
+    "CREATE INDEX litebus_handouts_by_lease ON litebus_handouts (topic, grp, lease_until)
+        WHERE consumer IS NOT NULL",
+    "CREATE INDEX litebus_handouts_by_consumer ON litebus_handouts (topic, grp, consumer)
+        WHERE consumer IS NOT NULL",
+    "CREATE INDEX litebus_handouts_by_key ON litebus_handouts (topic, grp, msg_key, seq)
+        WHERE msg_key IS NOT NULL",
+    "INSERT INTO litebus_meta (name, value) VALUES ('schema_version', 1)",
+]];
+
+/// Brings a database to [`SCHEMA_VERSION`], inside the driver's write
+/// transaction. A database written by a newer litebus is refused with an
+/// error before anything is changed.
+pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
+    let has_meta = !conn
+        .query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litebus_meta'",
+            Vec::new(),
+        )
+        .await?
+        .is_empty();
+    let version = if has_meta {
+        let rows = conn
+            .query(
+                "SELECT value FROM litebus_meta WHERE name = 'schema_version'",
+                Vec::new(),
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => row.uint(0)?,
+            None => return Err(Error::Corrupt("litebus_meta has no schema_version".into())),
+        }
+    } else {
+        0
+    };
+    if version > SCHEMA_VERSION {
+        return Err(DriverError::fatal(format!(
+            "the database has litebus schema version {version}; this build knows up to \
+             {SCHEMA_VERSION}: open it with a newer litebus"
+        ))
+        .into());
+    }
+    for (from, statements) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        for sql in *statements {
+            conn.execute(sql, Vec::new()).await?;
+        }
+        if from > 0 {
+            conn.execute(
+                "UPDATE litebus_meta SET value = ?1 WHERE name = 'schema_version'",
+                vec![Value::from(from as u64 + 1)],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,710 @@
+//! Each driver call as statements. Every function runs inside one
+//! transaction the driver opened, so each is atomic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use litebus::codec::{decode_metadata, encode_metadata};
+use litebus::driver::{
+    Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup, GroupSpec,
+    GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement, TopicStats, dead_letter_message,
+};
+use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
+
+use crate::{Conn, Row, Value};
+
+/// Rows per multi-row `INSERT`: six parameters each stays far below
+/// SQLite's parameter limit.
+const INSERT_CHUNK: usize = 100;
+/// Messages a group takes in per round of a claim.
+const TAKE_IN: u64 = 256;
+
+fn ts(t: Timestamp) -> Value {
+    Value::from(t.as_millis())
+}
+
+fn placeholders(out: &mut String, from: usize, count: usize) {
+    for i in 0..count {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "?{}", from + i);
+    }
+}
+
+/// Stores messages in order with dedupe by id within the topic (I1, I2).
+async fn insert_messages(
+    conn: &mut dyn Conn,
+    topic: &str,
+    messages: &[&Message],
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(INSERT_CHUNK) {
+        let mut sql =
+            String::from("SELECT id, seq FROM litebus_messages WHERE topic = ?1 AND id IN (");
+        placeholders(&mut sql, 2, chunk.len());
+        sql.push(')');
+        let mut params = vec![Value::from(topic)];
+        params.extend(chunk.iter().map(|m| Value::from(m.id())));
+        let mut known: HashMap<String, u64> = HashMap::new();
+        for row in conn.query(&sql, params).await? {
+            known.insert(row.text(0)?.to_owned(), row.uint(1)?);
+        }
+
+        // Which messages of the chunk are new; a repeated id inside the batch
+        // is a duplicate of its first occurrence, resolved after the insert.
+        let mut fresh: Vec<&Message> = Vec::new();
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut plan: Vec<Result<usize, u64>> = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            if let Some(&seq) = known.get(m.id()) {
+                plan.push(Err(seq));
+            } else if let Some(&i) = first_in_batch.get(m.id()) {
+                plan.push(Ok(i));
+            } else {
+                first_in_batch.insert(m.id(), fresh.len());
+                plan.push(Ok(fresh.len()));
+                fresh.push(m);
+            }
+        }
+        let mut seqs: Vec<u64> = Vec::with_capacity(fresh.len());
+        if !fresh.is_empty() {
+            let mut sql = String::from(
+                "INSERT INTO litebus_messages (topic, id, payload, metadata, msg_key, deliver_at) VALUES ",
+            );
+            let mut params = Vec::with_capacity(fresh.len() * 6);
+            for (i, m) in fresh.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                let p = i * 6 + 1;
+                let _ = write!(
+                    sql,
+                    "(?{},?{},?{},?{},?{},?{})",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                );
+                params.push(Value::from(topic));
+                params.push(Value::from(m.id()));
+                params.push(Value::from(m.payload()));
+                params.push(Value::Text(encode_metadata(m.metadata())));
+                params.push(Value::from(m.key()));
+                params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
+            }
+            sql.push_str(" RETURNING seq");
+            for row in conn.query(&sql, params).await? {
+                seqs.push(row.uint(0)?);
+            }
+            // Row ids are given in insertion order.
+            seqs.sort_unstable();
+            if seqs.len() != fresh.len() {
+                return Err(Error::Corrupt(
+                    "insert returned the wrong number of seqs".into(),
+                ));
+            }
+        }
+        let mut published = vec![false; fresh.len()];
+        for step in plan {
+            outcomes.push(match step {
+                Err(seq) => Outcome::Duplicate { seq },
+                Ok(i) if published[i] => Outcome::Duplicate { seq: seqs[i] },
+                Ok(i) => {
+                    published[i] = true;
+                    Outcome::Published { seq: seqs[i] }
+                }
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn last_seq(conn: &mut dyn Conn, topic: &str) -> Result<u64> {
+    let rows = conn
+        .query(
+            "SELECT COALESCE(MAX(seq), 0) FROM litebus_messages WHERE topic = ?1",
+            vec![Value::from(topic)],
+        )
+        .await?;
+    rows.first().map_or(Ok(0), |r| r.uint(0))
+}
+
+/// [`Driver::append`](litebus::Driver::append).
+pub async fn append(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<Outcome>> {
+    if let Some(expected) = append.expected_last {
+        let actual = last_seq(conn, append.topic).await?;
+        if actual != expected {
+            return Err(Error::Conflict { expected, actual });
+        }
+    }
+    let messages: Vec<&Message> = append.messages.iter().map(|m| &**m).collect();
+    insert_messages(conn, append.topic, &messages).await
+}
+
+fn order_columns(order: Order) -> (&'static str, u32) {
+    match order {
+        Order::Ordered => ("ordered", 0),
+        Order::PerKey => ("per_key", 0),
+        Order::Shared { max_in_flight } => ("shared", max_in_flight),
+    }
+}
+
+/// A group row.
+struct Group {
+    spec: GroupSpec,
+    cursor: u64,
+}
+
+async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Option<Group>> {
+    let rows = conn
+        .query(
+            "SELECT ordering, max_in_flight, max_attempts, dead_letter, cursor
+             FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
+            vec![Value::from(topic), Value::from(group)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let order = match row.text(0)? {
+        "ordered" => Order::Ordered,
+        "per_key" => Order::PerKey,
+        "shared" => Order::Shared {
+            max_in_flight: u32::try_from(row.uint(1)?)
+                .map_err(|_| Error::Corrupt("max_in_flight out of range".into()))?,
+        },
+        other => return Err(Error::Corrupt(format!("unknown ordering {other:?}"))),
+    };
+    Ok(Some(Group {
+        spec: GroupSpec {
+            order,
+            max_attempts: u32::try_from(row.uint(2)?)
+                .map_err(|_| Error::Corrupt("max_attempts out of range".into()))?,
+            dead_letter: row.text(3)?.to_owned(),
+        },
+        cursor: row.uint(4)?,
+    }))
+}
+
+fn unknown_group(topic: &str, group: &str) -> Error {
+    Error::InvalidOptions(format!("group {group:?} does not exist on topic {topic:?}"))
+}
+
+/// [`Driver::ensure_group`](litebus::Driver::ensure_group).
+pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<()> {
+    if let Some(existing) = load_group(conn, req.topic, req.group).await? {
+        if existing.spec != *req.spec {
+            return Err(Error::InvalidOptions(format!(
+                "group {:?} of topic {:?} exists with {:?}, not {:?}",
+                req.group, req.topic, existing.spec, req.spec
+            )));
+        }
+        return Ok(());
+    }
+    let start_after = match req.start_after {
+        Some(seq) => seq,
+        None => last_seq(conn, req.topic).await?,
+    };
+    let (ordering, max_in_flight) = order_columns(req.spec.order);
+    conn.execute(
+        "INSERT INTO litebus_groups
+            (topic, grp, ordering, max_in_flight, max_attempts, dead_letter, start_after, cursor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        vec![
+            Value::from(req.topic),
+            Value::from(req.group),
+            Value::from(ordering),
+            Value::from(max_in_flight),
+            Value::from(req.spec.max_attempts),
+            Value::from(req.spec.dead_letter.as_str()),
+            Value::from(start_after),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes up to [`TAKE_IN`] more messages into the group; false when there
+/// were none left.
+async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -> Result<bool> {
+    let taken = conn
+        .execute(
+            "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
+             SELECT topic, ?2, seq, msg_key, 0, deliver_at FROM litebus_messages
+             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            vec![
+                Value::from(topic),
+                Value::from(group),
+                Value::from(g.cursor),
+                Value::from(TAKE_IN),
+            ],
+        )
+        .await?;
+    if taken == 0 {
+        return Ok(false);
+    }
+    let rows = conn
+        .query(
+            "SELECT MAX(seq) FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
+            vec![Value::from(topic), Value::from(group)],
+        )
+        .await?;
+    g.cursor = rows.first().map_or(Ok(g.cursor), |r| r.uint(0))?;
+    conn.execute(
+        "UPDATE litebus_groups SET cursor = ?3 WHERE topic = ?1 AND grp = ?2",
+        vec![
+            Value::from(topic),
+            Value::from(group),
+            Value::from(g.cursor),
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Moves one message of a group to its dead-letter topic (I8).
+async fn dead_letter(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    g: &Group,
+    seq: u64,
+    error: &str,
+) -> Result<DeadLettered> {
+    let rows = conn
+        .query(
+            "SELECT h.attempt, m.id, m.payload, m.metadata, m.msg_key
+             FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
+             WHERE h.topic = ?1 AND h.grp = ?2 AND h.seq = ?3",
+            vec![Value::from(topic), Value::from(group), Value::from(seq)],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::Corrupt(format!("handout {seq} of {topic}/{group} vanished")))?;
+    let attempt = u32::try_from(row.uint(0)?).unwrap_or(u32::MAX);
+    // A row whose metadata does not decode still leaves, with the reason.
+    let (metadata, error) = match decode_metadata(row.blob(3)?) {
+        Ok(m) => (m, error.to_owned()),
+        Err(e) => (BTreeMap::new(), format!("{error}; {e}")),
+    };
+    let original = Message::from_parts(
+        row.text(1)?.to_owned(),
+        row.blob(2)?.to_vec(),
+        metadata,
+        row.opt_text(4)?.map(str::to_owned),
+        None,
+    );
+    let letter = dead_letter_message(topic, group, seq, attempt, &error, &original);
+    let outcome = insert_messages(conn, &g.spec.dead_letter, &[&letter]).await?;
+    conn.execute(
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
+        vec![Value::from(topic), Value::from(group), Value::from(seq)],
+    )
+    .await?;
+    conn.execute(
+        "UPDATE litebus_groups SET dead_lettered = dead_lettered + 1 WHERE topic = ?1 AND grp = ?2",
+        vec![Value::from(topic), Value::from(group)],
+    )
+    .await?;
+    Ok(DeadLettered {
+        topic: g.spec.dead_letter.clone(),
+        seq: outcome[0].seq(),
+        message: Arc::new(letter),
+    })
+}
+
+fn seqs(rows: &[Row]) -> Result<Vec<u64>> {
+    rows.iter().map(|r| r.uint(0)).collect()
+}
+
+/// The candidates of a shared or per-key group, in seq order (I7).
+async fn candidates(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    order: Order,
+    now: Timestamp,
+    limit: u64,
+) -> Result<Vec<u64>> {
+    let sql = if order == Order::PerKey {
+        "SELECT h.seq FROM litebus_handouts h
+         WHERE h.topic = ?1 AND h.grp = ?2
+           AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
+           AND (h.msg_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM litebus_handouts e
+                WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
+                  AND e.seq < h.seq))
+         ORDER BY h.seq LIMIT ?4"
+    } else {
+        "SELECT seq FROM litebus_handouts
+         WHERE topic = ?1 AND grp = ?2
+           AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
+         ORDER BY seq LIMIT ?4"
+    };
+    let rows = conn
+        .query(
+            sql,
+            vec![
+                Value::from(topic),
+                Value::from(group),
+                ts(now),
+                Value::from(limit),
+            ],
+        )
+        .await?;
+    seqs(&rows)
+}
+
+/// When something of the group may become deliverable with no other call.
+async fn next_due(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    order: Order,
+    now: Timestamp,
+) -> Result<Option<Timestamp>> {
+    let due = "CASE WHEN h.consumer IS NOT NULL AND h.lease_until > ?3 THEN h.lease_until ELSE h.ready_at END";
+    let sql = match order {
+        Order::Ordered => format!(
+            "SELECT {due} FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2
+             ORDER BY h.seq LIMIT 1"
+        ),
+        Order::PerKey => format!(
+            "SELECT MIN({due}) FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2
+               AND (h.msg_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM litebus_handouts e
+                    WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
+                      AND e.seq < h.seq))"
+        ),
+        Order::Shared { .. } => {
+            format!("SELECT MIN({due}) FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2")
+        }
+    };
+    let rows = conn
+        .query(&sql, vec![Value::from(topic), Value::from(group), ts(now)])
+        .await?;
+    Ok(match rows.first() {
+        Some(row) => row
+            .opt_uint(0)?
+            .map(Timestamp::from_millis)
+            .filter(|&t| t > now),
+        None => None,
+    })
+}
+
+/// [`Driver::claim`](litebus::Driver::claim).
+pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
+    let (topic, group, now) = (c.topic, c.group, c.now);
+    let mut g = load_group(conn, topic, group)
+        .await?
+        .ok_or_else(|| unknown_group(topic, group))?;
+
+    // I8: final attempts whose lease ran out leave first, by lease end.
+    let expired = conn
+        .query(
+            "SELECT seq FROM litebus_handouts
+             WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL
+               AND lease_until <= ?3 AND attempt >= ?4
+             ORDER BY lease_until, seq",
+            vec![
+                Value::from(topic),
+                Value::from(group),
+                ts(now),
+                Value::from(g.spec.max_attempts),
+            ],
+        )
+        .await?;
+    let mut dead_lettered = Vec::new();
+    for seq in seqs(&expired)? {
+        dead_lettered.push(dead_letter(conn, topic, group, &g, seq, LEASE_EXPIRED).await?);
+    }
+
+    let limit = match g.spec.order {
+        Order::Ordered => 1,
+        Order::PerKey => u64::from(c.max),
+        Order::Shared { max_in_flight } => {
+            let rows = conn
+                .query(
+                    "SELECT COUNT(*) FROM litebus_handouts
+                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3",
+                    vec![Value::from(topic), Value::from(group), ts(now)],
+                )
+                .await?;
+            let active = rows.first().map_or(Ok(0), |r| r.uint(0))?;
+            u64::from(max_in_flight)
+                .saturating_sub(active)
+                .min(u64::from(c.max))
+        }
+    };
+
+    let mut chosen = Vec::new();
+    if limit > 0 {
+        loop {
+            chosen = match g.spec.order {
+                Order::Ordered => {
+                    let rows = conn
+                        .query(
+                            "SELECT seq, consumer IS NOT NULL AND lease_until > ?3, ready_at <= ?3
+                             FROM litebus_handouts WHERE topic = ?1 AND grp = ?2
+                             ORDER BY seq LIMIT 1",
+                            vec![Value::from(topic), Value::from(group), ts(now)],
+                        )
+                        .await?;
+                    match rows.first() {
+                        Some(head) => {
+                            let deliverable = head.int(1)? == 0 && head.int(2)? != 0;
+                            let seq = head.uint(0)?;
+                            // The head decides, whether or not it is deliverable.
+                            if deliverable { vec![seq] } else { break }
+                        }
+                        None => Vec::new(),
+                    }
+                }
+                order => candidates(conn, topic, group, order, now, limit).await?,
+            };
+            if chosen.len() as u64 >= limit || !take_in(conn, topic, group, &mut g).await? {
+                break;
+            }
+        }
+    }
+
+    if chosen.is_empty() {
+        let next_due = if limit == 0 {
+            let rows = conn
+                .query(
+                    "SELECT MIN(lease_until) FROM litebus_handouts
+                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3",
+                    vec![Value::from(topic), Value::from(group), ts(now)],
+                )
+                .await?;
+            rows.first()
+                .map_or(Ok(None), |r| r.opt_uint(0))?
+                .map(Timestamp::from_millis)
+        } else {
+            next_due(conn, topic, group, g.spec.order, now).await?
+        };
+        return Ok(ClaimOutcome {
+            deliveries: Vec::new(),
+            next_due,
+            dead_lettered,
+        });
+    }
+
+    let mut sql = String::from(
+        "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?3, lease_until = ?4
+         WHERE topic = ?1 AND grp = ?2 AND seq IN (",
+    );
+    placeholders(&mut sql, 5, chosen.len());
+    sql.push_str(") RETURNING seq, attempt");
+    let mut params = vec![
+        Value::from(topic),
+        Value::from(group),
+        Value::from(c.consumer),
+        ts(c.lease_until),
+    ];
+    params.extend(chosen.iter().map(|&s| Value::from(s)));
+    let mut attempts: HashMap<u64, u32> = HashMap::new();
+    for row in conn.query(&sql, params).await? {
+        attempts.insert(
+            row.uint(0)?,
+            u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),
+        );
+    }
+
+    let mut sql = String::from(
+        "SELECT seq, id, payload, metadata, msg_key, deliver_at FROM litebus_messages WHERE seq IN (",
+    );
+    placeholders(&mut sql, 1, chosen.len());
+    sql.push_str(") ORDER BY seq");
+    let params = chosen.iter().map(|&s| Value::from(s)).collect();
+    let mut deliveries = Vec::with_capacity(chosen.len());
+    for row in conn.query(&sql, params).await? {
+        let seq = row.uint(0)?;
+        let metadata = match decode_metadata(row.blob(3)?) {
+            Ok(m) => m,
+            Err(e) => {
+                // A row written by hand that does not decode is dead-lettered
+                // with the reason; the group goes on.
+                let error = format!("undecodable message: {e}");
+                dead_lettered.push(dead_letter(conn, topic, group, &g, seq, &error).await?);
+                continue;
+            }
+        };
+        let deliver_at = row.uint(5)?;
+        let message = Message::from_parts(
+            row.text(1)?.to_owned(),
+            row.blob(2)?.to_vec(),
+            metadata,
+            row.opt_text(4)?.map(str::to_owned),
+            (deliver_at > 0).then(|| Timestamp::from_millis(deliver_at)),
+        );
+        deliveries.push(Claimed {
+            seq,
+            attempt: attempts.get(&seq).copied().unwrap_or(1),
+            message: Arc::new(message),
+        });
+    }
+    Ok(ClaimOutcome {
+        deliveries,
+        next_due: None,
+        dead_lettered,
+    })
+}
+
+/// [`Driver::settle`](litebus::Driver::settle).
+pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
+    let key = || {
+        vec![
+            Value::from(s.topic),
+            Value::from(s.group),
+            Value::from(s.seq),
+            Value::from(s.attempt),
+        ]
+    };
+    let current = "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL";
+    match s.settlement {
+        Settlement::Ack => {
+            let sql = format!("DELETE FROM litebus_handouts WHERE {current}");
+            match conn.execute(&sql, key()).await? {
+                0 => Err(Error::LeaseLost),
+                _ => Ok(None),
+            }
+        }
+        Settlement::Extend { lease_until } => {
+            let sql = format!("UPDATE litebus_handouts SET lease_until = ?5 WHERE {current}");
+            let mut params = key();
+            params.push(ts(lease_until));
+            match conn.execute(&sql, params).await? {
+                0 => Err(Error::LeaseLost),
+                _ => Ok(None),
+            }
+        }
+        Settlement::Nack { retry_at, reason } => {
+            let g = load_group(conn, s.topic, s.group)
+                .await?
+                .ok_or_else(|| unknown_group(s.topic, s.group))?;
+            let sql = format!("SELECT attempt FROM litebus_handouts WHERE {current}");
+            if conn.query(&sql, key()).await?.is_empty() {
+                return Err(Error::LeaseLost);
+            }
+            if s.attempt >= g.spec.max_attempts {
+                let error = reason.as_deref().unwrap_or(NACKED);
+                return dead_letter(conn, s.topic, s.group, &g, s.seq, error)
+                    .await
+                    .map(Some);
+            }
+            let sql = format!(
+                "UPDATE litebus_handouts SET consumer = NULL, lease_until = NULL, ready_at = ?5
+                 WHERE {current}"
+            );
+            let mut params = key();
+            params.push(ts(retry_at));
+            conn.execute(&sql, params).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// [`Driver::release`](litebus::Driver::release).
+pub async fn release(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    consumer: &str,
+    now: Timestamp,
+) -> Result<Vec<DeadLettered>> {
+    let Some(g) = load_group(conn, topic, group).await? else {
+        return Err(unknown_group(topic, group));
+    };
+    let finals = conn
+        .query(
+            "SELECT seq FROM litebus_handouts
+             WHERE topic = ?1 AND grp = ?2 AND consumer = ?3 AND attempt >= ?4
+             ORDER BY lease_until, seq",
+            vec![
+                Value::from(topic),
+                Value::from(group),
+                Value::from(consumer),
+                Value::from(g.spec.max_attempts),
+            ],
+        )
+        .await?;
+    let mut dead = Vec::new();
+    for seq in seqs(&finals)? {
+        dead.push(dead_letter(conn, topic, group, &g, seq, CONSUMER_RELEASED).await?);
+    }
+    conn.execute(
+        "UPDATE litebus_handouts SET consumer = NULL, lease_until = NULL, ready_at = ?4
+         WHERE topic = ?1 AND grp = ?2 AND consumer = ?3",
+        vec![
+            Value::from(topic),
+            Value::from(group),
+            Value::from(consumer),
+            ts(now),
+        ],
+    )
+    .await?;
+    Ok(dead)
+}
+
+/// [`Driver::stats`](litebus::Driver::stats).
+pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<TopicStats> {
+    let rows = conn
+        .query(
+            "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM litebus_messages WHERE topic = ?1",
+            vec![Value::from(topic)],
+        )
+        .await?;
+    let (last, count) = match rows.first() {
+        Some(r) => (r.uint(0)?, r.uint(1)?),
+        None => (0, 0),
+    };
+    let groups = conn
+        .query(
+            "SELECT grp, start_after, cursor, dead_lettered FROM litebus_groups
+             WHERE topic = ?1 ORDER BY grp",
+            vec![Value::from(topic)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let (name, start_after, cursor, dead) = (g.text(0)?, g.uint(1)?, g.uint(2)?, g.uint(3)?);
+        let held = conn
+            .query(
+                "SELECT COUNT(*), MIN(seq),
+                        COUNT(CASE WHEN consumer IS NOT NULL AND lease_until > ?3 THEN 1 END)
+                 FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
+                vec![Value::from(topic), Value::from(name), ts(now)],
+            )
+            .await?;
+        let later = conn
+            .query(
+                "SELECT COUNT(*), MIN(seq) FROM litebus_messages WHERE topic = ?1 AND seq > ?2",
+                vec![Value::from(topic), Value::from(cursor)],
+            )
+            .await?;
+        let (Some(held), Some(later)) = (held.first(), later.first()) else {
+            return Err(Error::Corrupt("aggregate returned no row".into()));
+        };
+        let unsettled = held.uint(0)? + later.uint(0)?;
+        let in_flight = held.uint(2)?;
+        let first_unsettled = [held.opt_uint(1)?, later.opt_uint(1)?]
+            .into_iter()
+            .flatten()
+            .min();
+        let acked_floor = first_unsettled.map_or(start_after.max(last), |first| first - 1);
+        out.push(GroupStats::new(
+            name.to_owned(),
+            unsettled - in_flight,
+            in_flight,
+            acked_floor,
+            dead,
+        ));
+    }
+    Ok(TopicStats::new(topic.to_owned(), last, count, out))
+}

@@ -1,0 +1,400 @@
+//! SQLite storage for [litebus](litebus) through sqlx.
+//!
+//! ```no_run
+//! use litebus::{Bus, BusOptions, GroupOptions, Message};
+//! use litebus_sqlx::SqlxDriver;
+//! # async fn demo() -> litebus::Result<()> {
+//! let bus = Bus::open(SqlxDriver::open("app.db").await?, BusOptions::new())?;
+//! bus.publish("orders", Message::new("order #1")).await?;
+//! let billing = bus.subscribe("orders", "billing", GroupOptions::new()).await?;
+//! billing.recv().await?.ack().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - **File databases** use WAL and one writer connection that starts every
+//!   write with `BEGIN IMMEDIATE`, so two writers never deadlock on a lock
+//!   upgrade, and "database is locked" can only surface once the busy timeout
+//!   (5 s by default) has run out. Readers (statistics) use their own
+//!   connections. Several processes may share a file.
+//! - **`:memory:`** ([`SqlxDriver::memory`]) uses exactly one connection, and
+//!   all work is serialized through it: each pooled connection to `:memory:`
+//!   would be a separate database.
+//! - The SQL itself (schema, migrations, statements) is `litebus-sql`'s, the
+//!   same the turso driver runs.
+//! - sqlx runs on tokio: open the driver inside a tokio runtime. Its futures
+//!   enter that runtime themselves, so the bus may then be driven by any
+//!   executor (a plain `block_on`, smol, another thread) while the runtime
+//!   lives.
+
+mod runtime;
+mod writer;
+
+mod conn;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use litebus::driver::{
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
+    Settle, TopicStats,
+};
+use litebus::{DriverError, Error, Outcome, Result, Timestamp};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use conn::publish_in;
+use conn::{SqlxConn, map_err};
+use runtime::Runtime;
+use sqlx::SqliteConnection;
+use writer::Writer;
+
+/// How durable a commit is on a file database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL` (the default): a commit survives a killed process;
+    /// in WAL mode the last commits may be lost if the machine loses power.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk before `publish` returns.
+    Full,
+}
+
+/// Options of a file database.
+#[derive(Debug, Clone)]
+pub struct SqlxOptions {
+    durability: Durability,
+    busy_timeout: Duration,
+    readers: u32,
+}
+
+impl SqlxOptions {
+    /// `synchronous=NORMAL`, a 5 s busy timeout, 2 reader connections.
+    pub fn new() -> Self {
+        SqlxOptions {
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(5),
+            readers: 2,
+        }
+    }
+
+    /// How durable each commit is.
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// How long a statement waits for another connection's lock before it
+    /// fails with a retryable error.
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How many read-only connections serve statistics.
+    #[must_use]
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+}
+
+impl Default for SqlxOptions {
+    fn default() -> Self {
+        SqlxOptions::new()
+    }
+}
+
+/// A litebus [`Driver`] on SQLite through sqlx. Clones share the connections.
+#[derive(Debug, Clone)]
+pub struct SqlxDriver {
+    writer: Writer,
+    writer_pool: SqlitePool,
+    reader: SqlitePool,
+    memory: bool,
+    runtime: Runtime,
+}
+
+fn open_error(path: &Path, e: &sqlx::Error) -> Error {
+    match map_err(e) {
+        Error::Driver(_) => {
+            DriverError::fatal(format!("cannot open {}: {e}", path.display())).into()
+        }
+        other => other,
+    }
+}
+
+impl SqlxDriver {
+    /// Opens (creating if needed) the database file at `path` with default
+    /// options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        SqlxDriver::open_with(path, SqlxOptions::new()).await
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open_with(path: impl AsRef<Path>, options: SqlxOptions) -> Result<Self> {
+        let runtime = Runtime::current()?;
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Err(DriverError::fatal(format!(
+                "cannot open {}: it is a directory",
+                path.display()
+            ))
+            .into());
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(options.busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.busy_timeout.max(Duration::from_secs(30)))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| open_error(path, &e))?;
+        let driver = SqlxDriver {
+            reader: SqlitePoolOptions::new()
+                .max_connections(options.readers)
+                .connect_lazy_with(connect.read_only(true)),
+            writer: Writer::start(&runtime, writer.clone()),
+            writer_pool: writer,
+            memory: false,
+            runtime,
+        };
+        driver.migrate().await.map_err(|e| match e {
+            Error::Driver(d) => {
+                DriverError::fatal(format!("cannot open {}: {d}", path.display())).into()
+            }
+            other => other,
+        })?;
+        Ok(driver)
+    }
+
+    /// A fresh in-memory database on one connection. It lives as long as a
+    /// clone of this driver does.
+    pub async fn memory() -> Result<Self> {
+        let runtime = Runtime::current()?;
+        let connect = SqliteConnectOptions::from_str("sqlite::memory:").map_err(|e| map_err(&e))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(connect)
+            .await
+            .map_err(|e| map_err(&e))?;
+        let driver = SqlxDriver {
+            reader: pool.clone(),
+            writer: Writer::start(&runtime, pool.clone()),
+            writer_pool: pool,
+            memory: true,
+            runtime,
+        };
+        driver.migrate().await?;
+        Ok(driver)
+    }
+
+    /// Uses an application's own pool for everything (its connections must
+    /// all reach the same database). The litebus tables are created in it if
+    /// needed.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
+        let runtime = Runtime::current()?;
+        // An in-memory (or temporary) database has no file.
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| map_err(&e))?;
+        let memory = file.is_empty();
+        let driver = SqlxDriver {
+            reader: pool.clone(),
+            writer: Writer::start(&runtime, pool.clone()),
+            writer_pool: pool,
+            memory,
+            runtime,
+        };
+        driver.migrate().await?;
+        Ok(driver)
+    }
+
+    /// The pool writes go through: the one to publish from SQL with
+    /// [`publish_in`].
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer_pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.writer
+            .submit(|conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move { litebus_sql::migrate(&mut SqlxConn::new(conn)).await })
+            })
+            .await
+    }
+}
+
+async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Sqlite>, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(|e| map_err(&e))?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The error is what matters; a failed rollback is dropped with
+            // the connection's transaction.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+impl Driver for SqlxDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .durable(!self.memory)
+            .multi_process(!self.memory)
+            .sql_publish(true)
+    }
+
+    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
+        let (topic, messages) = (append.topic.to_owned(), append.messages.to_vec());
+        let expected_last = append.expected_last;
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let append = Append {
+                        topic: &topic,
+                        messages: &messages,
+                        expected_last,
+                    };
+                    litebus_sql::append(&mut SqlxConn::new(conn), append).await
+                })
+            })
+    }
+
+    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
+        let (topic, name) = (group.topic.to_owned(), group.group.to_owned());
+        let (spec, start_after) = (group.spec.clone(), group.start_after);
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let group = EnsureGroup {
+                        topic: &topic,
+                        group: &name,
+                        spec: &spec,
+                        start_after,
+                    };
+                    litebus_sql::ensure_group(&mut SqlxConn::new(conn), group).await
+                })
+            })
+    }
+
+    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
+        let (topic, group) = (claim.topic.to_owned(), claim.group.to_owned());
+        let consumer = claim.consumer.to_owned();
+        let (now, lease_until, max) = (claim.now, claim.lease_until, claim.max);
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let claim = Claim {
+                        topic: &topic,
+                        group: &group,
+                        consumer: &consumer,
+                        now,
+                        lease_until,
+                        max,
+                    };
+                    litebus_sql::claim(&mut SqlxConn::new(conn), claim).await
+                })
+            })
+    }
+
+    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
+        let (topic, group) = (settle.topic.to_owned(), settle.group.to_owned());
+        let Settle {
+            seq,
+            attempt,
+            now,
+            settlement,
+            ..
+        } = settle;
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let settle = Settle {
+                        topic: &topic,
+                        group: &group,
+                        seq,
+                        attempt,
+                        now,
+                        settlement,
+                    };
+                    litebus_sql::settle(&mut SqlxConn::new(conn), settle).await
+                })
+            })
+    }
+
+    fn release<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        consumer: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        let (topic, group, consumer) = (topic.to_owned(), group.to_owned(), consumer.to_owned());
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    litebus_sql::release(&mut SqlxConn::new(conn), &topic, &group, &consumer, now)
+                        .await
+                })
+            })
+    }
+
+    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
+        let topic = topic.to_owned();
+        if self.memory {
+            // The one connection is the writer's.
+            return self
+                .writer
+                .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                    Box::pin(async move {
+                        litebus_sql::stats(&mut SqlxConn::new(conn), &topic, now).await
+                    })
+                });
+        }
+        let reader = self.reader.clone();
+        self.runtime.run(async move {
+            // One read transaction, so the counts agree with each other.
+            let mut tx = reader.begin().await.map_err(|e| map_err(&e))?;
+            let result = litebus_sql::stats(&mut SqlxConn::new(&mut tx), &topic, now).await;
+            finish(tx, result).await
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        self.runtime.run(async move {
+            // Releases of dropped subscriptions land before anything closes.
+            self.runtime.join_background().await;
+            // An in-memory database lives as long as a clone of the driver.
+            if !self.memory {
+                self.writer.shutdown().await;
+                self.writer_pool.close().await;
+                self.reader.close().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn spawn_background(&self, task: BoxFuture<'static, ()>) -> Option<BoxFuture<'static, ()>> {
+        self.runtime.spawn(task);
+        None
+    }
+}
