@@ -29,6 +29,8 @@
 mod runtime;
 mod writer;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod conn;
 
 use std::path::Path;
@@ -66,16 +68,14 @@ pub enum Durability {
 pub struct SqlxOptions {
     durability: Durability,
     busy_timeout: Duration,
-    readers: u32,
 }
 
 impl SqlxOptions {
-    /// `synchronous=NORMAL`, a 5 s busy timeout, 2 reader connections.
+    /// `synchronous=NORMAL` and a 5 s busy timeout.
     pub fn new() -> Self {
         SqlxOptions {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(5),
-            readers: 2,
         }
     }
 
@@ -93,13 +93,6 @@ impl SqlxOptions {
         self.busy_timeout = timeout;
         self
     }
-
-    /// How many read-only connections serve statistics.
-    #[must_use]
-    pub fn readers(mut self, readers: u32) -> Self {
-        self.readers = readers.max(1);
-        self
-    }
 }
 
 impl Default for SqlxOptions {
@@ -113,7 +106,6 @@ impl Default for SqlxOptions {
 pub struct SqlxDriver {
     writer: Writer,
     writer_pool: SqlitePool,
-    reader: SqlitePool,
     memory: bool,
     runtime: Runtime,
 }
@@ -161,9 +153,6 @@ impl SqlxDriver {
             .await
             .map_err(|e| open_error(path, &e))?;
         let driver = SqlxDriver {
-            reader: SqlitePoolOptions::new()
-                .max_connections(options.readers)
-                .connect_lazy_with(connect.read_only(true)),
             writer: Writer::start(&runtime, writer.clone()),
             writer_pool: writer,
             memory: false,
@@ -192,7 +181,6 @@ impl SqlxDriver {
             .await
             .map_err(|e| map_err(&e))?;
         let driver = SqlxDriver {
-            reader: pool.clone(),
             writer: Writer::start(&runtime, pool.clone()),
             writer_pool: pool,
             memory: true,
@@ -215,7 +203,6 @@ impl SqlxDriver {
                 .map_err(|e| map_err(&e))?;
         let memory = file.is_empty();
         let driver = SqlxDriver {
-            reader: pool.clone(),
             writer: Writer::start(&runtime, pool.clone()),
             writer_pool: pool,
             memory,
@@ -237,21 +224,6 @@ impl SqlxDriver {
                 Box::pin(async move { litebus_sql::migrate(&mut SqlxConn::new(conn)).await })
             })
             .await
-    }
-}
-
-async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Sqlite>, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(value) => {
-            tx.commit().await.map_err(|e| map_err(&e))?;
-            Ok(value)
-        }
-        Err(e) => {
-            // The error is what matters; a failed rollback is dropped with
-            // the connection's transaction.
-            let _ = tx.rollback().await;
-            Err(e)
-        }
     }
 }
 
@@ -359,24 +331,15 @@ impl Driver for SqlxDriver {
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
+        // Through the writer, in call order: statistics see every step
+        // called before them (a release started by a drop, say).
         let topic = topic.to_owned();
-        if self.memory {
-            // The one connection is the writer's.
-            return self
-                .writer
-                .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                    Box::pin(async move {
-                        litebus_sql::stats(&mut SqlxConn::new(conn), &topic, now).await
-                    })
-                });
-        }
-        let reader = self.reader.clone();
-        self.runtime.run(async move {
-            // One read transaction, so the counts agree with each other.
-            let mut tx = reader.begin().await.map_err(|e| map_err(&e))?;
-            let result = litebus_sql::stats(&mut SqlxConn::new(&mut tx), &topic, now).await;
-            finish(tx, result).await
-        })
+        self.writer
+            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
+                Box::pin(
+                    async move { litebus_sql::stats(&mut SqlxConn::new(conn), &topic, now).await },
+                )
+            })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
@@ -387,7 +350,6 @@ impl Driver for SqlxDriver {
             if !self.memory {
                 self.writer.shutdown().await;
                 self.writer_pool.close().await;
-                self.reader.close().await;
             }
             Ok(())
         })

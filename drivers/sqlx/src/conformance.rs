@@ -1,0 +1,97 @@
+//! [`Factory`]s of [`SqlxDriver`] for the conformance suite and the model
+//! tests (feature `conformance`): file databases in a temporary directory,
+//! and `:memory:` databases. Drivers are opened on one shared tokio runtime,
+//! so the tests may run on any executor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+
+use litebus::conformance::Factory;
+use litebus::driver::BoxFuture;
+use litebus::{Capabilities, Result};
+
+use crate::SqlxDriver;
+
+/// Where drivers are opened: sqlx needs a tokio runtime, which the driver
+/// then enters by itself whatever executor polls it.
+static SQLX_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+});
+
+async fn open_on_runtime<F>(open: F) -> Result<SqlxDriver>
+where
+    F: std::future::Future<Output = Result<SqlxDriver>> + Send + 'static,
+{
+    SQLX_RUNTIME.spawn(open).await.expect("open task")
+}
+
+/// Each store is a file in a temporary directory (removed when dropped).
+pub struct Files {
+    dir: PathBuf,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("litebus-sqlx-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Files { dir }
+    }
+}
+
+impl Factory for Files {
+    type Driver = SqlxDriver;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .durable(true)
+            .multi_process(true)
+            .sql_publish(true)
+    }
+
+    fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
+        Box::pin(open_on_runtime(SqlxDriver::open(
+            self.dir.join(format!("{store}.db")),
+        )))
+    }
+}
+
+/// Each store is one `:memory:` database, reopened by sharing its driver.
+#[derive(Default)]
+pub struct Memory {
+    stores: Mutex<HashMap<String, SqlxDriver>>,
+}
+
+impl Factory for Memory {
+    type Driver = SqlxDriver;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.sql_publish(true)
+    }
+
+    fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
+        Box::pin(async move {
+            if let Some(driver) = self.stores.lock().expect("stores").get(store) {
+                return Ok(driver.clone());
+            }
+            let driver = open_on_runtime(SqlxDriver::memory()).await?;
+            self.stores
+                .lock()
+                .expect("stores")
+                .insert(store.to_owned(), driver.clone());
+            Ok(driver)
+        })
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
