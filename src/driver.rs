@@ -338,6 +338,18 @@ pub trait Driver: MaybeSendSync + 'static {
     /// Flushes and closes the store; later calls may fail.
     fn close(&self) -> BoxFuture<'_, Result<()>>;
 
+    /// A future that completes when the store may have changed by a hand
+    /// other than this driver's: another process, or plain SQL on another
+    /// connection. A waiting subscription listens to it besides in-process
+    /// commits and its timers; `None` (the default) when nothing but this
+    /// driver writes. It may complete spuriously; it must not miss a commit
+    /// made after it was created (a watch that starts its work late wakes
+    /// its waiters once when it starts). The bus asks for it before each look
+    /// at the store.
+    fn watch_external(&self) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
     /// Runs `task` to completion in the background on the driver's own
     /// runtime, if it has one; otherwise gives it back.
     ///

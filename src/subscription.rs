@@ -142,12 +142,22 @@ impl Consumer {
             // Armed before looking at the store, so no commit can slip
             // between the look and the wait.
             let changed = self.signal.changed.listen();
-            match self.fetch().await? {
+            // Commits by other processes, watched from before the look at
+            // the store so that none falls between the look and the wait.
+            let external = self.bus.driver.watch_external();
+            let fetched = self.fetch().await?;
+            let woken = async {
+                match external {
+                    Some(external) => futures_lite::future::or(changed, external).await,
+                    None => changed.await,
+                }
+            };
+            match fetched {
                 Fetched::Delivery(delivery) => return Ok(delivery),
                 Fetched::Nothing(Some(due)) => {
-                    futures_lite::future::or(changed, self.bus.clock.sleep_until(due)).await;
+                    futures_lite::future::or(woken, self.bus.clock.sleep_until(due)).await;
                 }
-                Fetched::Nothing(None) => changed.await,
+                Fetched::Nothing(None) => woken.await,
             }
         }
     }

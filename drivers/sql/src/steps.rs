@@ -13,6 +13,10 @@ use litebus::driver::{
 use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
 use crate::{Conn, Row, Value};
+use hot::{
+    ACK, ACTIVE_LEASES, CANDIDATES_PER_KEY, CANDIDATES_SHARED, EXPIRED_FINALS, ORDERED_HEAD,
+    TAKE_IN_SQL,
+};
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
 /// SQLite's parameter limit.
@@ -31,6 +35,57 @@ fn placeholders(out: &mut String, from: usize, count: usize) {
         }
         let _ = write!(out, "?{}", from + i);
     }
+}
+
+/// The statements of the hot path (claims and acks), public so that a test
+/// can prove with `EXPLAIN QUERY PLAN` that each is an index range.
+pub mod hot {
+    /// Takes the next messages of a topic into a group.
+    pub const TAKE_IN_SQL: &str =
+        "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
+             SELECT topic, ?2, seq, msg_key, 0, deliver_at FROM litebus_messages
+             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+    /// Deliverable messages of a per-key group: the first of each key, and those without a key.
+    pub const CANDIDATES_PER_KEY: &str = "SELECT h.seq FROM litebus_handouts h
+         WHERE h.topic = ?1 AND h.grp = ?2
+           AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
+           AND (h.msg_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM litebus_handouts e
+                WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
+                  AND e.seq < h.seq))
+         ORDER BY h.seq LIMIT ?4";
+    /// Deliverable messages of a shared group.
+    pub const CANDIDATES_SHARED: &str = "SELECT seq FROM litebus_handouts
+         WHERE topic = ?1 AND grp = ?2
+           AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
+         ORDER BY seq LIMIT ?4";
+    /// Final attempts whose lease ran out, by lease end.
+    pub const EXPIRED_FINALS: &str = "SELECT seq FROM litebus_handouts
+             WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL
+               AND lease_until <= ?3 AND attempt >= ?4
+             ORDER BY lease_until, seq";
+    /// Unexpired leases of a group.
+    pub const ACTIVE_LEASES: &str = "SELECT COUNT(*) FROM litebus_handouts
+                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3";
+    /// The first unsettled message of an ordered group: is it leased, is it ready.
+    pub const ORDERED_HEAD: &str =
+        "SELECT seq, consumer IS NOT NULL AND lease_until > ?3, ready_at <= ?3
+                             FROM litebus_handouts WHERE topic = ?1 AND grp = ?2
+                             ORDER BY seq LIMIT 1";
+    /// Acks one delivery if it is current.
+    pub const ACK: &str = "DELETE FROM litebus_handouts
+         WHERE topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL";
+
+    /// Every statement above.
+    pub const ALL: &[&str] = &[
+        TAKE_IN_SQL,
+        CANDIDATES_PER_KEY,
+        CANDIDATES_SHARED,
+        EXPIRED_FINALS,
+        ACTIVE_LEASES,
+        ORDERED_HEAD,
+        ACK,
+    ];
 }
 
 /// Stores messages in order with dedupe by id within the topic (I1, I2).
@@ -233,9 +288,7 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
 async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -> Result<bool> {
     let taken = conn
         .execute(
-            "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
-             SELECT topic, ?2, seq, msg_key, 0, deliver_at FROM litebus_messages
-             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            TAKE_IN_SQL,
             vec![
                 Value::from(topic),
                 Value::from(group),
@@ -332,19 +385,9 @@ async fn candidates(
     limit: u64,
 ) -> Result<Vec<u64>> {
     let sql = if order == Order::PerKey {
-        "SELECT h.seq FROM litebus_handouts h
-         WHERE h.topic = ?1 AND h.grp = ?2
-           AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
-           AND (h.msg_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM litebus_handouts e
-                WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
-                  AND e.seq < h.seq))
-         ORDER BY h.seq LIMIT ?4"
+        CANDIDATES_PER_KEY
     } else {
-        "SELECT seq FROM litebus_handouts
-         WHERE topic = ?1 AND grp = ?2
-           AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
-         ORDER BY seq LIMIT ?4"
+        CANDIDATES_SHARED
     };
     let rows = conn
         .query(
@@ -407,10 +450,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
     // I8: final attempts whose lease ran out leave first, by lease end.
     let expired = conn
         .query(
-            "SELECT seq FROM litebus_handouts
-             WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL
-               AND lease_until <= ?3 AND attempt >= ?4
-             ORDER BY lease_until, seq",
+            EXPIRED_FINALS,
             vec![
                 Value::from(topic),
                 Value::from(group),
@@ -430,8 +470,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         Order::Shared { max_in_flight } => {
             let rows = conn
                 .query(
-                    "SELECT COUNT(*) FROM litebus_handouts
-                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3",
+                    ACTIVE_LEASES,
                     vec![Value::from(topic), Value::from(group), ts(now)],
                 )
                 .await?;
@@ -449,9 +488,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                 Order::Ordered => {
                     let rows = conn
                         .query(
-                            "SELECT seq, consumer IS NOT NULL AND lease_until > ?3, ready_at <= ?3
-                             FROM litebus_handouts WHERE topic = ?1 AND grp = ?2
-                             ORDER BY seq LIMIT 1",
+                            ORDERED_HEAD,
                             vec![Value::from(topic), Value::from(group), ts(now)],
                         )
                         .await?;
@@ -568,13 +605,10 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
     };
     let current = "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL";
     match s.settlement {
-        Settlement::Ack => {
-            let sql = format!("DELETE FROM litebus_handouts WHERE {current}");
-            match conn.execute(&sql, key()).await? {
-                0 => Err(Error::LeaseLost),
-                _ => Ok(None),
-            }
-        }
+        Settlement::Ack => match conn.execute(ACK, key()).await? {
+            0 => Err(Error::LeaseLost),
+            _ => Ok(None),
+        },
         Settlement::Extend { lease_until } => {
             let sql = format!("UPDATE litebus_handouts SET lease_until = ?5 WHERE {current}");
             let mut params = key();

@@ -27,6 +27,7 @@
 //!   lives.
 
 mod runtime;
+mod watch;
 mod writer;
 
 #[cfg(feature = "conformance")]
@@ -50,6 +51,7 @@ pub use conn::publish_in;
 use conn::{SqlxConn, map_err};
 use runtime::Runtime;
 use sqlx::SqliteConnection;
+use watch::Watcher;
 use writer::Writer;
 
 /// How durable a commit is on a file database.
@@ -68,14 +70,16 @@ pub enum Durability {
 pub struct SqlxOptions {
     durability: Durability,
     busy_timeout: Duration,
+    watch_interval: Duration,
 }
 
 impl SqlxOptions {
-    /// `synchronous=NORMAL` and a 5 s busy timeout.
+    /// `synchronous=NORMAL`, a 5 s busy timeout, and a 2 ms watch interval.
     pub fn new() -> Self {
         SqlxOptions {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(2),
         }
     }
 
@@ -95,6 +99,16 @@ impl SqlxOptions {
     }
 }
 
+impl SqlxOptions {
+    /// How often a waiting subscription's driver looks for commits made by
+    /// other processes (`PRAGMA data_version`, only while someone waits).
+    #[must_use]
+    pub fn watch_interval(mut self, interval: Duration) -> Self {
+        self.watch_interval = interval.max(Duration::from_micros(100));
+        self
+    }
+}
+
 impl Default for SqlxOptions {
     fn default() -> Self {
         SqlxOptions::new()
@@ -106,6 +120,7 @@ impl Default for SqlxOptions {
 pub struct SqlxDriver {
     writer: Writer,
     writer_pool: SqlitePool,
+    watcher: Option<Watcher>,
     memory: bool,
     runtime: Runtime,
 }
@@ -155,6 +170,13 @@ impl SqlxDriver {
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, writer.clone()),
             writer_pool: writer,
+            watcher: Some(Watcher::new(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(connect.read_only(true)),
+                options.watch_interval,
+                runtime.clone(),
+            )),
             memory: false,
             runtime,
         };
@@ -183,6 +205,7 @@ impl SqlxDriver {
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, pool.clone()),
             writer_pool: pool,
+            watcher: None,
             memory: true,
             runtime,
         };
@@ -204,6 +227,16 @@ impl SqlxDriver {
         let memory = file.is_empty();
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, pool.clone()),
+            watcher: (!memory).then(|| {
+                let connect = (*pool.connect_options()).clone();
+                Watcher::new(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_lazy_with(connect),
+                    SqlxOptions::new().watch_interval,
+                    runtime.clone(),
+                )
+            }),
             writer_pool: pool,
             memory,
             runtime,
@@ -350,9 +383,16 @@ impl Driver for SqlxDriver {
             if !self.memory {
                 self.writer.shutdown().await;
                 self.writer_pool.close().await;
+                if let Some(watcher) = &self.watcher {
+                    watcher.close().await;
+                }
             }
             Ok(())
         })
+    }
+
+    fn watch_external(&self) -> Option<BoxFuture<'static, ()>> {
+        self.watcher.as_ref().map(Watcher::wait)
     }
 
     fn spawn_background(&self, task: BoxFuture<'static, ()>) -> Option<BoxFuture<'static, ()>> {
