@@ -454,6 +454,7 @@ pub async fn bus_close_ends_waits_and_refuses_calls<F: Factory>(f: &F) {
     let waiting = env
         .sub("t", "other", GroupOptions::new().start(Start::End))
         .await;
+    assert!(!env.bus.is_closed());
     let (waited, closed) = within(future::zip(waiting.recv(), async {
         future::yield_now().await;
         env.bus.close().await
@@ -1301,6 +1302,23 @@ pub async fn ack_wakes_ordered_waiter<F: Factory>(f: &F) {
     assert_eq!(got.unwrap().seq(), 2);
 }
 
+/// Dropping a subscription that holds a message wakes the consumer waiting
+/// for it (I6), with no clock movement.
+pub async fn drop_wakes_waiting_receive<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_on_drop").await;
+    env.publish_n("t", 0, 1).await;
+    let a = env.sub("t", "g", GroupOptions::new()).await;
+    let b = env.sub("t", "g", GroupOptions::new()).await;
+    let held = recv(&a).await;
+    let (got, ()) = within(future::zip(b.recv(), async {
+        future::yield_now().await;
+        drop(a);
+    }))
+    .await;
+    let got = got.unwrap();
+    assert_eq!((got.seq(), got.attempt()), (held.seq(), 2));
+}
+
 /// Consumers on several threads, each with its own executor, share one group
 /// and every message is handed out once.
 #[cfg(not(target_arch = "wasm32"))]
@@ -1644,6 +1662,7 @@ macro_rules! conformance_tests {
             i10_deliver_at,
             publish_wakes_waiting_receive,
             ack_wakes_ordered_waiter,
+            drop_wakes_waiting_receive,
             threads_compete,
             listener_hears_new_messages,
             listener_reports_lag,
