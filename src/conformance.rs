@@ -891,6 +891,34 @@ pub async fn i5_ack_after_ack_is_lease_lost<F: Factory>(f: &F) {
     assert_eq!((next.seq(), next.attempt()), (2, 1));
 }
 
+/// I5: two acks of one delivery at the same moment: exactly one succeeds;
+/// acks of other deliveries sent alongside are unaffected.
+pub async fn i5_concurrent_acks_of_one_delivery<F: Factory>(f: &F) {
+    let env = Env::new(f, "i5_concurrent_acks").await;
+    env.publish_n("t", 0, 3).await;
+    let sub = env.sub("t", "g", shared(10).prefetch(3)).await;
+    let (a, b, c) = (recv(&sub).await, recv(&sub).await, recv(&sub).await);
+    let results = join_all(vec![
+        Box::pin(a.ack()) as BoxFuture<'_, Result<()>>,
+        Box::pin(b.ack()),
+        Box::pin(a.ack()),
+        Box::pin(c.nack(NackOptions::new())),
+    ])
+    .await;
+    let a_results = [results[0].is_ok(), results[2].is_ok()];
+    assert_eq!(a_results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| r.as_ref().unwrap_err().is_lease_lost())
+    );
+    assert!(results[1].is_ok() && results[3].is_ok(), "{results:?}");
+    let again = recv(&sub).await;
+    assert_eq!((again.seq(), again.attempt()), (c.seq(), 2));
+    none(&sub).await;
+}
+
 /// I5: extending a lease keeps the message from others past the old end.
 pub async fn i5_extend_keeps_the_lease<F: Factory>(f: &F) {
     let env = Env::new(f, "i5_extend").await;
@@ -1641,6 +1669,7 @@ macro_rules! conformance_tests {
             i4_expired_lease_not_taken_can_settle,
             i5_acked_is_final,
             i5_ack_after_ack_is_lease_lost,
+            i5_concurrent_acks_of_one_delivery,
             i5_extend_keeps_the_lease,
             i5_settle_after_loss_changes_nothing,
             i6_nack_redelivers,

@@ -21,7 +21,7 @@ mod schema;
 mod steps;
 
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use steps::{append, claim, ensure_group, hot, release, settle, stats};
+pub use steps::{ack_many, append, claim, ensure_group, hot, release, settle, stats};
 
 use litebus::driver::BoxFuture;
 use litebus::{Error, Result};

@@ -644,6 +644,60 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
     }
 }
 
+/// Acks many deliveries of one group in one statement (the coalesced form
+/// of [`settle`] with [`Settlement::Ack`]); for each, whether its lease was
+/// current. A delivery named twice is acked by its first mention only.
+pub async fn ack_many(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    deliveries: &[(u64, u32)],
+) -> Result<Vec<bool>> {
+    let mut first: HashMap<u64, usize> = HashMap::new();
+    for (i, (seq, _)) in deliveries.iter().enumerate() {
+        first.entry(*seq).or_insert(i);
+    }
+    let mut unique: Vec<(u64, u32)> = first
+        .iter()
+        .map(|(&seq, &i)| (seq, deliveries[i].1))
+        .collect();
+    unique.sort_unstable();
+    let mut acked = std::collections::HashSet::new();
+    for chunk in unique.chunks(INSERT_CHUNK * 2) {
+        let mut sql = String::from(
+            "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND seq IN (",
+        );
+        let mut params = vec![Value::from(topic), Value::from(group)];
+        for (i, (seq, _)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "?{}", params.len() + 1);
+            params.push(Value::from(*seq));
+        }
+        sql.push_str(") AND attempt = CASE seq");
+        for (seq, attempt) in chunk {
+            let _ = write!(
+                sql,
+                " WHEN ?{} THEN ?{}",
+                params.len() + 1,
+                params.len() + 2
+            );
+            params.push(Value::from(*seq));
+            params.push(Value::from(*attempt));
+        }
+        sql.push_str(" END RETURNING seq");
+        for row in conn.query(&sql, params).await? {
+            acked.insert(row.uint(0)?);
+        }
+    }
+    Ok(deliveries
+        .iter()
+        .enumerate()
+        .map(|(i, (seq, _))| first[seq] == i && acked.contains(seq))
+        .collect())
+}
+
 /// [`Driver::release`](litebus::Driver::release).
 pub async fn release(
     conn: &mut dyn Conn,

@@ -3,11 +3,23 @@
 //! ```no_run
 //! use litebus::{Bus, BusOptions, GroupOptions, Message};
 //! use litebus_sqlx::SqlxDriver;
-//! # async fn demo() -> litebus::Result<()> {
+//! # #[tokio::main] async fn main() -> litebus::Result<()> {
 //! let bus = Bus::open(SqlxDriver::open("app.db").await?, BusOptions::new())?;
 //! bus.publish("orders", Message::new("order #1")).await?;
 //! let billing = bus.subscribe("orders", "billing", GroupOptions::new()).await?;
 //! billing.recv().await?.ack().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Publishing inside an application's own transaction (see [`publish_in`]):
+//!
+//! ```no_run
+//! # use litebus::Message;
+//! # async fn outbox(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut tx = pool.begin().await?;
+//! sqlx::query("UPDATE orders SET status = 'paid' WHERE id = 7").execute(&mut *tx).await?;
+//! litebus_sqlx::publish_in(&mut tx, "payments", Message::new("order 7 paid").with_id("pay-7")).await?;
+//! tx.commit().await?; // rolled back: nothing is published
 //! # Ok(()) }
 //! ```
 //!
@@ -40,7 +52,7 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Settle, TopicStats,
+    Settle, Settlement, TopicStats,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp};
 use sqlx::sqlite::{
@@ -330,6 +342,9 @@ impl Driver for SqlxDriver {
             settlement,
             ..
         } = settle;
+        if settlement == Settlement::Ack {
+            return self.writer.ack(topic, group, seq, attempt);
+        }
         self.writer
             .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
                 Box::pin(async move {

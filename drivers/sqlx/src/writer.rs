@@ -16,12 +16,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use litebus::driver::BoxFuture;
+use litebus::driver::{BoxFuture, DeadLettered};
 use litebus::{DriverError, Error, Result};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
-use crate::conn::map_err;
+use crate::conn::{SqlxConn, map_err};
 use crate::runtime::Runtime;
 
 /// The most steps sharing one transaction.
@@ -114,10 +114,36 @@ fn is_clean(e: &Error) -> bool {
     )
 }
 
+/// An ack waiting for the writer; consecutive acks share one statement.
+struct Ack {
+    topic: String,
+    group: String,
+    seq: u64,
+    attempt: u32,
+    reply: oneshot::Sender<Result<Option<DeadLettered>>>,
+}
+
+/// What the writer queue holds.
+enum Item {
+    Step(Box<dyn Job>),
+    Ack(Ack),
+}
+
+impl Item {
+    fn fail(self, failure: &Failure) {
+        match self {
+            Item::Step(job) => job.fail(failure),
+            Item::Ack(ack) => {
+                let _ = ack.reply.send(Err(failure.to_error()));
+            }
+        }
+    }
+}
+
 /// The queue into the writer task.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    jobs: async_channel::Sender<Box<dyn Job>>,
+    jobs: async_channel::Sender<Item>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -147,7 +173,34 @@ impl Writer {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.try_send(Box::new(Queued { step, reply }));
+        let queued = self
+            .jobs
+            .try_send(Item::Step(Box::new(Queued { step, reply })));
+        Box::pin(async move {
+            queued.map_err(|_| Error::Closed)?;
+            answer
+                .await
+                .map_err(|_| DriverError::fatal("the writer stopped before answering"))?
+        })
+    }
+
+    /// Queues an ack now and waits for its result. Acks queued one after
+    /// the other run as one statement.
+    pub(crate) fn ack(
+        &self,
+        topic: String,
+        group: String,
+        seq: u64,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<Option<DeadLettered>>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.jobs.try_send(Item::Ack(Ack {
+            topic,
+            group,
+            seq,
+            attempt,
+            reply,
+        }));
         Box::pin(async move {
             queued.map_err(|_| Error::Closed)?;
             answer
@@ -171,7 +224,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: SqlitePool, queue: async_channel::Receiver<Box<dyn Job>>) {
+async fn run(pool: SqlitePool, queue: async_channel::Receiver<Item>) {
     while let Ok(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -184,7 +237,7 @@ async fn run(pool: SqlitePool, queue: async_channel::Receiver<Box<dyn Job>>) {
     }
 }
 
-async fn run_batch(pool: &SqlitePool, batch: Vec<Box<dyn Job>>) {
+async fn run_batch(pool: &SqlitePool, batch: Vec<Item>) {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(batch, &Failure::of(&map_err(&e))),
@@ -194,12 +247,27 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Box<dyn Job>>) {
         Err(e) => return fail_all(batch, &Failure::of(&map_err(&e))),
     };
     let mut ran = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
+    let mut items = batch.into_iter().peekable();
     let mut lost = None;
-    for job in jobs.by_ref() {
-        let step = job.run(&mut tx).await;
-        let dirty = step.dirty;
-        ran.push(step);
+    while let Some(item) = items.next() {
+        let dirty = match item {
+            Item::Step(job) => {
+                let step = job.run(&mut tx).await;
+                let dirty = step.dirty;
+                ran.push(step);
+                dirty
+            }
+            Item::Ack(first) => {
+                // The acks that follow, up to the next other step, in one go.
+                let mut acks = vec![first];
+                while let Some(Item::Ack(_)) = items.peek() {
+                    if let Some(Item::Ack(ack)) = items.next() {
+                        acks.push(ack);
+                    }
+                }
+                run_acks(&mut tx, acks, &mut ran).await
+            }
+        };
         if dirty {
             lost = Some(Failure {
                 message: "another step of the same transaction failed".into(),
@@ -211,7 +279,7 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Box<dyn Job>>) {
     let ended = match lost {
         Some(failure) => {
             let _ = tx.rollback().await;
-            fail_all(jobs.collect(), &failure);
+            fail_all(items.collect(), &failure);
             Err(failure)
         }
         None => tx.commit().await.map_err(|e| Failure::of(&map_err(&e))),
@@ -221,8 +289,55 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Box<dyn Job>>) {
     }
 }
 
-fn fail_all(batch: Vec<Box<dyn Job>>, failure: &Failure) {
-    for job in batch {
-        job.fail(failure);
+/// Runs acks grouped by topic and group, one statement per group; true if
+/// the engine failed.
+async fn run_acks(conn: &mut SqliteConnection, acks: Vec<Ack>, ran: &mut Vec<Ran>) -> bool {
+    let mut by_group: Vec<((String, String), Vec<Ack>)> = Vec::new();
+    for ack in acks {
+        let key = (ack.topic.clone(), ack.group.clone());
+        match by_group.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(ack),
+            None => by_group.push((key, vec![ack])),
+        }
+    }
+    let mut failed = false;
+    for ((topic, group), acks) in by_group {
+        let deliveries: Vec<(u64, u32)> = acks.iter().map(|a| (a.seq, a.attempt)).collect();
+        let result = if failed {
+            Err(DriverError::retryable("another step of the same transaction failed").into())
+        } else {
+            litebus_sql::ack_many(&mut SqlxConn::new(conn), &topic, &group, &deliveries).await
+        };
+        match result {
+            Ok(current) => {
+                for (ack, current) in acks.into_iter().zip(current) {
+                    let reply = ack.reply;
+                    ran.push(Ran {
+                        dirty: false,
+                        finish: Box::new(move |ended| {
+                            let _ = reply.send(match (current, ended) {
+                                (false, _) => Err(Error::LeaseLost),
+                                (true, Err(failure)) => Err(failure.to_error()),
+                                (true, Ok(())) => Ok(None),
+                            });
+                        }),
+                    });
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let failure = Failure::of(&e);
+                for ack in acks {
+                    let _ = ack.reply.send(Err(failure.to_error()));
+                }
+            }
+        }
+    }
+    failed
+}
+
+fn fail_all(batch: Vec<Item>, failure: &Failure) {
+    for item in batch {
+        item.fail(failure);
     }
 }
