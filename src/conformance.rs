@@ -254,6 +254,27 @@ pub async fn publish_subscribe<F: Factory>(f: &F) {
     );
 }
 
+/// A subscription is a `Stream` of deliveries that ends when the bus closes.
+pub async fn subscription_is_a_stream<F: Factory>(f: &F) {
+    use futures_lite::StreamExt;
+    let env = Env::new(f, "stream").await;
+    env.publish_n("t", 0, 3).await;
+    let mut sub = env.sub("t", "g", GroupOptions::new()).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = within(sub.next())
+            .await
+            .expect("a delivery")
+            .expect("no error");
+        got.push(text(&d));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(got, names("t", 0..3));
+    assert!(format!("{sub:?}").contains("group: \"g\""));
+    env.bus.close().await.unwrap();
+    assert!(within(sub.next()).await.is_none());
+}
+
 /// Watermill `TestConcurrentSubscribe`: competing consumers of one group
 /// together receive every message exactly once.
 pub async fn concurrent_subscribe<F: Factory>(f: &F) {
@@ -1640,6 +1661,7 @@ macro_rules! conformance_tests {
     (factory: $factory:expr, run: $run:expr $(,)?) => {
         $crate::conformance_tests!(@cases ($factory) ($run) [
             publish_subscribe,
+            subscription_is_a_stream,
             concurrent_subscribe,
             concurrent_subscribe_multiple_topics,
             resend_on_nack,
