@@ -245,10 +245,10 @@ async fn latency(path: Option<&Path>, samples: usize) -> (f64, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let scale = if quick { 1 } else { 10 };
+    let scale = if quick { 1 } else { 20 };
     let scratch = Scratch::new();
     let file = |name: &str| scratch.fresh(name);
-    let n = 2_000 * scale;
+    let n = 1_000 * scale;
 
     let raw_single = raw_single_inserts(&file("raw1"), n).await;
     let raw_multi = raw_multi_row_inserts(&file("raw2"), 10 * n).await;
@@ -282,8 +282,8 @@ async fn main() {
         publish_batched(None, 10 * n).await,
         raw_multi,
     );
-    let small = 10_000;
-    let large = if quick { 20_000 } else { 100_000 };
+    let small = if quick { 2_000 } else { 10_000 };
+    let large = if quick { 5_000 } else { 100_000 };
     row(
         &format!("claim + ack, 1 group, prefetch 100, {small} stored"),
         end_to_end(Some(&file("e1")), small, small, 1).await,
@@ -302,7 +302,7 @@ async fn main() {
         end_to_end(None, small, small, 4).await,
         raw_multi,
     );
-    let samples = if quick { 200 } else { 2_000 };
+    let samples = if quick { 100 } else { 2_000 };
     let (fp50, fp99) = latency(Some(&file("lat")), samples).await;
     let (mp50, mp99) = latency(None, samples).await;
     println!(
