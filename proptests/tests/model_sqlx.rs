@@ -1,7 +1,7 @@
 //! `SqlxDriver` (`:memory:` and file databases) against the reference model:
-//! random operation sequences, every observation compared, under a plain
-//! `block_on` and smol-free tokio-free polling alike (the driver enters its
-//! own runtime).
+//! random operation sequences, every observation compared; `:memory:` under
+//! a plain `block_on`, files under smol (the driver enters its own tokio
+//! runtime, whatever executor polls it).
 //!
 //! Case count: `PROPTEST_CASES` (default 256, divided by 4 here: each case
 //! runs real SQL). Long run:
@@ -37,7 +37,7 @@ proptest! {
     #[test]
     fn sqlx_file_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         let factory = Files::default();
-        let result = futures_lite::future::block_on(check_against_model(&factory, &ops));
+        let result = smol::block_on(check_against_model(&factory, &ops));
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
 }
