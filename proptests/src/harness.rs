@@ -123,7 +123,14 @@ impl<'f, F: Factory> Harness<'f, F> {
             }
             Op::Drop { consumer } => match self.live(*consumer) {
                 Some(c) => {
-                    self.consumers[c].subscription = None;
+                    // Leaving with `close` waits until the release is stored
+                    // and announced; a plain drop releases in the background
+                    // on drivers with a runtime, and a listener would hear the
+                    // dead letters it makes a moment later than the model
+                    // says. (Dropping is checked by the conformance suite.)
+                    if let Some(subscription) = self.consumers[c].subscription.take() {
+                        subscription.close().await.expect("close a subscription");
+                    }
                     Obs::Done
                 }
                 None => Obs::Skipped,

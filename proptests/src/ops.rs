@@ -156,7 +156,7 @@ pub enum Op {
     },
     /// Move the manual clock forward.
     Advance(u16),
-    /// Drop a live consumer.
+    /// A live consumer leaves its group (`Subscription::close`).
     Drop {
         /// Which consumer.
         consumer: u8,
