@@ -283,6 +283,9 @@ impl Driver for SqlxDriver {
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
         let (topic, messages) = (append.topic.to_owned(), append.messages.to_vec());
         let expected_last = append.expected_last;
+        if expected_last.is_none() {
+            return self.writer.publish(topic, messages);
+        }
         self.writer
             .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
                 Box::pin(async move {

@@ -3,6 +3,9 @@
 //!
 //! - **Order.** Steps run in call order, so a release started by dropping a
 //!   subscription lands before any later ack of the same message.
+//! - **Merged statements.** Consecutive acks become one `DELETE`, and
+//!   consecutive publishes to a topic one dedupe query and one multi-row
+//!   `INSERT`.
 //! - **Group commit.** Whatever steps wait when a transaction starts share
 //!   it (up to [`MAX_BATCH`]): one `BEGIN IMMEDIATE`/`COMMIT` for many
 //!   publishes, claims and acks. A step's caller hears back only after the
@@ -16,8 +19,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use litebus::driver::{BoxFuture, DeadLettered};
-use litebus::{DriverError, Error, Result};
+use litebus::driver::{Append, BoxFuture, DeadLettered};
+use litebus::{DriverError, Error, Message, Outcome, Result};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
@@ -123,10 +126,19 @@ struct Ack {
     reply: oneshot::Sender<Result<Option<DeadLettered>>>,
 }
 
+/// A publish waiting for the writer; consecutive publishes to one topic
+/// share one dedupe query and one multi-row insert.
+struct Publish {
+    topic: String,
+    messages: Vec<Arc<Message>>,
+    reply: oneshot::Sender<Result<Vec<Outcome>>>,
+}
+
 /// What the writer queue holds.
 enum Item {
     Step(Box<dyn Job>),
     Ack(Ack),
+    Publish(Publish),
 }
 
 impl Item {
@@ -135,6 +147,9 @@ impl Item {
             Item::Step(job) => job.fail(failure),
             Item::Ack(ack) => {
                 let _ = ack.reply.send(Err(failure.to_error()));
+            }
+            Item::Publish(publish) => {
+                let _ = publish.reply.send(Err(failure.to_error()));
             }
         }
     }
@@ -209,6 +224,28 @@ impl Writer {
         })
     }
 
+    /// Queues a publish (without an expected last seq) now and waits for its
+    /// outcomes. Publishes queued one after the other run as one insert per
+    /// topic.
+    pub(crate) fn publish(
+        &self,
+        topic: String,
+        messages: Vec<Arc<Message>>,
+    ) -> BoxFuture<'static, Result<Vec<Outcome>>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.jobs.try_send(Item::Publish(Publish {
+            topic,
+            messages,
+            reply,
+        }));
+        Box::pin(async move {
+            queued.map_err(|_| Error::Closed)?;
+            answer
+                .await
+                .map_err(|_| DriverError::fatal("the writer stopped before answering"))?
+        })
+    }
+
     /// Stops taking steps and waits until the writer has finished those
     /// queued.
     pub(crate) async fn shutdown(&self) {
@@ -266,6 +303,15 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Item>) {
                     }
                 }
                 run_acks(&mut tx, acks, &mut ran).await
+            }
+            Item::Publish(first) => {
+                let mut publishes = vec![first];
+                while let Some(Item::Publish(_)) = items.peek() {
+                    if let Some(Item::Publish(publish)) = items.next() {
+                        publishes.push(publish);
+                    }
+                }
+                run_publishes(&mut tx, publishes, &mut ran).await
             }
         };
         if dirty {
@@ -329,6 +375,66 @@ async fn run_acks(conn: &mut SqliteConnection, acks: Vec<Ack>, ran: &mut Vec<Ran
                 let failure = Failure::of(&e);
                 for ack in acks {
                     let _ = ack.reply.send(Err(failure.to_error()));
+                }
+            }
+        }
+    }
+    failed
+}
+
+/// Runs publishes grouped by topic, each group as one append; true if the
+/// engine failed.
+async fn run_publishes(
+    conn: &mut SqliteConnection,
+    publishes: Vec<Publish>,
+    ran: &mut Vec<Ran>,
+) -> bool {
+    let mut by_topic: Vec<(String, Vec<Publish>)> = Vec::new();
+    for publish in publishes {
+        match by_topic.iter_mut().find(|(t, _)| *t == publish.topic) {
+            Some((_, list)) => list.push(publish),
+            None => by_topic.push((publish.topic.clone(), vec![publish])),
+        }
+    }
+    let mut failed = false;
+    for (topic, publishes) in by_topic {
+        let all: Vec<Arc<Message>> = publishes
+            .iter()
+            .flat_map(|p| p.messages.iter().cloned())
+            .collect();
+        let result = if failed {
+            Err(DriverError::retryable("another step of the same transaction failed").into())
+        } else {
+            let append = Append {
+                topic: &topic,
+                messages: &all,
+                expected_last: None,
+            };
+            litebus_sql::append(&mut SqlxConn::new(conn), append).await
+        };
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for publish in publishes {
+                    let mine: Vec<Outcome> =
+                        outcomes.by_ref().take(publish.messages.len()).collect();
+                    let reply = publish.reply;
+                    ran.push(Ran {
+                        dirty: false,
+                        finish: Box::new(move |ended| {
+                            let _ = reply.send(match ended {
+                                Ok(()) => Ok(mine),
+                                Err(failure) => Err(failure.to_error()),
+                            });
+                        }),
+                    });
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let failure = Failure::of(&e);
+                for publish in publishes {
+                    let _ = publish.reply.send(Err(failure.to_error()));
                 }
             }
         }
