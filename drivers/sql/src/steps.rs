@@ -96,6 +96,10 @@ async fn insert_messages(
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(messages.len());
     for chunk in messages.chunks(INSERT_CHUNK) {
+        // Duplicates are found before the insert rather than skipped by
+        // `ON CONFLICT DO NOTHING`: a skipped row still uses up an
+        // AUTOINCREMENT value, and seqs would depend on how many
+        // duplicates came by.
         let mut sql =
             String::from("SELECT id, seq FROM litebus_messages WHERE topic = ?1 AND id IN (");
         placeholders(&mut sql, 2, chunk.len());
