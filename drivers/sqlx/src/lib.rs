@@ -1,4 +1,4 @@
-//! SQLite storage for [litebus](litebus) through sqlx.
+//! SQLite storage for [`litebus`] through sqlx.
 //!
 //! ```no_run
 //! use litebus::{Bus, BusOptions, GroupOptions, Message};
