@@ -209,19 +209,14 @@ impl Writer {
         attempt: u32,
     ) -> BoxFuture<'static, Result<Option<DeadLettered>>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.try_send(Item::Ack(Ack {
+        let ack = Ack {
             topic,
             group,
             seq,
             attempt,
             reply,
-        }));
-        Box::pin(async move {
-            queued.map_err(|_| Error::Closed)?;
-            answer
-                .await
-                .map_err(|_| DriverError::fatal("the writer stopped before answering"))?
-        })
+        };
+        self.queue(Item::Ack(ack), answer)
     }
 
     /// Queues a publish (without an expected last seq) now and waits for its
@@ -233,11 +228,22 @@ impl Writer {
         messages: Vec<Arc<Message>>,
     ) -> BoxFuture<'static, Result<Vec<Outcome>>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.try_send(Item::Publish(Publish {
+        let publish = Publish {
             topic,
             messages,
             reply,
-        }));
+        };
+        self.queue(Item::Publish(publish), answer)
+    }
+
+    /// Queues `item` now, so that order follows calls, and waits for
+    /// `answer`.
+    fn queue<T: Send + 'static>(
+        &self,
+        item: Item,
+        answer: oneshot::Receiver<Result<T>>,
+    ) -> BoxFuture<'static, Result<T>> {
+        let queued = self.jobs.try_send(item);
         Box::pin(async move {
             queued.map_err(|_| Error::Closed)?;
             answer
