@@ -1,7 +1,8 @@
 //! [`Factory`]s of [`SqlxDriver`] for the conformance suite and the model
 //! tests (feature `conformance`): file databases in a temporary directory,
-//! and `:memory:` databases. Drivers are opened on one shared tokio runtime,
-//! so the tests may run on any executor.
+//! and `:memory:` databases. Drivers are opened on one shared tokio runtime
+//! (or, with `Files::smol()` / `Memory::smol()` and the `smol` feature, on
+//! smol's global executor), so the tests may run on any executor.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,16 +24,44 @@ static SQLX_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("tokio runtime")
 });
 
-async fn open_on_runtime<F>(open: F) -> Result<SqlxDriver>
-where
-    F: std::future::Future<Output = Result<SqlxDriver>> + Send + 'static,
-{
-    SQLX_RUNTIME.spawn(open).await.expect("open task")
+/// The runtime a factory opens its drivers on.
+#[derive(Debug, Clone, Copy, Default)]
+enum OpenOn {
+    #[default]
+    Tokio,
+    #[cfg(feature = "smol")]
+    Smol,
+}
+
+impl OpenOn {
+    async fn open<F>(self, open: F) -> Result<SqlxDriver>
+    where
+        F: std::future::Future<Output = Result<SqlxDriver>> + Send + 'static,
+    {
+        match self {
+            OpenOn::Tokio => SQLX_RUNTIME.spawn(open).await.expect("open task"),
+            // smol's executor threads have no tokio context.
+            #[cfg(feature = "smol")]
+            OpenOn::Smol => smol::spawn(open).await,
+        }
+    }
 }
 
 /// Each store is a file in a temporary directory (removed when dropped).
 pub struct Files {
     dir: PathBuf,
+    on: OpenOn,
+}
+
+impl Files {
+    /// Drivers on smol's global executor instead of tokio.
+    #[cfg(feature = "smol")]
+    #[must_use]
+    pub fn smol() -> Self {
+        let mut files = Files::default();
+        files.on = OpenOn::Smol;
+        files
+    }
 }
 
 impl Default for Files {
@@ -41,7 +70,10 @@ impl Default for Files {
         let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("litebus-sqlx-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Files { dir }
+        Files {
+            dir,
+            on: OpenOn::default(),
+        }
     }
 }
 
@@ -56,9 +88,10 @@ impl Factory for Files {
     }
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
-        Box::pin(open_on_runtime(SqlxDriver::open(
-            self.dir.join(format!("{store}.db")),
-        )))
+        Box::pin(
+            self.on
+                .open(SqlxDriver::open(self.dir.join(format!("{store}.db")))),
+        )
     }
 }
 
@@ -66,6 +99,19 @@ impl Factory for Files {
 #[derive(Default)]
 pub struct Memory {
     stores: Mutex<HashMap<String, SqlxDriver>>,
+    on: OpenOn,
+}
+
+impl Memory {
+    /// Drivers on smol's global executor instead of tokio.
+    #[cfg(feature = "smol")]
+    #[must_use]
+    pub fn smol() -> Self {
+        Memory {
+            on: OpenOn::Smol,
+            ..Memory::default()
+        }
+    }
 }
 
 impl Factory for Memory {
@@ -80,7 +126,7 @@ impl Factory for Memory {
             if let Some(driver) = self.stores.lock().expect("stores").get(store) {
                 return Ok(driver.clone());
             }
-            let driver = open_on_runtime(SqlxDriver::memory()).await?;
+            let driver = self.on.open(SqlxDriver::memory()).await?;
             self.stores
                 .lock()
                 .expect("stores")

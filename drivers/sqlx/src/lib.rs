@@ -33,10 +33,12 @@
 //!   would be a separate database.
 //! - The SQL itself (schema, migrations, statements) is `litebus-sql`'s, the
 //!   same the turso driver runs.
-//! - sqlx runs on tokio: open the driver inside a tokio runtime. Its futures
-//!   enter that runtime themselves, so the bus may then be driven by any
-//!   executor (a plain `block_on`, smol, another thread) while the runtime
-//!   lives.
+//! - **Runtimes.** With the default `tokio` feature, open the driver inside a
+//!   tokio runtime: its futures enter that runtime themselves, so the bus may
+//!   then be driven by any executor (a plain `block_on`, smol, another
+//!   thread) while the runtime lives. With the `smol` feature (alone, or
+//!   beside `tokio`), a driver opened outside any tokio runtime runs sqlx on
+//!   async-io and its background tasks on smol's global executor.
 
 mod runtime;
 mod watch;

@@ -1,65 +1,148 @@
-//! sqlx needs a tokio context for every call; the driver carries the runtime
-//! it was opened in and enters it on each poll, so any executor can drive it.
+//! Where sqlx's work runs. With the `tokio` feature a driver opened inside a
+//! tokio runtime keeps that runtime and enters it on each poll, so any
+//! executor can drive it; with the `smol` feature a driver opened outside any
+//! tokio runtime runs its background tasks on smol's global executor (sqlx
+//! then uses async-io for its timers).
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::time::Duration;
 
+use litebus::Result;
 use litebus::driver::BoxFuture;
-use litebus::{DriverError, Result};
-use tokio::runtime::Handle;
 
-/// The tokio runtime the driver was opened in, and the background tasks it
-/// runs there (so that closing can wait for them).
+#[cfg(not(any(feature = "tokio", feature = "smol")))]
+compile_error!("litebus-sqlx needs a runtime feature: `tokio` (default) or `smol`");
+
+/// The runtime the driver was opened in, and the background tasks it runs
+/// there (so that closing can wait for them).
 #[derive(Debug, Clone)]
 pub(crate) struct Runtime {
-    handle: Handle,
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    kind: Kind,
+    tasks: Arc<Mutex<Vec<Task>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::runtime::Handle),
+    #[cfg(feature = "smol")]
+    Smol,
+}
+
+/// A background task started by [`Runtime::spawn_untracked`]. Dropping it
+/// lets the task run on (as tokio does), so work a caller stopped waiting for
+/// still finishes.
+#[derive(Debug)]
+pub(crate) enum Task {
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::task::JoinHandle<()>),
+    #[cfg(feature = "smol")]
+    Smol(Option<smol::Task<()>>),
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        #[cfg(feature = "smol")]
+        if let Task::Smol(task) = self
+            && let Some(task) = task.take()
+        {
+            task.detach();
+        }
+    }
+}
+
+impl Task {
+    fn is_finished(&self) -> bool {
+        match self {
+            #[cfg(feature = "tokio")]
+            Task::Tokio(task) => task.is_finished(),
+            #[cfg(feature = "smol")]
+            Task::Smol(task) => task.as_ref().is_none_or(smol::Task::is_finished),
+        }
+    }
+
+    /// Waits for the task to end (a task that panicked has ended too).
+    pub(crate) async fn join(mut self) {
+        match &mut self {
+            #[cfg(feature = "tokio")]
+            Task::Tokio(task) => {
+                let _ = task.await;
+            }
+            #[cfg(feature = "smol")]
+            Task::Smol(task) => {
+                if let Some(task) = task.take() {
+                    let _ = task.fallible().await;
+                }
+            }
+        }
+    }
 }
 
 impl Runtime {
-    /// The runtime of the calling task; an error outside any.
+    /// The runtime of the calling task: its tokio runtime if there is one,
+    /// else smol's global executor when the `smol` feature is on; an error
+    /// otherwise.
+    #[cfg_attr(
+        feature = "smol",
+        allow(clippy::unnecessary_wraps, reason = "fails only without smol")
+    )]
     pub(crate) fn current() -> Result<Self> {
-        Handle::try_current()
-            .map(|handle| Runtime {
-                handle,
-                tasks: Arc::default(),
-            })
-            .map_err(|_| {
-                DriverError::fatal(
-                    "litebus-sqlx runs sqlx on tokio: open the driver inside a tokio runtime",
-                )
-                .into()
-            })
+        #[cfg(feature = "tokio")]
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return Ok(Runtime::new(Kind::Tokio(handle)));
+        }
+        #[cfg(feature = "smol")]
+        return Ok(Runtime::new(Kind::Smol));
+        #[cfg(not(feature = "smol"))]
+        Err(litebus::DriverError::fatal(
+            "litebus-sqlx runs sqlx on tokio: open the driver inside a tokio runtime \
+             (or enable the `smol` feature)",
+        )
+        .into())
     }
 
-    /// `future`, entering the runtime each time it is polled.
+    fn new(kind: Kind) -> Self {
+        Runtime {
+            kind,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// `future`, inside the runtime each time it is polled.
     pub(crate) fn run<'a, T: 'a>(
         &self,
         future: impl Future<Output = T> + Send + 'a,
     ) -> BoxFuture<'a, T> {
-        Box::pin(InRuntime {
-            handle: self.handle.clone(),
-            future: Box::pin(future),
-        })
+        match &self.kind {
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(handle) => Box::pin(InTokio {
+                handle: handle.clone(),
+                future: Box::pin(future),
+            }),
+            #[cfg(feature = "smol")]
+            Kind::Smol => Box::pin(future),
+        }
     }
 
     /// Runs `task` on the runtime without waiting for it on close.
-    pub(crate) fn spawn_untracked(
-        &self,
-        task: BoxFuture<'static, ()>,
-    ) -> tokio::task::JoinHandle<()> {
-        self.handle.spawn(task)
+    pub(crate) fn spawn_untracked(&self, task: BoxFuture<'static, ()>) -> Task {
+        match &self.kind {
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(handle) => Task::Tokio(handle.spawn(task)),
+            #[cfg(feature = "smol")]
+            Kind::Smol => Task::Smol(Some(smol::spawn(task))),
+        }
     }
 
-    /// Runs `task` on the runtime.
+    /// Runs `task` on the runtime; [`Runtime::join_background`] waits for it.
     pub(crate) fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let task = self.spawn_untracked(task);
         let mut tasks = self
             .tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         tasks.retain(|t| !t.is_finished());
-        tasks.push(self.handle.spawn(task));
+        tasks.push(task);
     }
 
     /// Waits for every background task started so far.
@@ -71,21 +154,37 @@ impl Runtime {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for task in tasks {
-            // A task that panicked has nothing left to wait for.
-            let _ = task.await;
+            task.join().await;
+        }
+    }
+
+    /// A timer of this runtime.
+    pub(crate) fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        match &self.kind {
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(handle) => {
+                let _entered = handle.enter();
+                Box::pin(tokio::time::sleep(duration))
+            }
+            #[cfg(feature = "smol")]
+            Kind::Smol => Box::pin(async move {
+                smol::Timer::after(duration).await;
+            }),
         }
     }
 }
 
-struct InRuntime<'a, T> {
-    handle: Handle,
+#[cfg(feature = "tokio")]
+struct InTokio<'a, T> {
+    handle: tokio::runtime::Handle,
     future: BoxFuture<'a, T>,
 }
 
-impl<T> Future for InRuntime<'_, T> {
+#[cfg(feature = "tokio")]
+impl<T> Future for InTokio<'_, T> {
     type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
         let this = self.get_mut();
         let _entered = this.handle.enter();
         this.future.as_mut().poll(cx)

@@ -73,11 +73,13 @@ impl Watcher {
         self.shared.waiters.fetch_add(1, Ordering::AcqRel);
         let waiting = Waiting(self.shared.clone());
         if !self.shared.polling.swap(true, Ordering::AcqRel) {
-            self.runtime.spawn_untracked(Box::pin(poll(
+            // Detached: it ends by itself once nobody waits.
+            drop(self.runtime.spawn_untracked(Box::pin(poll(
                 self.shared.clone(),
                 self.pool.clone(),
                 self.interval,
-            )));
+                self.runtime.clone(),
+            ))));
         }
         Box::pin(async move {
             let _waiting = waiting;
@@ -93,12 +95,12 @@ async fn data_version(pool: &SqlitePool) -> Option<i64> {
         .ok()
 }
 
-async fn poll(shared: Arc<Shared>, pool: SqlitePool, interval: Duration) {
+async fn poll(shared: Arc<Shared>, pool: SqlitePool, interval: Duration, runtime: Runtime) {
     let mut last = data_version(&pool).await;
     shared.changed.notify(usize::MAX);
     let mut idle = 0;
     loop {
-        tokio::time::sleep(interval).await;
+        runtime.sleep(interval).await;
         // A busy consumer waits often and briefly: stay up a little while
         // after the last waiter instead of starting over each time.
         idle = if shared.waiters.load(Ordering::Acquire) == 0 {

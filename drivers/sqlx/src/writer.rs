@@ -25,7 +25,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::conn::{SqlxConn, map_err};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Task};
 
 /// The most steps sharing one transaction.
 const MAX_BATCH: usize = 256;
@@ -159,7 +159,7 @@ impl Item {
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: async_channel::Sender<Item>,
-    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    task: Arc<Mutex<Option<Task>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -262,7 +262,7 @@ impl Writer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(task) = task {
-            let _ = task.await;
+            task.join().await;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The conformance suite on `SqlxDriver`: file and `:memory:` databases,
 //! each under tokio, smol and a plain `block_on`. Drivers are opened on one
-//! shared tokio runtime (sqlx's, see `litebus_sqlx::conformance`); the cases
+//! shared tokio runtime (see `litebus_sqlx::conformance`), or with the `smol`
+//! feature on smol's executor (sqlx on async-io, no tokio at all); the cases
 //! run on the executor named by their module.
 
 use litebus_sqlx::conformance::{Files, Memory};
@@ -42,4 +43,16 @@ mod memory_smol {
 mod memory_block_on {
     use super::*;
     litebus::conformance_tests!(factory: Memory::default(), run: futures_lite::future::block_on);
+}
+
+#[cfg(feature = "smol")]
+mod file_smol_runtime {
+    use super::*;
+    litebus::conformance_tests!(factory: Files::smol(), run: smol::block_on);
+}
+
+#[cfg(feature = "smol")]
+mod memory_smol_runtime {
+    use super::*;
+    litebus::conformance_tests!(factory: Memory::smol(), run: futures_lite::future::block_on);
 }

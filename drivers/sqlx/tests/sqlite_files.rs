@@ -1,6 +1,7 @@
 //! What only a SQLite file can show: other connections' commits wake a
 //! waiting subscriber, publishing from SQL (the outbox, a trigger), claims
-//! that are index ranges, and bad files refused with clear errors.
+//! that are index ranges, and bad files (random bytes, cut, read-only, a
+//! directory, a newer schema) refused with clear errors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -336,4 +337,93 @@ async fn bad_files_are_refused_with_clear_errors() {
             .await
             .unwrap();
     assert_eq!(version, 99, "newer schema: nothing changed");
+}
+
+/// Makes `path` unwritable: permissions first; where those do not bind (the
+/// superuser), the immutable attribute. `None` when neither is possible here.
+fn make_read_only(path: &Path) -> Option<ReadOnly> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = || std::fs::OpenOptions::new().append(true).open(path).is_ok();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    if !writable() {
+        return Some(ReadOnly(path.to_owned(), false));
+    }
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    let guard = ReadOnly(path.to_owned(), immutable);
+    (immutable && !writable()).then_some(guard)
+}
+
+/// Undoes [`make_read_only`].
+struct ReadOnly(PathBuf, bool);
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.1 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_file_is_refused_and_left_as_it_was() {
+    let dir = TempDir::new("read-only");
+    let path = dir.file("ro.db");
+    {
+        let bus = Bus::open(SqlxDriver::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        bus.publish("t", Message::new("kept").with_id("a"))
+            .await
+            .unwrap();
+        // Closing checkpoints the log into the main file.
+        bus.close().await.unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let Some(read_only) = make_read_only(&path) else {
+        // Neither permissions nor `chattr` can stop this user writing here
+        // (a superuser on a filesystem without the immutable attribute).
+        eprintln!(
+            "skipped: cannot make a read-only file in {}",
+            dir.0.display()
+        );
+        return;
+    };
+
+    // Either opening fails, or the first write does; both say why.
+    match SqlxDriver::open(&path).await {
+        Err(e) => assert!(
+            e.to_string().contains("readonly") || e.to_string().contains("read-only"),
+            "opening a read-only file: {e}"
+        ),
+        Ok(driver) => {
+            let bus = Bus::open(driver, BusOptions::new()).unwrap();
+            let e = bus
+                .publish("t", Message::new("lost?").with_id("b"))
+                .await
+                .expect_err("publishing into a read-only file");
+            assert!(
+                e.to_string().contains("readonly") || e.to_string().contains("read-only"),
+                "publishing into a read-only file: {e}"
+            );
+            bus.close().await.unwrap();
+        }
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "file unchanged");
+
+    // Writable again: the message published before is all there is.
+    drop(read_only);
+    let bus = Bus::open(SqlxDriver::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+    let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+    let d = within(sub.recv()).await.unwrap();
+    assert_eq!(d.message().id(), "a");
+    d.ack().await.unwrap();
+    assert!(sub.try_recv().await.unwrap().is_none(), "nothing else");
+    bus.close().await.unwrap();
 }
