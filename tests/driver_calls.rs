@@ -1,0 +1,182 @@
+//! What the bus asks of its driver when subscriptions end: a dropped
+//! subscription's leases are released once, a release that does not finish
+//! at once is driven by the bus's later calls, and nothing is released twice
+//! or after the bus closed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use litebus::driver::{Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle};
+use litebus::{
+    Bus, BusOptions, Capabilities, Driver, GroupOptions, ManualClock, MemoryDriver, Message,
+    Outcome, Result, Timestamp, TopicStats,
+};
+
+/// A `MemoryDriver` that counts releases and, when asked, makes each release
+/// wait for one extra poll (as a driver on a slow store would) without any
+/// runtime to finish it in the background.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: MemoryDriver,
+    releases: Arc<AtomicUsize>,
+    released: Arc<Mutex<Vec<String>>>,
+    slow_release: Arc<AtomicBool>,
+}
+
+impl Recording {
+    fn releases(&self) -> usize {
+        self.releases.load(Ordering::SeqCst)
+    }
+}
+
+impl Driver for Recording {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
+        self.inner.append(append)
+    }
+
+    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
+        self.inner.ensure_group(group)
+    }
+
+    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
+        self.inner.claim(claim)
+    }
+
+    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
+        self.inner.settle(settle)
+    }
+
+    fn release<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        consumer: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        let slow = self.slow_release.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if slow {
+                let mut yielded = false;
+                std::future::poll_fn(|cx| {
+                    if yielded {
+                        Poll::Ready(())
+                    } else {
+                        yielded = true;
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+            self.releases.fetch_add(1, Ordering::SeqCst);
+            self.released.lock().unwrap().push(consumer.to_owned());
+            self.inner.release(topic, group, consumer, now).await
+        })
+    }
+
+    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
+        self.inner.stats(topic, now)
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        self.inner.close()
+    }
+}
+
+fn bus(driver: &Recording) -> Bus {
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    Bus::open(driver.clone(), BusOptions::new().clock(clock)).unwrap()
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
+}
+
+#[test]
+fn a_closed_subscription_is_not_released_again_when_the_bus_closes() {
+    run(async {
+        let driver = Recording::default();
+        let bus = bus(&driver);
+        let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        sub.close().await.unwrap();
+        assert_eq!(driver.releases(), 1, "close releases once");
+        bus.close().await.unwrap();
+        assert_eq!(driver.releases(), 1, "the bus does not release it again");
+    });
+}
+
+#[test]
+fn a_dropped_subscription_is_released_once() {
+    run(async {
+        let driver = Recording::default();
+        let bus = bus(&driver);
+        let kept = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        let dropped = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        let dropped_id = dropped.consumer_id().to_owned();
+        drop(dropped);
+        assert_eq!(driver.releases(), 1, "the drop releases");
+        bus.close().await.unwrap();
+        let released = driver.released.lock().unwrap().clone();
+        assert_eq!(
+            released,
+            vec![dropped_id, kept.consumer_id().to_owned()],
+            "closing releases only the live subscription"
+        );
+    });
+}
+
+#[test]
+fn dropping_a_subscription_after_the_bus_closed_releases_nothing_more() {
+    run(async {
+        let driver = Recording::default();
+        let bus = bus(&driver);
+        let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        bus.close().await.unwrap();
+        assert_eq!(driver.releases(), 1, "closing releases the subscription");
+        drop(sub);
+        assert_eq!(driver.releases(), 1, "its drop adds nothing");
+    });
+}
+
+#[test]
+fn a_release_that_did_not_finish_is_driven_by_the_next_call() {
+    run(async {
+        let driver = Recording::default();
+        let bus = bus(&driver);
+        bus.publish("t", Message::new("x")).await.unwrap();
+        let holder = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        let held = holder.recv().await.unwrap();
+        driver.slow_release.store(true, Ordering::SeqCst);
+        drop(held);
+        drop(holder);
+        assert_eq!(driver.releases(), 0, "the release is still pending");
+
+        // Any later call on the bus gives it another poll: the message is
+        // free again without waiting for its lease to end.
+        let other = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        assert_eq!(driver.releases(), 1, "subscribing drove the release");
+        let again = other.try_recv().await.unwrap().expect("released message");
+        assert_eq!(again.attempt(), 2);
+        again.ack().await.unwrap();
+        bus.close().await.unwrap();
+    });
+}
+
+#[test]
+fn closing_the_bus_finishes_a_pending_release() {
+    run(async {
+        let driver = Recording::default();
+        let bus = bus(&driver);
+        let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        driver.slow_release.store(true, Ordering::SeqCst);
+        drop(sub);
+        assert_eq!(driver.releases(), 0, "the release is still pending");
+        bus.close().await.unwrap();
+        assert_eq!(driver.releases(), 1, "close waited for it");
+    });
+}
