@@ -1,0 +1,212 @@
+//! SQLite storage for [litebus](https://docs.rs/litebus) in pure Rust, through
+//! [turso](https://docs.rs/turso) (the Rust rewrite of SQLite formerly called
+//! limbo): database files and `:memory:` natively, `:memory:` in the browser.
+//!
+//! ```
+//! # fn main() -> litebus::Result<()> { futures_lite::future::block_on(async {
+//! use litebus::{Bus, BusOptions, GroupOptions, Message};
+//! use litebus_turso::TursoDriver;
+//!
+//! let bus = Bus::open(TursoDriver::memory().await?, BusOptions::new())?;
+//! bus.publish("orders", Message::new("created")).await?;
+//! let sub = bus.subscribe("orders", "billing", GroupOptions::new()).await?;
+//! let delivery = sub.recv().await?;
+//! delivery.ack().await?;
+//! # bus.close().await }) }
+//! ```
+//!
+//! - **No runtime.** turso's futures complete by themselves: the driver runs
+//!   under tokio, smol, a plain `block_on` or `wasm-bindgen-futures` alike.
+//! - **The same SQL as the sqlx driver.** Schema, migrations and statements
+//!   are `litebus-sql`'s; a file written by one driver opens in the other.
+//! - **One connection**, its steps taken in turn, each in its own
+//!   `BEGIN IMMEDIATE` transaction. A step whose caller stopped waiting
+//!   half-way is rolled back before the next one starts.
+//! - **One process per file.** turso takes an exclusive lock on the database
+//!   file and has no `PRAGMA data_version` to notice other writers: a second
+//!   process opening the file is refused with an error naming the lock
+//!   ([`Capabilities::multi_process`] is `false`). Several drivers (and
+//!   buses) in one process share the file safely.
+//! - **Browser.** On wasm32 [`TursoDriver::memory`] reads the time from
+//!   JavaScript (`Date.now()`, through litebus's `WasmClock`) instead of
+//!   `std::time`, which does not exist there.
+//!
+//! Not offered (yet): publishing from the application's own SQL, since
+//! nothing could wake a waiting subscriber after another connection's commit.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod conn;
+mod io;
+mod serial;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use litebus::driver::{Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle};
+use litebus::{Capabilities, Driver, DriverError, Error, Outcome, Result, Timestamp, TopicStats};
+
+use crate::conn::map_err;
+use crate::serial::Serial;
+
+/// litebus storage in a turso database. Cheap to clone; clones share the
+/// connection.
+#[derive(Clone)]
+pub struct TursoDriver {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Keeps the database open as long as the driver lives.
+    _db: turso::Database,
+    serial: Serial,
+    memory: bool,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for TursoDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TursoDriver")
+            .field("memory", &self.shared.memory)
+            .field("closed", &self.shared.closed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+fn cannot_open(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Driver(d) => {
+            DriverError::fatal(format!("cannot open {}: {d}", path.display())).into()
+        }
+        other => other,
+    }
+}
+
+/// Runs one step of `litebus-sql` in its own transaction: `$call` is called
+/// with the transaction's connection.
+macro_rules! step {
+    ($driver:expr, |$conn:ident| $call:expr) => {
+        Box::pin(async move {
+            $driver.check_open()?;
+            let tx = $driver.shared.serial.begin().await?;
+            let result = {
+                let $conn = &mut tx.conn();
+                $call.await
+            };
+            tx.end(result).await
+        })
+    };
+}
+
+impl TursoDriver {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Err(DriverError::fatal(format!(
+                "cannot open {}: it is a directory",
+                path.display()
+            ))
+            .into());
+        }
+        let name = path.to_str().ok_or_else(|| {
+            Error::InvalidOptions(format!("{} is not valid UTF-8", path.display()))
+        })?;
+        let db = turso::Builder::new_local(name)
+            .build()
+            .await
+            .map_err(|e| cannot_open(path, map_err(e)))?;
+        TursoDriver::start(db, false)
+            .await
+            .map_err(|e| cannot_open(path, e))
+    }
+
+    /// A fresh in-memory database. It lives as long as a clone of this
+    /// driver does.
+    pub async fn memory() -> Result<Self> {
+        let db = turso::Builder::new_local(":memory:")
+            .with_io_impl(Arc::new(io::MemoryClockIo::new()))
+            .build()
+            .await
+            .map_err(map_err)?;
+        TursoDriver::start(db, true).await
+    }
+
+    async fn start(db: turso::Database, memory: bool) -> Result<Self> {
+        let conn = db.connect().map_err(map_err)?;
+        let driver = TursoDriver {
+            shared: Arc::new(Shared {
+                _db: db,
+                serial: Serial::new(conn),
+                memory,
+                closed: AtomicBool::new(false),
+            }),
+        };
+        let this = &driver;
+        let migrated: BoxFuture<'_, Result<()>> = step!(this, |conn| litebus_sql::migrate(conn));
+        migrated.await?;
+        Ok(driver)
+    }
+    /// Refuses work once closed.
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Driver for TursoDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.durable(!self.shared.memory)
+    }
+
+    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
+        step!(self, |conn| litebus_sql::append(conn, append))
+    }
+
+    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
+        step!(self, |conn| litebus_sql::ensure_group(conn, group))
+    }
+
+    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
+        step!(self, |conn| litebus_sql::claim(conn, claim))
+    }
+
+    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
+        step!(self, |conn| litebus_sql::settle(conn, settle))
+    }
+
+    fn release<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        consumer: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        step!(self, |conn| litebus_sql::release(
+            conn, topic, group, consumer, now
+        ))
+    }
+
+    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
+        step!(self, |conn| litebus_sql::stats(conn, topic, now))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            // An in-memory database lives as long as a clone of the driver.
+            if self.shared.memory || self.shared.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            // Everything committed moves into the main file, and the log
+            // is emptied, so the file alone holds the store.
+            self.shared
+                .serial
+                .plain("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! One statement stream at a time on the driver's connection, without a
+//! runtime: an async lock built on event-listener, and the transaction
+//! around each step. A step whose future was dropped half-way (its caller
+//! stopped waiting) leaves its transaction open; the next step rolls it back
+//! first, so an abandoned step changes nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use event_listener::Event;
+use litebus::Result;
+
+use crate::conn::{TursoConn, map_err};
+
+/// The connection and its turn-taking.
+pub(crate) struct Serial {
+    conn: turso::Connection,
+    busy: AtomicBool,
+    freed: Event,
+    /// A transaction was begun and its step did not finish.
+    dangling: AtomicBool,
+}
+
+/// A step's open transaction. Dropped without [`Tx::end`], it is rolled
+/// back when the next step begins.
+pub(crate) struct Tx<'a> {
+    serial: &'a Serial,
+    _turn: Turn<'a>,
+}
+
+impl Tx<'_> {
+    /// The connection, for the step's statements.
+    pub(crate) fn conn(&self) -> TursoConn<'_> {
+        TursoConn::new(&self.serial.conn)
+    }
+
+    /// Commits if the step succeeded, else rolls back; gives the step's
+    /// result (or the commit's error).
+    pub(crate) async fn end<T>(self, result: Result<T>) -> Result<T> {
+        let conn = &self.serial.conn;
+        let result = match result {
+            Ok(value) => match conn.execute("COMMIT", ()).await {
+                Ok(_) => Ok(value),
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK", ()).await;
+                    Err(map_err(e))
+                }
+            },
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK", ()).await;
+                Err(e)
+            }
+        };
+        self.serial.dangling.store(false, Ordering::Release);
+        result
+    }
+}
+
+/// The right to use the connection; handed on when dropped.
+struct Turn<'a>(&'a Serial);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+        self.0.freed.notify(1);
+    }
+}
+
+impl Serial {
+    pub(crate) fn new(conn: turso::Connection) -> Self {
+        Serial {
+            conn,
+            busy: AtomicBool::new(false),
+            freed: Event::new(),
+            dangling: AtomicBool::new(false),
+        }
+    }
+
+    async fn turn(&self) -> Turn<'_> {
+        loop {
+            if !self.busy.swap(true, Ordering::AcqRel) {
+                return Turn(self);
+            }
+            let freed = self.freed.listen();
+            if !self.busy.swap(true, Ordering::AcqRel) {
+                return Turn(self);
+            }
+            freed.await;
+        }
+    }
+
+    /// Begins a step's transaction (`BEGIN IMMEDIATE`: every step may
+    /// write) once the connection is free. End it with [`Tx::end`].
+    pub(crate) async fn begin(&self) -> Result<Tx<'_>> {
+        let turn = self.turn().await;
+        if self.dangling.swap(false, Ordering::AcqRel) {
+            // Fails harmlessly if the abandoned step had not begun yet.
+            let _ = self.conn.execute("ROLLBACK", ()).await;
+        }
+        self.dangling.store(true, Ordering::Release);
+        if let Err(e) = self.conn.execute("BEGIN IMMEDIATE", ()).await {
+            self.dangling.store(false, Ordering::Release);
+            return Err(map_err(e));
+        }
+        Ok(Tx {
+            serial: self,
+            _turn: turn,
+        })
+    }
+
+    /// Runs `sql` outside any step's transaction.
+    pub(crate) async fn plain(&self, sql: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        if self.dangling.swap(false, Ordering::AcqRel) {
+            let _ = self.conn.execute("ROLLBACK", ()).await;
+        }
+        let mut rows = self.conn.query(sql, ()).await.map_err(map_err)?;
+        while rows.next().await.map_err(map_err)?.is_some() {}
+        Ok(())
+    }
+}
