@@ -1656,10 +1656,20 @@ pub async fn empty_batch_is_a_no_op<F: Factory>(f: &F) {
 ///     run: |case| futures_lite::future::block_on(case),
 /// );
 /// ```
+///
+/// On wasm32, `conformance_tests!(factory: …, wasm_bindgen_test)` makes each
+/// case an async `#[wasm_bindgen_test]` instead (the test crate depends on
+/// `wasm-bindgen-test`), to run in a browser or node.
 #[macro_export]
 macro_rules! conformance_tests {
     (factory: $factory:expr, run: $run:expr $(,)?) => {
-        $crate::conformance_tests!(@cases ($factory) ($run) [
+        $crate::conformance_tests!(@list native ($factory) ($run));
+    };
+    (factory: $factory:expr, wasm_bindgen_test $(,)?) => {
+        $crate::conformance_tests!(@list wasm ($factory) ());
+    };
+    (@list $kind:ident ($factory:expr) ($($run:expr)?)) => {
+        $crate::conformance_tests!(@cases $kind ($factory) ($($run)?) [
             publish_subscribe,
             subscription_is_a_stream,
             concurrent_subscribe,
@@ -1726,7 +1736,7 @@ macro_rules! conformance_tests {
             empty_batch_is_a_no_op,
         ]);
     };
-    (@cases ($factory:expr) ($run:expr) [$($case:ident),* $(,)?]) => {
+    (@cases native ($factory:expr) ($run:expr) [$($case:ident),* $(,)?]) => {
         mod conformance {
             #[allow(unused_imports)]
             use super::*;
@@ -1736,6 +1746,19 @@ macro_rules! conformance_tests {
                     let factory = $factory;
                     let run = $run;
                     run($crate::conformance::$case(&factory));
+                }
+            )*
+        }
+    };
+    (@cases wasm ($factory:expr) () [$($case:ident),* $(,)?]) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::wasm_bindgen_test::wasm_bindgen_test]
+                async fn $case() {
+                    let factory = $factory;
+                    $crate::conformance::$case(&factory).await;
                 }
             )*
         }

@@ -20,7 +20,7 @@
 //! - **The same SQL as the sqlx driver.** Schema, migrations and statements
 //!   are `litebus-sql`'s; a file written by one driver opens in the other.
 //! - **One connection**, its steps taken in turn, each in its own
-//!   `BEGIN IMMEDIATE` transaction. A step whose caller stopped waiting
+//!   transaction (`BEGIN IMMEDIATE` on files). A step whose caller stopped waiting
 //!   half-way is rolled back before the next one starts.
 //! - **One process per file.** turso takes an exclusive lock on the database
 //!   file and has no `PRAGMA data_version` to notice other writers: a second
@@ -138,7 +138,7 @@ impl TursoDriver {
         let driver = TursoDriver {
             shared: Arc::new(Shared {
                 _db: db,
-                serial: Serial::new(conn),
+                serial: Serial::new(conn, memory),
                 memory,
                 closed: AtomicBool::new(false),
             }),

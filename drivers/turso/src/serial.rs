@@ -14,6 +14,7 @@ use crate::conn::{TursoConn, map_err};
 /// The connection and its turn-taking.
 pub(crate) struct Serial {
     conn: turso::Connection,
+    begin: &'static str,
     busy: AtomicBool,
     freed: Event,
     /// A transaction was begun and its step did not finish.
@@ -66,9 +67,18 @@ impl Drop for Turn<'_> {
 }
 
 impl Serial {
-    pub(crate) fn new(conn: turso::Connection) -> Self {
+    /// `memory`: the connection is the database's only one.
+    pub(crate) fn new(conn: turso::Connection, memory: bool) -> Self {
         Serial {
             conn,
+            // A file may have other connections (other drivers in this
+            // process): take the write lock up front so that two steps never
+            // deadlock upgrading a read lock. An in-memory database has this
+            // one connection, so a plain `BEGIN` is as safe, and it is the
+            // only form turso runs on wasm32: `BEGIN IMMEDIATE` also begins a
+            // write on the temp database, whose lazy creation reads
+            // `std::time::Instant`, which panics there.
+            begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
             busy: AtomicBool::new(false),
             freed: Event::new(),
             dangling: AtomicBool::new(false),
@@ -88,8 +98,8 @@ impl Serial {
         }
     }
 
-    /// Begins a step's transaction (`BEGIN IMMEDIATE`: every step may
-    /// write) once the connection is free. End it with [`Tx::end`].
+    /// Begins a step's transaction once the connection is free. End it with
+    /// [`Tx::end`].
     pub(crate) async fn begin(&self) -> Result<Tx<'_>> {
         let turn = self.turn().await;
         if self.dangling.swap(false, Ordering::AcqRel) {
@@ -97,7 +107,7 @@ impl Serial {
             let _ = self.conn.execute("ROLLBACK", ()).await;
         }
         self.dangling.store(true, Ordering::Release);
-        if let Err(e) = self.conn.execute("BEGIN IMMEDIATE", ()).await {
+        if let Err(e) = self.conn.execute(self.begin, ()).await {
             self.dangling.store(false, Ordering::Release);
             return Err(map_err(e));
         }
