@@ -1,0 +1,244 @@
+//! Bad database files given to `TursoDriver::open`: random bytes, a cut
+//! file, a directory, a database from a newer litebus, a read-only file.
+//! Each is a clear error, never a panic, and the file is left as it was.
+
+use std::path::{Path, PathBuf};
+
+use futures_lite::future::block_on;
+use litebus::{Bus, BusOptions, Error, GroupOptions, Message};
+use litebus_turso::TursoDriver;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("litebus-turso-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn open_error(path: &Path) -> Error {
+    TursoDriver::open(path)
+        .await
+        .expect_err("opening should fail")
+}
+
+/// A store with 200 messages of 500 bytes, closed (so the main file holds
+/// them all).
+async fn filled(path: &Path) {
+    let bus = Bus::open(TursoDriver::open(path).await.unwrap(), BusOptions::new()).unwrap();
+    bus.publish_batch(
+        "t",
+        (0..200).map(|i| Message::new(vec![7u8; 500]).with_id(format!("{i}"))),
+    )
+    .await
+    .unwrap();
+    bus.close().await.unwrap();
+}
+
+#[test]
+fn random_bytes_are_refused_and_left_alone() {
+    block_on(async {
+        let dir = TempDir::new("noise");
+        let noise = dir.file("noise.db");
+        let bytes: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&noise, &bytes).unwrap();
+        let e = open_error(&noise).await;
+        assert!(
+            matches!(e, Error::Corrupt(_)) || e.to_string().contains("cannot open"),
+            "random bytes: {e}"
+        );
+        assert_eq!(std::fs::read(&noise).unwrap(), bytes, "file unchanged");
+    });
+}
+
+#[test]
+fn a_cut_file_fails_cleanly() {
+    block_on(async {
+        let dir = TempDir::new("cut");
+        let cut = dir.file("cut.db");
+        filled(&cut).await;
+        let len = std::fs::metadata(&cut).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+        file.set_len(len / 2).unwrap();
+        drop(file);
+        let _ = std::fs::remove_file(dir.file("cut.db-wal"));
+        match TursoDriver::open(&cut).await {
+            Err(e) => assert!(
+                matches!(e, Error::Corrupt(_) | Error::Driver(_)),
+                "cut file: {e}"
+            ),
+            Ok(driver) => {
+                // The schema may sit in the first half; reading the rest
+                // must then fail cleanly.
+                let bus = Bus::open(driver, BusOptions::new()).unwrap();
+                let sub = bus
+                    .subscribe("t", "g", GroupOptions::new().prefetch(500))
+                    .await;
+                let read = match sub {
+                    Ok(sub) => {
+                        let mut got = 0;
+                        loop {
+                            match sub.try_recv().await {
+                                Ok(Some(d)) => {
+                                    got += 1;
+                                    d.ack().await.map(|()| ()).unwrap_or(());
+                                }
+                                Ok(None) => break Ok(got),
+                                Err(e) => break Err(e),
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Err(e) => assert!(
+                        matches!(e, Error::Corrupt(_) | Error::Driver(_)),
+                        "cut file: {e}"
+                    ),
+                    Ok(got) => assert!(got < 200, "half a file cannot hold all 200"),
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn a_directory_is_refused() {
+    block_on(async {
+        let dir = TempDir::new("dir");
+        let e = open_error(&dir.0).await;
+        assert!(e.to_string().contains("directory"), "directory: {e}");
+    });
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    block_on(async {
+        let dir = TempDir::new("newer");
+        let newer = dir.file("newer.db");
+        filled(&newer).await;
+        {
+            let db = turso::Builder::new_local(newer.to_str().unwrap())
+                .build()
+                .await
+                .unwrap();
+            let conn = db.connect().unwrap();
+            conn.execute(
+                "UPDATE litebus_meta SET value = 99 WHERE name = 'schema_version'",
+                (),
+            )
+            .await
+            .unwrap();
+        }
+        let e = open_error(&newer).await;
+        assert!(
+            e.to_string().contains("schema version 99"),
+            "newer schema: {e}"
+        );
+        let db = turso::Builder::new_local(newer.to_str().unwrap())
+            .build()
+            .await
+            .unwrap();
+        let conn = db.connect().unwrap();
+        let mut rows = conn
+            .query(
+                "SELECT value FROM litebus_meta WHERE name = 'schema_version'",
+                (),
+            )
+            .await
+            .unwrap();
+        let row = rows.next().await.unwrap().unwrap();
+        assert_eq!(row.get::<i64>(0).unwrap(), 99, "nothing changed");
+    });
+}
+
+/// Makes `path` unwritable: permissions first; where those do not bind (the
+/// superuser), the immutable attribute. `None` when neither is possible here.
+fn make_read_only(path: &Path) -> Option<ReadOnly> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = || std::fs::OpenOptions::new().append(true).open(path).is_ok();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    if !writable() {
+        return Some(ReadOnly(path.to_owned(), false));
+    }
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    let guard = ReadOnly(path.to_owned(), immutable);
+    (immutable && !writable()).then_some(guard)
+}
+
+/// Undoes [`make_read_only`].
+struct ReadOnly(PathBuf, bool);
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.1 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+#[test]
+fn a_read_only_file_is_refused_and_left_alone() {
+    block_on(async {
+        let dir = TempDir::new("read-only");
+        let path = dir.file("ro.db");
+        filled(&path).await;
+        let bytes = std::fs::read(&path).unwrap();
+        let Some(read_only) = make_read_only(&path) else {
+            // Neither permissions nor `chattr` can stop this user writing
+            // here (a superuser on a filesystem without the attribute).
+            eprintln!(
+                "skipped: cannot make a read-only file in {}",
+                dir.0.display()
+            );
+            return;
+        };
+        match TursoDriver::open(&path).await {
+            Err(e) => assert!(
+                matches!(e, Error::Driver(_)) && e.to_string().contains("cannot open"),
+                "opening a read-only file: {e}"
+            ),
+            Ok(driver) => {
+                let bus = Bus::open(driver, BusOptions::new()).unwrap();
+                let e = bus
+                    .publish("t", Message::new("lost?").with_id("x"))
+                    .await
+                    .expect_err("publishing into a read-only file");
+                assert!(matches!(e, Error::Driver(_)), "publishing: {e}");
+                let _ = bus.close().await;
+            }
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file unchanged");
+
+        // Writable again: the 200 messages are all there is.
+        drop(read_only);
+        let bus = Bus::open(TursoDriver::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        let stats = bus.stats("t").await.unwrap();
+        assert_eq!(stats.messages, 200);
+        bus.close().await.unwrap();
+    });
+}
