@@ -96,7 +96,9 @@ fn a_cut_file_fails_cleanly() {
                             match sub.try_recv().await {
                                 Ok(Some(d)) => {
                                     got += 1;
-                                    d.ack().await.map(|()| ()).unwrap_or(());
+                                    // The damaged part may refuse the ack; only
+                                    // reading is checked here.
+                                    let _ = d.ack().await;
                                 }
                                 Ok(None) => break Ok(got),
                                 Err(e) => break Err(e),
