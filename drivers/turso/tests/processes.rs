@@ -245,7 +245,7 @@ fn killed_processes_lose_nothing() {
                 if idle > 2 {
                     break;
                 }
-                clock.advance(Duration::from_mins(1));
+                clock.advance(Duration::from_secs(60));
                 continue;
             };
             idle = 0;
