@@ -240,6 +240,13 @@ async fn claims_and_acks_are_index_ranges() {
             );
         }
     }
+    let known = query_plan(&pool, &litebus_sql::hot::known_ids(3)).await;
+    assert!(
+        known
+            .iter()
+            .any(|l| l.contains("litebus_messages_by_id (topic=? AND id=?)")),
+        "the duplicate check looks up each id: {known:#?}"
+    );
 }
 
 async fn query_plan(pool: &sqlx::SqlitePool, sql: &str) -> Vec<String> {
