@@ -1,7 +1,6 @@
 //! The SQL drivers (`SqlxDriver`, `TursoDriver`; file and `:memory:`)
 //! side by side, beside raw inserts through the same engines (raw sqlx with
-//! the driver's pragmas, WAL and synchronous=NORMAL; raw turso with its
-//! defaults, as `TursoDriver` uses them), all in the same run.
+//! the drivers' pragmas: WAL and synchronous=NORMAL), all in the same run.
 //!
 //! `cargo run --release -p litebus-bench [-- --quick]`
 
@@ -136,6 +135,9 @@ async fn raw_turso(path: &Path) -> turso::Connection {
         .await
         .unwrap();
     let conn = db.connect().unwrap();
+    conn.execute("PRAGMA synchronous = NORMAL", ())
+        .await
+        .unwrap();
     conn.execute(
         "CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, id TEXT, payload BLOB)",
         (),
@@ -354,8 +356,12 @@ async fn main() {
     let turso_multi = raw_turso_multi_row_inserts(&scratch.fresh("raw4"), 10 * n).await;
     println!("litebus SQL drivers, 100-byte payloads, 2 tokio workers, msgs/s");
     println!("baselines, rows/s (raw inserts into a file through the same engine):");
-    println!("  sqlx  (WAL, synchronous=NORMAL): 1 INSERT per row, 100 per tx {sqlx_single:.0}; multi-row INSERT of 100 {sqlx_multi:.0}");
-    println!("  turso (its defaults)            : 1 INSERT per row, 100 per tx {turso_single:.0}; multi-row INSERT of 100 {turso_multi:.0}");
+    println!(
+        "  sqlx  (WAL, synchronous=NORMAL): 1 INSERT per row, 100 per tx {sqlx_single:.0}; multi-row INSERT of 100 {sqlx_multi:.0}"
+    );
+    println!(
+        "  turso (WAL, synchronous=NORMAL): 1 INSERT per row, 100 per tx {turso_single:.0}; multi-row INSERT of 100 {turso_multi:.0}"
+    );
     println!(
         "{:<44} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
         "workload", "sqlx file", "sqlx mem", "turso file", "turso mem", "sqlx/raw", "turso/raw"
@@ -374,7 +380,10 @@ async fn main() {
 
     row(
         "publish, 1 task, 1 per call",
-        on_every_store(&scratch, "p1", |s, p| async move { publish_single(s, &p, n).await }).await,
+        on_every_store(&scratch, "p1", |s, p| async move {
+            publish_single(s, &p, n).await
+        })
+        .await,
         sqlx_single,
         turso_single,
     );
@@ -425,7 +434,9 @@ async fn main() {
         sqlx_multi,
         turso_multi,
     );
-    println!("claim + ack: prefetch 100, acks of a batch side by side; ratios to the multi-row INSERT");
+    println!(
+        "claim + ack: prefetch 100, acks of a batch side by side; ratios to the multi-row INSERT"
+    );
     let samples = if quick { 100 } else { 2_000 };
     println!("publish -> receive, caught-up subscriber (p50 / p99, µs):");
     for (i, store) in STORES.into_iter().enumerate() {

@@ -26,6 +26,28 @@ pub use steps::{ack_many, append, claim, ensure_group, hot, release, settle, sta
 use litebus::driver::BoxFuture;
 use litebus::{Error, Result};
 
+/// How durable a commit is on a file database (both SQL drivers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL` (the default): a commit survives a killed process;
+    /// in WAL mode the last commits may be lost if the machine loses power.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk before `publish` returns.
+    Full,
+}
+
+impl Durability {
+    /// The statement that sets it on a connection.
+    #[must_use]
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "PRAGMA synchronous = NORMAL",
+            Durability::Full => "PRAGMA synchronous = FULL",
+        }
+    }
+}
+
 /// A value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

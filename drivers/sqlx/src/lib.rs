@@ -68,16 +68,7 @@ use sqlx::SqliteConnection;
 use watch::Watcher;
 use writer::Writer;
 
-/// How durable a commit is on a file database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=NORMAL` (the default): a commit survives a killed process;
-    /// in WAL mode the last commits may be lost if the machine loses power.
-    #[default]
-    Normal,
-    /// `synchronous=FULL`: every commit is on disk before `publish` returns.
-    Full,
-}
+pub use litebus_sql::Durability;
 
 /// Options of a file database.
 #[derive(Debug, Clone)]

@@ -50,6 +50,29 @@ use litebus::{Capabilities, Driver, DriverError, Error, Outcome, Result, Timesta
 use crate::conn::map_err;
 use crate::serial::Serial;
 
+pub use litebus_sql::Durability;
+
+/// Options of a file database.
+#[derive(Debug, Clone, Default)]
+pub struct TursoOptions {
+    durability: Durability,
+}
+
+impl TursoOptions {
+    /// The defaults: [`Durability::Normal`].
+    #[must_use]
+    pub fn new() -> Self {
+        TursoOptions::default()
+    }
+
+    /// How durable each commit is.
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
 /// litebus storage in a turso database. Cheap to clone; clones share the
 /// connection.
 #[derive(Clone)]
@@ -100,8 +123,14 @@ macro_rules! step {
 }
 
 impl TursoDriver {
-    /// Opens (creating if needed) the database file at `path`.
+    /// Opens (creating if needed) the database file at `path` with default
+    /// options.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        TursoDriver::open_with(path, TursoOptions::new()).await
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open_with(path: impl AsRef<Path>, options: TursoOptions) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
             return Err(DriverError::fatal(format!(
@@ -117,7 +146,7 @@ impl TursoDriver {
             .build()
             .await
             .map_err(|e| cannot_open(path, map_err(e)))?;
-        TursoDriver::start(db, false)
+        TursoDriver::start(db, Some(options.durability))
             .await
             .map_err(|e| cannot_open(path, e))
     }
@@ -130,11 +159,18 @@ impl TursoDriver {
             .build()
             .await
             .map_err(map_err)?;
-        TursoDriver::start(db, true).await
+        TursoDriver::start(db, None).await
     }
 
-    async fn start(db: turso::Database, memory: bool) -> Result<Self> {
+    /// `durability`: of a file; `None` for memory.
+    async fn start(db: turso::Database, durability: Option<Durability>) -> Result<Self> {
+        let memory = durability.is_none();
         let conn = db.connect().map_err(map_err)?;
+        if let Some(durability) = durability {
+            conn.execute(durability.pragma(), ())
+                .await
+                .map_err(map_err)?;
+        }
         let driver = TursoDriver {
             shared: Arc::new(Shared {
                 _db: db,
