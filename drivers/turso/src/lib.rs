@@ -38,13 +38,16 @@
 pub mod conformance;
 mod conn;
 mod io;
+mod merge;
 mod serial;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use litebus::driver::{Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle};
+use litebus::driver::{
+    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle, Settlement,
+};
 use litebus::{Capabilities, Driver, DriverError, Error, Outcome, Result, Timestamp, TopicStats};
 
 use crate::conn::map_err;
@@ -84,6 +87,7 @@ struct Shared {
     /// Keeps the database open as long as the driver lives.
     _db: turso::Database,
     serial: Serial,
+    merger: merge::Merger,
     memory: bool,
     closed: AtomicBool,
 }
@@ -175,6 +179,7 @@ impl TursoDriver {
             shared: Arc::new(Shared {
                 _db: db,
                 serial: Serial::new(conn, memory),
+                merger: merge::Merger::default(),
                 memory,
                 closed: AtomicBool::new(false),
             }),
@@ -200,7 +205,20 @@ impl Driver for TursoDriver {
     }
 
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
-        step!(self, |conn| litebus_sql::append(conn, append))
+        if append.expected_last.is_some() {
+            return step!(self, |conn| litebus_sql::append(conn, append));
+        }
+        let work = merge::Work::Publish {
+            topic: append.topic.to_owned(),
+            messages: append.messages.to_vec(),
+        };
+        Box::pin(async move {
+            self.check_open()?;
+            match self.shared.merger.submit(&self.shared.serial, work).await? {
+                merge::Answer::Published(outcomes) => Ok(outcomes),
+                merge::Answer::Acked => Err(Error::Corrupt("an ack answered a publish".into())),
+            }
+        })
     }
 
     fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
@@ -212,7 +230,24 @@ impl Driver for TursoDriver {
     }
 
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
-        step!(self, |conn| litebus_sql::settle(conn, settle))
+        if settle.settlement != Settlement::Ack {
+            return step!(self, |conn| litebus_sql::settle(conn, settle));
+        }
+        let work = merge::Work::Ack {
+            topic: settle.topic.to_owned(),
+            group: settle.group.to_owned(),
+            seq: settle.seq,
+            attempt: settle.attempt,
+        };
+        Box::pin(async move {
+            self.check_open()?;
+            match self.shared.merger.submit(&self.shared.serial, work).await? {
+                merge::Answer::Acked => Ok(None),
+                merge::Answer::Published(_) => {
+                    Err(Error::Corrupt("a publish answered an ack".into()))
+                }
+            }
+        })
     }
 
     fn release<'a>(

@@ -57,12 +57,14 @@ impl Tx<'_> {
 }
 
 /// The right to use the connection; handed on when dropped.
-struct Turn<'a>(&'a Serial);
+pub(crate) struct Turn<'a>(&'a Serial);
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
-        self.0.freed.notify(1);
+        // Everyone: a waiting step takes the turn, and callers whose merged
+        // work was just answered (see `merge`) look at their answers.
+        self.0.freed.notify(usize::MAX);
     }
 }
 
@@ -85,14 +87,31 @@ impl Serial {
         }
     }
 
+    /// The turn if nobody has it.
+    pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
+        // `then`, not `then_some`: a `Turn` made and dropped would free the
+        // turn someone else holds.
+        (!self.busy.swap(true, Ordering::AcqRel)).then(|| Turn(self))
+    }
+
+    /// Wakes every caller waiting in [`Serial::freed`].
+    pub(crate) fn wake_all(&self) {
+        self.freed.notify(usize::MAX);
+    }
+
+    /// Waits for the next release of the turn.
+    pub(crate) fn freed(&self) -> event_listener::EventListener {
+        self.freed.listen()
+    }
+
     async fn turn(&self) -> Turn<'_> {
         loop {
-            if !self.busy.swap(true, Ordering::AcqRel) {
-                return Turn(self);
+            if let Some(turn) = self.try_turn() {
+                return turn;
             }
             let freed = self.freed.listen();
-            if !self.busy.swap(true, Ordering::AcqRel) {
-                return Turn(self);
+            if let Some(turn) = self.try_turn() {
+                return turn;
             }
             freed.await;
         }
@@ -102,6 +121,11 @@ impl Serial {
     /// [`Tx::end`].
     pub(crate) async fn begin(&self) -> Result<Tx<'_>> {
         let turn = self.turn().await;
+        self.begin_in(turn).await
+    }
+
+    /// Begins a transaction in a turn already taken.
+    pub(crate) async fn begin_in<'a>(&'a self, turn: Turn<'a>) -> Result<Tx<'a>> {
         if self.dangling.swap(false, Ordering::AcqRel) {
             // Fails harmlessly if the abandoned step had not begun yet.
             let _ = self.conn.execute("ROLLBACK", ()).await;
