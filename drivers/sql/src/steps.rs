@@ -107,6 +107,61 @@ pub mod hot {
     ];
 }
 
+/// The same results as `RETURNING`, read back with a second statement, for
+/// engines where `RETURNING` is slow ([`Conn::slow_returning`]). Both run
+/// inside the step's write transaction, so nothing else writes between them.
+mod returning {
+    use litebus::Result;
+
+    use crate::{Conn, Row, Value};
+
+    /// Runs the multi-row `insert` into `litebus_messages` (topic `?1`
+    /// among its parameters); returns the new seqs in order. New seqs are
+    /// above every seq the table held (`AUTOINCREMENT`).
+    pub(super) async fn insert(
+        conn: &mut dyn Conn,
+        topic: &str,
+        insert: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<u64>> {
+        let before = conn
+            .query(
+                "SELECT COALESCE(MAX(seq), 0) FROM litebus_messages",
+                Vec::new(),
+            )
+            .await?;
+        let before = before.first().map_or(Ok(0), |r| r.uint(0))?;
+        conn.execute(insert, params).await?;
+        conn.query(
+            "SELECT seq FROM litebus_messages WHERE topic = ?1 AND seq > ?2 ORDER BY seq",
+            vec![Value::from(topic), Value::from(before)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.uint(0))
+        .collect()
+    }
+
+    /// Runs the claim `update` (`?1` topic, `?2` group, `?3` consumer, `?4`
+    /// lease end, then `count` seqs); returns `(seq, attempt)` rows of the
+    /// handouts it leased.
+    pub(super) async fn claimed(
+        conn: &mut dyn Conn,
+        update: &str,
+        params: Vec<Value>,
+        count: usize,
+    ) -> Result<Vec<Row>> {
+        let mut select = String::from(
+            "SELECT seq, attempt FROM litebus_handouts
+             WHERE topic = ?1 AND grp = ?2 AND consumer = ?3 AND lease_until = ?4 AND seq IN (",
+        );
+        super::placeholders(&mut select, 5, count);
+        select.push(')');
+        conn.execute(update, params.clone()).await?;
+        conn.query(&select, params).await
+    }
+}
+
 /// Stores messages in order with dedupe by id within the topic (I1, I2).
 async fn insert_messages(
     conn: &mut dyn Conn,
@@ -171,9 +226,13 @@ async fn insert_messages(
                 params.push(Value::from(m.key()));
                 params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
             }
-            sql.push_str(" RETURNING seq");
-            for row in conn.query(&sql, params).await? {
-                seqs.push(row.uint(0)?);
+            if conn.slow_returning() {
+                seqs = returning::insert(conn, topic, &sql, params).await?;
+            } else {
+                sql.push_str(" RETURNING seq");
+                for row in conn.query(&sql, params).await? {
+                    seqs.push(row.uint(0)?);
+                }
             }
             // Row ids are given in insertion order.
             seqs.sort_unstable();
@@ -557,7 +616,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
          WHERE topic = ?1 AND grp = ?2 AND seq IN (",
     );
     placeholders(&mut sql, 5, chosen.len());
-    sql.push_str(") RETURNING seq, attempt");
+    sql.push(')');
     let mut params = vec![
         Value::from(topic),
         Value::from(group),
@@ -565,8 +624,14 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         ts(c.lease_until),
     ];
     params.extend(chosen.iter().map(|&s| Value::from(s)));
+    let rows = if conn.slow_returning() {
+        returning::claimed(conn, &sql, params, chosen.len()).await?
+    } else {
+        sql.push_str(" RETURNING seq, attempt");
+        conn.query(&sql, params).await?
+    };
     let mut attempts: HashMap<u64, u32> = HashMap::new();
-    for row in conn.query(&sql, params).await? {
+    for row in rows {
         attempts.insert(
             row.uint(0)?,
             u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),

@@ -63,6 +63,10 @@ fn from_turso(row: &turso::Row) -> Result<Row> {
 }
 
 impl Conn for TursoConn<'_> {
+    fn slow_returning(&self) -> bool {
+        true
+    }
+
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut statement = self.conn.prepare_cached(sql).await.map_err(map_err)?;

@@ -238,6 +238,7 @@ impl Driver for TursoDriver {
             group: settle.group.to_owned(),
             seq: settle.seq,
             attempt: settle.attempt,
+            now: settle.now,
         };
         Box::pin(async move {
             self.check_open()?;

@@ -35,6 +35,7 @@ pub(crate) enum Work {
         group: String,
         seq: u64,
         attempt: u32,
+        now: litebus::Timestamp,
     },
 }
 
@@ -202,13 +203,23 @@ async fn run(conn: &mut dyn litebus_sql::Conn, work: &Work) -> Result<Result<Ans
             group,
             seq,
             attempt,
+            now,
         } => {
-            let current = litebus_sql::ack_many(conn, topic, group, &[(*seq, *attempt)]).await?;
-            Ok(if current.first().copied().unwrap_or(false) {
-                Ok(Answer::Acked)
-            } else {
-                Err(Error::LeaseLost)
-            })
+            // One primary-key delete (`ack_many`'s `seq IN (…)` is a range
+            // over the group on turso).
+            let settle = litebus::driver::Settle {
+                topic,
+                group,
+                seq: *seq,
+                attempt: *attempt,
+                now: *now,
+                settlement: litebus::driver::Settlement::Ack,
+            };
+            match litebus_sql::settle(conn, settle).await {
+                Ok(_) => Ok(Ok(Answer::Acked)),
+                Err(Error::LeaseLost) => Ok(Err(Error::LeaseLost)),
+                Err(e) => Err(e),
+            }
         }
     }
 }
