@@ -89,10 +89,12 @@ impl Merger {
         lock(&self.queue).push_back(job.clone());
         loop {
             if let Some(answer) = lock(&job.answer).take() {
+                serial.pass_on();
                 return answer;
             }
-            let freed = serial.freed();
+            let freed = serial.freed_or_answered();
             if let Some(answer) = lock(&job.answer).take() {
+                serial.pass_on();
                 return answer;
             }
             if let Some(turn) = serial.try_turn() {

@@ -17,6 +17,8 @@ pub(crate) struct Serial {
     begin: &'static str,
     busy: AtomicBool,
     freed: Event,
+    /// Merged work was answered (see `merge`).
+    answered: Event,
     /// A transaction was begun and its step did not finish.
     dangling: AtomicBool,
 }
@@ -62,9 +64,9 @@ pub(crate) struct Turn<'a>(&'a Serial);
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
-        // Everyone: a waiting step takes the turn, and callers whose merged
-        // work was just answered (see `merge`) look at their answers.
-        self.0.freed.notify(usize::MAX);
+        // One waiter tries for the turn; one that finds nothing to do hands
+        // it on the same way when it lets go.
+        self.0.freed.notify(1);
     }
 }
 
@@ -83,6 +85,7 @@ impl Serial {
             begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
             busy: AtomicBool::new(false),
             freed: Event::new(),
+            answered: Event::new(),
             dangling: AtomicBool::new(false),
         }
     }
@@ -94,14 +97,24 @@ impl Serial {
         (!self.busy.swap(true, Ordering::AcqRel)).then(|| Turn(self))
     }
 
-    /// Wakes every caller waiting in [`Serial::freed`].
-    pub(crate) fn wake_all(&self) {
-        self.freed.notify(usize::MAX);
+    /// Offers the turn to one more waiter: called by a merged caller that
+    /// leaves with its answer, since the offer it may have been woken by
+    /// is then used by nobody.
+    pub(crate) fn pass_on(&self) {
+        self.freed.notify(1);
     }
 
-    /// Waits for the next release of the turn.
-    pub(crate) fn freed(&self) -> event_listener::EventListener {
-        self.freed.listen()
+    /// Wakes every caller waiting in [`Serial::freed_or_answered`].
+    pub(crate) fn wake_all(&self) {
+        self.answered.notify(usize::MAX);
+    }
+
+    /// Completes at the next release of the turn offered to this waiter, or
+    /// when merged work has been answered.
+    pub(crate) fn freed_or_answered(&self) -> impl Future<Output = ()> + Send + use<> {
+        let freed = self.freed.listen();
+        let answered = self.answered.listen();
+        futures_lite::future::or(freed, answered)
     }
 
     async fn turn(&self) -> Turn<'_> {
