@@ -95,8 +95,14 @@ pub mod hot {
         sql
     }
 
+    /// The highest seq of a topic, if any. (`ORDER BY … LIMIT 1` rather
+    /// than `MAX(seq)`: turso answers `MAX` by reading every row.)
+    pub const LAST_SEQ: &str =
+        "SELECT seq FROM litebus_messages WHERE topic = ?1 ORDER BY seq DESC LIMIT 1";
+
     /// Every statement above.
     pub const ALL: &[&str] = &[
+        LAST_SEQ,
         TAKE_IN_SQL,
         CANDIDATES_PER_KEY,
         CANDIDATES_SHARED,
@@ -113,6 +119,10 @@ pub mod hot {
 mod returning {
     use litebus::Result;
 
+    /// The highest seq of all topics, if any (see `hot::LAST_SEQ`).
+    pub(super) const LAST_SEQ_OF_ALL: &str =
+        "SELECT seq FROM litebus_messages ORDER BY seq DESC LIMIT 1";
+
     use crate::{Conn, Row, Value};
 
     /// Runs the multi-row `insert` into `litebus_messages` (topic `?1`
@@ -124,12 +134,7 @@ mod returning {
         insert: &str,
         params: Vec<Value>,
     ) -> Result<Vec<u64>> {
-        let before = conn
-            .query(
-                "SELECT COALESCE(MAX(seq), 0) FROM litebus_messages",
-                Vec::new(),
-            )
-            .await?;
+        let before = conn.query(LAST_SEQ_OF_ALL, Vec::new()).await?;
         let before = before.first().map_or(Ok(0), |r| r.uint(0))?;
         conn.execute(insert, params).await?;
         conn.query(
@@ -258,12 +263,7 @@ async fn insert_messages(
 }
 
 async fn last_seq(conn: &mut dyn Conn, topic: &str) -> Result<u64> {
-    let rows = conn
-        .query(
-            "SELECT COALESCE(MAX(seq), 0) FROM litebus_messages WHERE topic = ?1",
-            vec![Value::from(topic)],
-        )
-        .await?;
+    let rows = conn.query(hot::LAST_SEQ, vec![Value::from(topic)]).await?;
     rows.first().map_or(Ok(0), |r| r.uint(0))
 }
 
@@ -827,16 +827,14 @@ pub async fn release(
 
 /// [`Driver::stats`](litebus::Driver::stats).
 pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<TopicStats> {
+    let last = last_seq(conn, topic).await?;
     let rows = conn
         .query(
-            "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM litebus_messages WHERE topic = ?1",
+            "SELECT COUNT(*) FROM litebus_messages WHERE topic = ?1",
             vec![Value::from(topic)],
         )
         .await?;
-    let (last, count) = match rows.first() {
-        Some(r) => (r.uint(0)?, r.uint(1)?),
-        None => (0, 0),
-    };
+    let count = rows.first().map_or(Ok(0), |r| r.uint(0))?;
     let groups = conn
         .query(
             "SELECT grp, start_after, cursor, dead_lettered FROM litebus_groups
