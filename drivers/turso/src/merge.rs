@@ -141,15 +141,12 @@ async fn run_batch<'a>(serial: &'a Serial, turn: crate::serial::Turn<'a>, batch:
                     }
                 }
             }
-            let ended = if failed {
-                // Rolls back; the jobs then run one by one below.
-                tx.end(Err(Error::Closed)).await
+            if failed {
+                // The jobs then run one by one below.
+                tx.roll_back().await;
+                None
             } else {
-                tx.end(Ok(())).await
-            };
-            match ended {
-                Ok(()) => Some(answers),
-                Err(_) => None,
+                tx.end(Ok(())).await.ok().map(|()| answers)
             }
         }
         Err(_) => None,

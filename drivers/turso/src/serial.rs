@@ -36,6 +36,12 @@ impl Tx<'_> {
         TursoConn::new(&self.serial.conn)
     }
 
+    /// Rolls back everything the transaction did.
+    pub(crate) async fn roll_back(self) {
+        let _ = self.serial.conn.execute("ROLLBACK", ()).await;
+        self.serial.dangling.store(false, Ordering::Release);
+    }
+
     /// Commits if the step succeeded, else rolls back; gives the step's
     /// result (or the commit's error).
     pub(crate) async fn end<T>(self, result: Result<T>) -> Result<T> {
@@ -130,6 +136,15 @@ impl Serial {
         }
     }
 
+    /// Rolls back the transaction of a step whose caller stopped waiting
+    /// half-way, if there is one (call with the turn held).
+    async fn roll_back_abandoned(&self) {
+        if self.dangling.swap(false, Ordering::AcqRel) {
+            // Fails harmlessly if the abandoned step had not begun yet.
+            let _ = self.conn.execute("ROLLBACK", ()).await;
+        }
+    }
+
     /// Begins a step's transaction once the connection is free. End it with
     /// [`Tx::end`].
     pub(crate) async fn begin(&self) -> Result<Tx<'_>> {
@@ -139,10 +154,7 @@ impl Serial {
 
     /// Begins a transaction in a turn already taken.
     pub(crate) async fn begin_in<'a>(&'a self, turn: Turn<'a>) -> Result<Tx<'a>> {
-        if self.dangling.swap(false, Ordering::AcqRel) {
-            // Fails harmlessly if the abandoned step had not begun yet.
-            let _ = self.conn.execute("ROLLBACK", ()).await;
-        }
+        self.roll_back_abandoned().await;
         self.dangling.store(true, Ordering::Release);
         if let Err(e) = self.conn.execute(self.begin, ()).await {
             self.dangling.store(false, Ordering::Release);
@@ -157,9 +169,7 @@ impl Serial {
     /// Runs `sql` outside any step's transaction.
     pub(crate) async fn plain(&self, sql: &str) -> Result<()> {
         let _turn = self.turn().await;
-        if self.dangling.swap(false, Ordering::AcqRel) {
-            let _ = self.conn.execute("ROLLBACK", ()).await;
-        }
+        self.roll_back_abandoned().await;
         let mut rows = self.conn.query(sql, ()).await.map_err(map_err)?;
         while rows.next().await.map_err(map_err)?.is_some() {}
         Ok(())
