@@ -1,39 +1,87 @@
-//! The SQL drivers (`SqlxDriver`, `TursoDriver`; file and `:memory:`)
-//! side by side, beside raw inserts through the same engines (raw sqlx with
-//! the drivers' pragmas: WAL and synchronous=NORMAL), all in the same run.
+//! litebus on every driver (memory, sqlx and turso; files and `:memory:`)
+//! beside its baselines (async-channel; raw SQL through sqlx, turso and
+//! rusqlite with the drivers' pragmas) and two peers (honker, apalis-sqlite),
+//! all in one run, one table.
 //!
 //! `cargo run --release -p litebus-bench [-- --quick]`
+//!
+//! Every timed workload runs until its message cap or its time budget,
+//! whichever comes first, and reports the rate it reached. Results go to
+//! stdout (markdown tables) and to `target/bench/results.{csv,json}` and
+//! `target/bench/batch.svg`.
+
+mod apalis;
+mod baselines;
+mod report;
+mod runs;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_lite::future::yield_now;
-use litebus::{Bus, BusOptions, Delivery, GroupOptions, Message, Order};
-use litebus_sqlx::SqlxDriver;
-use litebus_turso::TursoDriver;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use baselines::{
+    channel_latency, channel_recv, channel_send, sqlx_consume, sqlx_inserts, turso_consume,
+    turso_inserts,
+};
+use report::{Results, Workload};
+use runs::{Shape, Store};
 
-const PAYLOAD: [u8; 100] = [7; 100];
+/// Every message's payload.
+pub(crate) const PAYLOAD: [u8; 100] = [7; 100];
 
-struct Scratch(PathBuf);
+const BATCHES: [usize; 3] = [10, 100, 1000];
 
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("litebus-bench-{}", std::process::id()));
+/// The sizes of a run.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    /// How long each timed workload may run.
+    pub(crate) budget: Duration,
+    /// The most messages a publish workload sends.
+    pub(crate) cap: usize,
+    /// Messages stored before a consume workload starts.
+    pub(crate) backlog: usize,
+    /// Stored messages for the cost-growth workloads.
+    pub(crate) depths: Vec<usize>,
+    /// Latency samples.
+    pub(crate) samples: usize,
+    pub(crate) dir: PathBuf,
+}
+
+impl Params {
+    /// `job` names a child's scratch directory.
+    fn new(quick: bool, job: Option<&str>) -> Self {
+        let name = job.map_or_else(String::new, |j| format!("-{}", j.replace(' ', "-")));
+        let dir = std::env::temp_dir().join(format!("litebus-bench-{}{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+        if quick {
+            Params {
+                budget: Duration::from_millis(100),
+                cap: 1_000_000,
+                backlog: 2_000,
+                depths: vec![1_000, 10_000],
+                samples: 100,
+                dir,
+            }
+        } else {
+            Params {
+                budget: Duration::from_secs(2),
+                cap: 1_000_000,
+                backlog: 100_000,
+                depths: vec![1_000, 100_000, 1_000_000],
+                samples: 5_000,
+                dir,
+            }
+        }
     }
 
     fn fresh(&self, name: &str) -> PathBuf {
-        let path = self.0.join(format!("{name}.db"));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-        path
+        runs::fresh(&self.dir, name)
     }
 }
+
+/// Removes the run's files when the run ends.
+struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -41,406 +89,429 @@ impl Drop for Scratch {
     }
 }
 
-fn rate(n: usize, elapsed: Duration) -> f64 {
-    n as f64 / elapsed.as_secs_f64()
-}
-
-/// Where a workload's bus keeps its messages.
+/// When a timed workload started.
 #[derive(Debug, Clone, Copy)]
-enum Store {
-    SqlxFile,
-    SqlxMemory,
-    TursoFile,
-    TursoMemory,
-}
+pub(crate) struct Stopwatch(Instant);
 
-const STORES: [Store; 4] = [
-    Store::SqlxFile,
-    Store::SqlxMemory,
-    Store::TursoFile,
-    Store::TursoMemory,
-];
-
-/// A bus on `store`; file stores use `path`.
-async fn bus_on(store: Store, path: &Path) -> Bus {
-    let options = BusOptions::new();
-    match store {
-        Store::SqlxFile => Bus::open(SqlxDriver::open(path).await.unwrap(), options),
-        Store::SqlxMemory => Bus::open(SqlxDriver::memory().await.unwrap(), options),
-        Store::TursoFile => Bus::open(TursoDriver::open(path).await.unwrap(), options),
-        Store::TursoMemory => Bus::open(TursoDriver::memory().await.unwrap(), options),
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Stopwatch(Instant::now())
     }
-    .unwrap()
-}
 
-async fn raw_pool(path: &Path) -> sqlx::SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, id TEXT, payload BLOB)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool
-}
-
-/// Raw sqlx: one INSERT per row, 100 rows per transaction.
-async fn raw_single_inserts(path: &Path, n: usize) -> f64 {
-    let pool = raw_pool(path).await;
-    let start = Instant::now();
-    for chunk in 0..n / 100 {
-        let mut tx = pool.begin().await.unwrap();
-        for i in 0..100 {
-            sqlx::query("INSERT INTO rows (topic, id, payload) VALUES (?1, ?2, ?3)")
-                .bind("bench")
-                .bind(format!("{chunk}-{i}"))
-                .bind(&PAYLOAD[..])
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        tx.commit().await.unwrap();
+    pub(crate) fn elapsed(self) -> Duration {
+        self.0.elapsed()
     }
-    rate(n, start.elapsed())
-}
 
-/// Raw sqlx: one multi-row INSERT per 100 rows.
-async fn raw_multi_row_inserts(path: &Path, n: usize) -> f64 {
-    let pool = raw_pool(path).await;
-    let sql = multi_row_insert();
-    let start = Instant::now();
-    for chunk in 0..n / 100 {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-        for i in 0..100 {
-            query = query
-                .bind("bench")
-                .bind(format!("{chunk}-{i}"))
-                .bind(&PAYLOAD[..]);
-        }
-        query.execute(&pool).await.unwrap();
-    }
-    rate(n, start.elapsed())
-}
-
-async fn raw_turso(path: &Path) -> turso::Connection {
-    let db = turso::Builder::new_local(path.to_str().unwrap())
-        .build()
-        .await
-        .unwrap();
-    let conn = db.connect().unwrap();
-    conn.execute("PRAGMA synchronous = NORMAL", ())
-        .await
-        .unwrap();
-    conn.execute(
-        "CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, id TEXT, payload BLOB)",
-        (),
-    )
-    .await
-    .unwrap();
-    conn
-}
-
-/// Raw turso: one INSERT per row, 100 rows per transaction.
-async fn raw_turso_single_inserts(path: &Path, n: usize) -> f64 {
-    let conn = raw_turso(path).await;
-    let start = Instant::now();
-    for chunk in 0..n / 100 {
-        conn.execute("BEGIN IMMEDIATE", ()).await.unwrap();
-        for i in 0..100 {
-            let mut insert = conn
-                .prepare_cached("INSERT INTO rows (topic, id, payload) VALUES (?1, ?2, ?3)")
-                .await
-                .unwrap();
-            insert
-                .execute((
-                    "bench",
-                    format!("{chunk}-{i}"),
-                    turso::Value::Blob(PAYLOAD.to_vec()),
-                ))
-                .await
-                .unwrap();
-        }
-        conn.execute("COMMIT", ()).await.unwrap();
-    }
-    rate(n, start.elapsed())
-}
-
-/// Raw turso: one multi-row INSERT per 100 rows.
-async fn raw_turso_multi_row_inserts(path: &Path, n: usize) -> f64 {
-    let conn = raw_turso(path).await;
-    let sql = multi_row_insert();
-    let start = Instant::now();
-    for chunk in 0..n / 100 {
-        let mut params = Vec::with_capacity(300);
-        for i in 0..100 {
-            params.push(turso::Value::Text("bench".into()));
-            params.push(turso::Value::Text(format!("{chunk}-{i}")));
-            params.push(turso::Value::Blob(PAYLOAD.to_vec()));
-        }
-        let mut insert = conn.prepare_cached(&sql).await.unwrap();
-        insert.execute(params).await.unwrap();
-    }
-    rate(n, start.elapsed())
-}
-
-fn multi_row_insert() -> String {
-    let mut sql = String::from("INSERT INTO rows (topic, id, payload) VALUES ");
-    for i in 0..100 {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?)");
-    }
-    sql
-}
-
-async fn publish_single(store: Store, path: &Path, n: usize) -> f64 {
-    let bus = bus_on(store, path).await;
-    let start = Instant::now();
-    for _ in 0..n {
-        bus.publish("bench", Message::new(PAYLOAD)).await.unwrap();
-    }
-    let r = rate(n, start.elapsed());
-    bus.close().await.unwrap();
-    r
-}
-
-async fn publish_concurrent(store: Store, path: &Path, n: usize, tasks: usize) -> f64 {
-    let bus = bus_on(store, path).await;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                for _ in 0..n / tasks {
-                    bus.publish("bench", Message::new(PAYLOAD)).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let r = rate(n / tasks * tasks, start.elapsed());
-    bus.close().await.unwrap();
-    r
-}
-
-async fn publish_batches(bus: &Bus, n: usize, batch: usize) {
-    for _ in 0..n / batch {
-        bus.publish_batch("bench", (0..batch).map(|_| Message::new(PAYLOAD)))
-            .await
-            .unwrap();
+    /// `n` per second since the start.
+    pub(crate) fn rate(self, n: usize) -> f64 {
+        n as f64 / self.elapsed().as_secs_f64()
     }
 }
 
-async fn publish_batched(store: Store, path: &Path, n: usize) -> f64 {
-    let bus = bus_on(store, path).await;
-    let start = Instant::now();
-    publish_batches(&bus, n, 100).await;
-    let r = rate(n, start.elapsed());
-    bus.close().await.unwrap();
-    r
-}
-
-/// Receives what is buffered (up to `prefetch`) and acks it all at once, so
-/// the acks share a transaction.
-async fn drain(sub: &litebus::Subscription, n: usize) {
-    let mut done = 0;
-    while done < n {
-        let mut batch: Vec<Delivery> = vec![sub.recv().await.unwrap()];
-        while batch.len() < 100 {
-            match sub.try_recv().await.unwrap() {
-                Some(d) => batch.push(d),
-                None => break,
-            }
-        }
-        done += batch.len();
-        // Acked side by side: they queue together and share a statement.
-        let acks = batch
-            .iter()
-            .map(|d| Box::pin(d.ack()) as litebus::driver::BoxFuture<'_, litebus::Result<()>>)
-            .collect();
-        for ack in litebus::conformance::join_all(acks).await {
-            ack.unwrap();
-        }
+/// p50, p99, p999 of `samples` (NaN when empty).
+pub(crate) fn percentiles(mut samples: Vec<f64>) -> [f64; 3] {
+    if samples.is_empty() {
+        return [f64::NAN; 3];
     }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    [at(0.5), at(0.99), at(0.999)]
 }
 
-/// Claim and ack `n` messages from a backlog of `backlog` (≥ n) already
-/// stored, in `groups` groups at once; msgs/s per group.
-async fn end_to_end(store: Store, path: &Path, backlog: usize, n: usize, groups: usize) -> f64 {
-    let bus = bus_on(store, path).await;
-    let options = GroupOptions::new()
-        .order(Order::Shared {
-            max_in_flight: 1000,
-        })
-        .prefetch(100);
-    let mut subs = Vec::new();
-    for g in 0..groups {
-        subs.push(Arc::new(
-            bus.subscribe("bench", &format!("g{g}"), options.clone())
-                .await
-                .unwrap(),
+fn workloads(p: &Params) -> Vec<Workload> {
+    let w = |key: &str, title: &str, micros: bool| Workload {
+        key: key.to_owned(),
+        title: title.to_owned(),
+        micros,
+    };
+    let mut list = vec![
+        w("publish.1", "publish, 1 task, 1 per call", false),
+        w("publish.16", "publish, 16 tasks, 1 per call", false),
+    ];
+    for b in BATCHES {
+        list.push(w(
+            &format!("publish.batch{b}"),
+            &format!("publish, batches of {b}"),
+            false,
         ));
     }
-    publish_batches(&bus, backlog, 1000).await;
-    let start = Instant::now();
-    let handles: Vec<_> = subs
-        .into_iter()
-        .map(|sub| tokio::spawn(async move { drain(&sub, n).await }))
-        .collect();
-    for h in handles {
-        h.await.unwrap();
+    list.extend([
+        w("consume.1x1", "claim + ack, 1 group × 1 consumer", false),
+        w("consume.1x4", "claim + ack, 1 group × 4 consumers", false),
+        w(
+            "consume.fanout4",
+            "claim + ack, 4 groups (per group)",
+            false,
+        ),
+        w(
+            "consume.ordered",
+            "claim + ack, ordered (1 in flight)",
+            false,
+        ),
+        w("latency.p50", "live latency p50 (µs)", true),
+        w("latency.p99", "live latency p99 (µs)", true),
+        w("latency.p999", "live latency p999 (µs)", true),
+    ]);
+    for &d in &p.depths {
+        list.push(w(
+            &format!("consume.depth{d}"),
+            &format!("claim + ack, {} stored", report::thousands(d as f64)),
+            false,
+        ));
+        list.push(w(
+            &format!("claim_us.{d}"),
+            &format!(
+                "one claim + ack, {} stored (µs p50)",
+                report::thousands(d as f64)
+            ),
+            true,
+        ));
     }
-    let r = rate(n, start.elapsed());
-    bus.close().await.unwrap();
-    r
+    list
 }
 
-/// Publish → receive for a caught-up subscriber: (p50, p99) in µs.
-async fn latency(store: Store, path: &Path, samples: usize) -> (f64, f64) {
-    let bus = bus_on(store, path).await;
-    let sub = bus
-        .subscribe("bench", "live", GroupOptions::new())
-        .await
-        .unwrap();
-    let mut micros = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let start = Instant::now();
-        let (got, published) = futures_lite::future::zip(sub.recv(), async {
-            yield_now().await;
-            bus.publish("bench", Message::new(PAYLOAD)).await
-        })
-        .await;
-        published.unwrap();
-        micros.push(start.elapsed().as_secs_f64() * 1e6);
-        got.unwrap().ack().await.unwrap();
-    }
-    micros.sort_by(f64::total_cmp);
-    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
-    bus.close().await.unwrap();
-    (at(0.5), at(0.99))
+/// One measurement, run in a process of its own so that its peak RSS is
+/// its own: a system and what it runs (`publish.1`, `latency`, `depth1000`).
+#[derive(Debug, Clone)]
+struct Job {
+    system: &'static str,
+    key: String,
 }
 
-/// One workload on every store: msgs/s per store.
-async fn on_every_store<F, Fut>(scratch: &Scratch, name: &str, mut run: F) -> [f64; 4]
-where
-    F: FnMut(Store, PathBuf) -> Fut,
-    Fut: Future<Output = f64>,
-{
-    let mut rates = [0.0; 4];
-    for (i, store) in STORES.into_iter().enumerate() {
-        rates[i] = run(store, scratch.fresh(&format!("{name}-{i}"))).await;
+fn jobs(p: &Params) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut add = |system: &'static str, keys: &[&str], depths: bool| {
+        for key in keys {
+            jobs.push(Job {
+                system,
+                key: (*key).to_owned(),
+            });
+            if *key == "publish.16" || *key == "publish.1" && !keys.contains(&"publish.16") {
+                for b in BATCHES {
+                    jobs.push(Job {
+                        system,
+                        key: format!("publish.batch{b}"),
+                    });
+                }
+            }
+        }
+        if depths {
+            for d in &p.depths {
+                jobs.push(Job {
+                    system,
+                    key: format!("depth{d}"),
+                });
+            }
+        }
+    };
+    let everything = [
+        "publish.1",
+        "publish.16",
+        "consume.1x1",
+        "consume.1x4",
+        "consume.fanout4",
+        "consume.ordered",
+        "latency",
+    ];
+    for store in Store::ALL {
+        add(store.name(), &everything, true);
     }
-    rates
+    add(
+        "apalis-sqlite",
+        &["publish.1", "publish.16", "consume.1x1", "consume.1x4"],
+        true,
+    );
+    add("async-channel", &everything, true);
+    add(
+        "raw sqlx file",
+        &["publish.1", "publish.16", "consume.1x1"],
+        false,
+    );
+    add(
+        "raw sqlx mem",
+        &["publish.1", "publish.16", "consume.1x1"],
+        false,
+    );
+    add("raw turso file", &["publish.1", "consume.1x1"], false);
+    add("raw turso mem", &["publish.1", "consume.1x1"], false);
+    jobs
+}
+
+const LITEBUS_SHAPES: [(&str, Shape); 4] = [
+    (
+        "consume.1x1",
+        Shape {
+            groups: 1,
+            consumers: 1,
+            ordered: false,
+        },
+    ),
+    (
+        "consume.1x4",
+        Shape {
+            groups: 1,
+            consumers: 4,
+            ordered: false,
+        },
+    ),
+    (
+        "consume.fanout4",
+        Shape {
+            groups: 4,
+            consumers: 1,
+            ordered: false,
+        },
+    ),
+    (
+        "consume.ordered",
+        Shape {
+            groups: 1,
+            consumers: 1,
+            ordered: true,
+        },
+    ),
+];
+
+/// Runs one job in this process: (workload, value) pairs, or why it failed.
+async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64)>, String> {
+    let one = |value: f64| Ok(vec![(key.to_owned(), value)]);
+    let batch: Option<usize> = key
+        .strip_prefix("publish.batch")
+        .and_then(|b| b.parse().ok());
+    let depth: Option<usize> = key.strip_prefix("depth").and_then(|d| d.parse().ok());
+    let path = p.fresh(&format!("{system}-{key}").replace(' ', "-"));
+    let file = |yes: bool| yes.then_some(path.as_path());
+    let latency = |lat: [f64; 3]| {
+        Ok(["latency.p50", "latency.p99", "latency.p999"]
+            .iter()
+            .zip(lat)
+            .map(|(k, v)| ((*k).to_owned(), v))
+            .collect())
+    };
+    if let Some(store) = Store::ALL.into_iter().find(|s| s.name() == system) {
+        let bus = store.bus(&path).await;
+        let result = match (key, batch, depth) {
+            ("publish.1", ..) => one(runs::publish(&bus, p, 1).await),
+            ("publish.16", ..) => one(runs::publish(&bus, p, 16).await),
+            (_, Some(b), _) => one(runs::publish_batches(&bus, p, b).await),
+            ("latency", ..) => latency(runs::latency(&bus, p).await),
+            (_, _, Some(d)) => {
+                let (claim_us, rate) = runs::depth(&bus, p, d).await;
+                Ok(vec![
+                    (format!("claim_us.{d}"), claim_us),
+                    (format!("consume.depth{d}"), rate),
+                ])
+            }
+            _ => {
+                let (_, shape) = LITEBUS_SHAPES
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .ok_or_else(|| format!("no workload {key}"))?;
+                let backlog = if shape.ordered {
+                    p.backlog / 10
+                } else {
+                    p.backlog
+                };
+                one(runs::consume(&bus, p, backlog, *shape).await)
+            }
+        };
+        bus.close().await.map_err(|e| e.to_string())?;
+        return result;
+    }
+    match (system, key, batch, depth) {
+        ("async-channel", "publish.16", ..) => one(channel_send(p, 16).await),
+        // A channel takes one message at a time: batches are single sends.
+        ("async-channel", "publish.1", ..) | ("async-channel", _, Some(_), _) => {
+            one(channel_send(p, 1).await)
+        }
+        ("async-channel", "consume.1x1" | "consume.ordered", ..) => {
+            one(channel_recv(p, p.backlog, 1, 1).await)
+        }
+        ("async-channel", "consume.1x4", ..) => one(channel_recv(p, p.backlog, 1, 4).await),
+        ("async-channel", "consume.fanout4", ..) => one(channel_recv(p, p.backlog, 4, 1).await),
+        ("async-channel", "latency", ..) => latency(channel_latency(p).await),
+        ("async-channel", _, _, Some(d)) => Ok(vec![(
+            format!("consume.depth{d}"),
+            channel_recv(p, d, 1, 1).await,
+        )]),
+        ("raw sqlx file" | "raw sqlx mem", "publish.1", ..) => {
+            one(sqlx_inserts(p, file(system.ends_with("file")), 1, 1).await)
+        }
+        ("raw sqlx file" | "raw sqlx mem", "publish.16", ..) => {
+            one(sqlx_inserts(p, file(system.ends_with("file")), 1, 16).await)
+        }
+        ("raw sqlx file" | "raw sqlx mem", _, Some(b), _) => {
+            one(sqlx_inserts(p, file(system.ends_with("file")), b, 1).await)
+        }
+        ("raw sqlx file" | "raw sqlx mem", "consume.1x1", ..) => {
+            one(sqlx_consume(p, file(system.ends_with("file")), p.backlog).await)
+        }
+        ("raw turso file" | "raw turso mem", "publish.1", ..) => {
+            one(turso_inserts(p, file(system.ends_with("file")), 1).await)
+        }
+        ("raw turso file" | "raw turso mem", _, Some(b), _) => {
+            one(turso_inserts(p, file(system.ends_with("file")), b).await)
+        }
+        ("raw turso file" | "raw turso mem", "consume.1x1", ..) => {
+            one(turso_consume(p, file(system.ends_with("file")), p.backlog).await)
+        }
+        ("apalis-sqlite", "publish.1", ..) => one(apalis::publish(p, &path, 1).await),
+        ("apalis-sqlite", "publish.16", ..) => one(apalis::publish(p, &path, 16).await),
+        ("apalis-sqlite", _, Some(b), _) => one(apalis::publish_batches(p, &path, b).await),
+        ("apalis-sqlite", "consume.1x1", ..) => {
+            one(apalis::consume(p, &path, p.backlog, 1, 100).await?)
+        }
+        ("apalis-sqlite", "consume.1x4", ..) => {
+            one(apalis::consume(p, &path, p.backlog, 4, 100).await?)
+        }
+        ("apalis-sqlite", _, _, Some(d)) => Ok(vec![(
+            format!("consume.depth{d}"),
+            apalis::consume(p, &path, d, 1, 100).await?,
+        )]),
+        _ => Err(format!("no job {key} for {system}")),
+    }
+}
+
+/// Runs `job` in a child process (this binary with `--job`) and merges its
+/// lines; a failure is noted, not fatal.
+fn spawn_job(job: &Job, quick: bool, results: &mut Results, notes: &mut Vec<String>) {
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command.args(["--job", job.system, &job.key]);
+    if quick {
+        command.arg("--quick");
+    }
+    let output = command.output().expect("the bench runs itself");
+    merge_lines(&output.stdout, results);
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr);
+        let why = why
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        eprintln!("  {:<20} {:<16} failed: {why}", job.key, job.system);
+        notes.push(format!("{} {}: failed: {why}", job.system, job.key));
+    }
+}
+
+/// Merges `workload<TAB>system<TAB>value<TAB>peak_rss_kib` lines.
+fn merge_lines(stdout: &[u8], results: &mut Results) {
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [workload, system, value, rss] = fields[..] else {
+            panic!("unexpected line from a bench process: {line}");
+        };
+        let value: f64 = value.parse().expect("a number");
+        results.add(workload, system, value, rss.parse().unwrap_or(0));
+        eprintln!("  {workload:<20} {system:<16} {}", report::thousands(value));
+    }
+}
+
+/// Builds and runs the honker workspace (its own Cargo graph) with the same
+/// parameters and merges its lines.
+fn honker_peer(p: &Params, results: &mut Results) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("honker/Cargo.toml");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/honker");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "building {} failed", manifest.display());
+    let depths: Vec<String> = p.depths.iter().map(ToString::to_string).collect();
+    let output = Command::new(target.join("release/litebus-bench-honker"))
+        .arg(p.dir.join("honker"))
+        .arg(p.cap.to_string())
+        .arg(p.backlog.to_string())
+        .arg(p.budget.as_millis().to_string())
+        .arg(depths.join(","))
+        .output()
+        .expect("litebus-bench-honker runs");
+    assert!(
+        output.status.success(),
+        "litebus-bench-honker failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    merge_lines(&output.stdout, results);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let scale = if quick { 1 } else { 20 };
-    let scratch = Scratch::new();
-    let n = 1_000 * scale;
-
-    let sqlx_single = raw_single_inserts(&scratch.fresh("raw1"), n).await;
-    let sqlx_multi = raw_multi_row_inserts(&scratch.fresh("raw2"), 10 * n).await;
-    let turso_single = raw_turso_single_inserts(&scratch.fresh("raw3"), n).await;
-    let turso_multi = raw_turso_multi_row_inserts(&scratch.fresh("raw4"), 10 * n).await;
-    println!("litebus SQL drivers, 100-byte payloads, 2 tokio workers, msgs/s");
-    println!("baselines, rows/s (raw inserts into a file through the same engine):");
-    println!(
-        "  sqlx  (WAL, synchronous=NORMAL): 1 INSERT per row, 100 per tx {sqlx_single:.0}; multi-row INSERT of 100 {sqlx_multi:.0}"
-    );
-    println!(
-        "  turso (WAL, synchronous=NORMAL): 1 INSERT per row, 100 per tx {turso_single:.0}; multi-row INSERT of 100 {turso_multi:.0}"
-    );
-    println!(
-        "{:<44} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "workload", "sqlx file", "sqlx mem", "turso file", "turso mem", "sqlx/raw", "turso/raw"
-    );
-    let row = |name: &str, r: [f64; 4], sqlx_base: f64, turso_base: f64| {
-        println!(
-            "{name:<44} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.2} {:>8.2}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[0] / sqlx_base,
-            r[2] / turso_base
-        );
-    };
-
-    row(
-        "publish, 1 task, 1 per call",
-        on_every_store(&scratch, "p1", |s, p| async move {
-            publish_single(s, &p, n).await
-        })
-        .await,
-        sqlx_single,
-        turso_single,
-    );
-    row(
-        "publish, 16 tasks, 1 per call",
-        on_every_store(&scratch, "p16", |s, p| async move {
-            publish_concurrent(s, &p, 4 * n, 16).await
-        })
-        .await,
-        sqlx_single,
-        turso_single,
-    );
-    row(
-        "publish, batches of 100",
-        on_every_store(&scratch, "pb", |s, p| async move {
-            publish_batched(s, &p, 10 * n).await
-        })
-        .await,
-        sqlx_multi,
-        turso_multi,
-    );
-    let small = if quick { 2_000 } else { 10_000 };
-    let large = if quick { 5_000 } else { 100_000 };
-    row(
-        &format!("claim + ack, 1 group, {small} stored"),
-        on_every_store(&scratch, "e1", |s, p| async move {
-            end_to_end(s, &p, small, small, 1).await
-        })
-        .await,
-        sqlx_multi,
-        turso_multi,
-    );
-    row(
-        &format!("claim + ack, 1 group, {large} stored"),
-        on_every_store(&scratch, "e2", |s, p| async move {
-            end_to_end(s, &p, large, small, 1).await
-        })
-        .await,
-        sqlx_multi,
-        turso_multi,
-    );
-    row(
-        &format!("claim + ack, 4 groups (per group), {small} stored"),
-        on_every_store(&scratch, "e4", |s, p| async move {
-            end_to_end(s, &p, small, small, 4).await
-        })
-        .await,
-        sqlx_multi,
-        turso_multi,
-    );
-    println!(
-        "claim + ack: prefetch 100, acks of a batch side by side; ratios to the multi-row INSERT"
-    );
-    let samples = if quick { 100 } else { 2_000 };
-    println!("publish -> receive, caught-up subscriber (p50 / p99, µs):");
-    for (i, store) in STORES.into_iter().enumerate() {
-        let (p50, p99) = latency(store, &scratch.fresh(&format!("lat-{i}")), samples).await;
-        println!("  {store:?}: {p50:.0} / {p99:.0}");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(at) = args.iter().position(|a| a == "--job") {
+        let (system, key) = (&args[at + 1], &args[at + 2]);
+        let p = Params::new(quick, Some(&format!("{system}-{key}")));
+        let _scratch = Scratch(p.dir.clone());
+        match run_job(system, key, &p).await {
+            Ok(lines) => {
+                let rss = report::peak_rss_kib();
+                for (workload, value) in lines {
+                    println!("{workload}\t{system}\t{value:.3}\t{rss}");
+                }
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                std::process::exit(1);
+            }
+        }
+        return;
     }
+
+    let p = Params::new(quick, None);
+    let _scratch = Scratch(p.dir.clone());
+    let workloads = workloads(&p);
+    let mut results = Results::default();
+    let mut notes = Vec::new();
+    let started = Instant::now();
+    eprintln!("honker (its own process, its own Cargo workspace)");
+    honker_peer(&p, &mut results);
+    for job in jobs(&p) {
+        spawn_job(&job, quick, &mut results, &mut notes);
+    }
+
+    let tables = results.tables(&workloads);
+    println!(
+        "litebus-bench{}: 100-byte payloads, 2 tokio worker threads, {} ms per timed workload, \
+         {} stored before each consume workload",
+        if quick { " --quick" } else { "" },
+        p.budget.as_millis(),
+        p.backlog
+    );
+    println!();
+    println!("{tables}");
+    for note in &notes {
+        println!("note: {note}");
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    report::write(&out, "results.md", &tables);
+    report::write(&out, "results.csv", &results.csv(&workloads));
+    let meta = format!(
+        "\"quick\": {quick}, \"budget_ms\": {}, \"backlog\": {}, \"payload_bytes\": {}, \"cpus\": {}",
+        p.budget.as_millis(),
+        p.backlog,
+        PAYLOAD.len(),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    report::write(&out, "results.json", &results.json(&workloads, &meta));
+    let batch_keys: Vec<(String, f64)> = std::iter::once(("publish.1".to_owned(), 1.0))
+        .chain(
+            BATCHES
+                .iter()
+                .map(|b| (format!("publish.batch{b}"), *b as f64)),
+        )
+        .collect();
+    let keys: Vec<(&str, f64)> = batch_keys.iter().map(|(k, x)| (k.as_str(), *x)).collect();
+    report::write(
+        &out,
+        "batch.svg",
+        &results.svg(&keys, "publish throughput vs batch size"),
+    );
+    println!(
+        "written: {}/results.{{md,csv,json}}, batch.svg ({:.0} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
 }

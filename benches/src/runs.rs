@@ -1,0 +1,268 @@
+//! The workloads on a litebus `Bus`, whatever its driver.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::yield_now;
+use litebus::driver::BoxFuture;
+use litebus::{Bus, BusOptions, Delivery, GroupOptions, MemoryDriver, Message, Order};
+use litebus_sqlx::SqlxDriver;
+use litebus_turso::TursoDriver;
+
+use crate::{PAYLOAD, Params, Stopwatch};
+
+/// Where a workload's bus keeps its messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Memory,
+    SqlxFile,
+    SqlxMemory,
+    TursoFile,
+    TursoMemory,
+}
+
+impl Store {
+    pub const ALL: [Store; 5] = [
+        Store::Memory,
+        Store::SqlxFile,
+        Store::SqlxMemory,
+        Store::TursoFile,
+        Store::TursoMemory,
+    ];
+
+    /// The column of the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::SqlxFile => "sqlx file",
+            Store::SqlxMemory => "sqlx mem",
+            Store::TursoFile => "turso file",
+            Store::TursoMemory => "turso mem",
+        }
+    }
+
+    /// A bus on this store; file stores use `path`.
+    pub async fn bus(self, path: &Path) -> Bus {
+        let options = BusOptions::new();
+        match self {
+            Store::Memory => Bus::open(MemoryDriver::new(), options),
+            Store::SqlxFile => Bus::open(SqlxDriver::open(path).await.unwrap(), options),
+            Store::SqlxMemory => Bus::open(SqlxDriver::memory().await.unwrap(), options),
+            Store::TursoFile => Bus::open(TursoDriver::open(path).await.unwrap(), options),
+            Store::TursoMemory => Bus::open(TursoDriver::memory().await.unwrap(), options),
+        }
+        .unwrap()
+    }
+}
+
+/// Publishes one message per call from `tasks` tasks until the cap or the
+/// budget.
+pub async fn publish(bus: &Bus, p: &Params, tasks: usize) -> f64 {
+    let done = Arc::new(AtomicUsize::new(0));
+    let clock = Stopwatch::start();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (bus, done, budget, cap) = (bus.clone(), done.clone(), p.budget, p.cap);
+            tokio::spawn(async move {
+                while done.load(Ordering::Relaxed) < cap && clock.elapsed() < budget {
+                    bus.publish("bench", Message::new(PAYLOAD)).await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    clock.rate(done.load(Ordering::Relaxed))
+}
+
+/// Publishes `count` messages in batches of `batch`.
+pub async fn fill(bus: &Bus, count: usize, batch: usize) {
+    let mut left = count;
+    while left > 0 {
+        let take = left.min(batch);
+        bus.publish_batch("bench", (0..take).map(|_| Message::new(PAYLOAD)))
+            .await
+            .unwrap();
+        left -= take;
+    }
+}
+
+/// Publishes batches of `batch` until the cap or the budget.
+pub async fn publish_batches(bus: &Bus, p: &Params, batch: usize) -> f64 {
+    let clock = Stopwatch::start();
+    let mut done = 0;
+    while done < p.cap && clock.elapsed() < p.budget {
+        fill(bus, batch, batch).await;
+        done += batch;
+    }
+    clock.rate(done)
+}
+
+/// Receives what is buffered (up to 100) and acks it side by side, so the
+/// acks can share a transaction; until `remaining` (shared by the consumers
+/// of a group) is used up or the budget is spent. Returns how many it acked
+/// and when it acked the last of them.
+async fn drain(
+    sub: &litebus::Subscription,
+    remaining: &AtomicUsize,
+    clock: Stopwatch,
+    p: &Params,
+) -> (usize, Duration) {
+    let mut done = 0;
+    let mut last = Duration::ZERO;
+    while remaining.load(Ordering::Relaxed) > 0 {
+        let Some(left) = p.budget.checked_sub(clock.elapsed()) else {
+            break;
+        };
+        let Ok(first) = tokio::time::timeout(left, sub.recv()).await else {
+            break;
+        };
+        let mut batch: Vec<Delivery> = vec![first.unwrap()];
+        while batch.len() < 100 {
+            match sub.try_recv().await.unwrap() {
+                Some(d) => batch.push(d),
+                None => break,
+            }
+        }
+        let acks = batch
+            .iter()
+            .map(|d| Box::pin(d.ack()) as BoxFuture<'_, litebus::Result<()>>)
+            .collect();
+        for ack in litebus::conformance::join_all(acks).await {
+            ack.unwrap();
+        }
+        done += batch.len();
+        last = clock.elapsed();
+        let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+            Some(r.saturating_sub(batch.len()))
+        });
+    }
+    (done, last)
+}
+
+/// How the consumers of a consume workload are arranged.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub groups: usize,
+    pub consumers: usize,
+    pub ordered: bool,
+}
+
+/// Claims and acks from a backlog of `backlog` already stored; msgs/s per
+/// group (all consumers of a group together).
+pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64 {
+    let options = if shape.ordered {
+        GroupOptions::new().order(Order::Ordered)
+    } else {
+        GroupOptions::new()
+            .order(Order::Shared {
+                max_in_flight: 1000,
+            })
+            .prefetch(100)
+    };
+    let mut subs = Vec::new();
+    for g in 0..shape.groups {
+        for _ in 0..shape.consumers {
+            subs.push(Arc::new(
+                bus.subscribe("bench", &format!("g{g}"), options.clone())
+                    .await
+                    .unwrap(),
+            ));
+        }
+    }
+    fill(bus, backlog, 1000).await;
+    let remaining: Vec<Arc<AtomicUsize>> = (0..shape.groups)
+        .map(|_| Arc::new(AtomicUsize::new(backlog)))
+        .collect();
+    let clock = Stopwatch::start();
+    let handles: Vec<_> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let p = p.clone();
+            let remaining = remaining[i / shape.consumers].clone();
+            tokio::spawn(async move { drain(&sub, &remaining, clock, &p).await })
+        })
+        .collect();
+    let (mut total, mut last) = (0, Duration::ZERO);
+    for h in handles {
+        let (n, at) = h.await.unwrap();
+        total += n;
+        last = last.max(at);
+    }
+    total as f64 / last.as_secs_f64() / shape.groups as f64
+}
+
+/// Publish → receive for a caught-up subscriber: p50, p99, p999 in µs.
+pub async fn latency(bus: &Bus, p: &Params) -> [f64; 3] {
+    let sub = bus
+        .subscribe("bench", "live", GroupOptions::new())
+        .await
+        .unwrap();
+    let mut micros = Vec::with_capacity(p.samples);
+    let clock = Stopwatch::start();
+    while micros.len() < p.samples && (micros.len() < 100 || clock.elapsed() < 2 * p.budget) {
+        let start = Instant::now();
+        let (got, published) = futures_lite::future::zip(sub.recv(), async {
+            yield_now().await;
+            bus.publish("bench", Message::new(PAYLOAD)).await
+        })
+        .await;
+        published.unwrap();
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+        got.unwrap().ack().await.unwrap();
+    }
+    crate::percentiles(micros)
+}
+
+/// With `depth` messages stored: the median µs of one claim + ack (a
+/// consumer with prefetch 1), then claim + ack msgs/s of up to `depth`.
+pub async fn depth(bus: &Bus, p: &Params, depth: usize) -> (f64, f64) {
+    fill(bus, depth, 1000).await;
+    let one = bus
+        .subscribe(
+            "bench",
+            "one",
+            GroupOptions::new()
+                .order(Order::Shared { max_in_flight: 1 })
+                .prefetch(1),
+        )
+        .await
+        .unwrap();
+    let mut micros = Vec::new();
+    let clock = Stopwatch::start();
+    while micros.len() < 200.min(depth) && clock.elapsed() < p.budget {
+        let start = Instant::now();
+        one.recv().await.unwrap().ack().await.unwrap();
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let median = crate::percentiles(micros)[0];
+    let many = bus
+        .subscribe(
+            "bench",
+            "many",
+            GroupOptions::new()
+                .order(Order::Shared {
+                    max_in_flight: 1000,
+                })
+                .prefetch(100),
+        )
+        .await
+        .unwrap();
+    let clock = Stopwatch::start();
+    let (n, last) = drain(&many, &AtomicUsize::new(depth), clock, p).await;
+    (median, n as f64 / last.as_secs_f64())
+}
+
+/// A fresh file (and its WAL) under `dir`.
+pub fn fresh(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
