@@ -228,6 +228,9 @@ mod tests {
             b"{\"a\":\"raw\nnewline\"}",
             b"{\"a\":\"\xff\"}",
             b"null",
+            // Right shape, wrong punctuation.
+            b"(\"a\":\"1\"}",
+            b"{\"a\"=\"1\"}",
         ] {
             assert!(
                 matches!(decode_metadata(bad), Err(Error::Corrupt(_))),
