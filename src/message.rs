@@ -336,6 +336,49 @@ mod tests {
         assert_eq!(ids, sorted);
     }
 
+    fn decode(id: &str) -> u128 {
+        const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        id.chars().fold(0, |v, c| {
+            (v << 5) | u128::try_from(ALPHABET.find(c).expect("base 32")).unwrap()
+        })
+    }
+
+    #[test]
+    fn ids_carry_the_millisecond_and_count_up_within_it() {
+        let t = 1_700_000_000_123;
+        let mut g = IdGenerator::new();
+        let first = decode(&g.next(Timestamp::from_millis(t)));
+        let second = decode(&g.next(Timestamp::from_millis(t)));
+        assert_eq!(first >> LOW_BITS, u128::from(t));
+        assert_eq!(second, first + 1, "the same millisecond counts up by one");
+        let later = decode(&g.next(Timestamp::from_millis(t + 1)));
+        assert_eq!(later >> LOW_BITS, u128::from(t + 1));
+        let (low, later_low) = (first & LOW_MASK, later & LOW_MASK);
+        assert_eq!(
+            later_low >> 32,
+            low >> 32,
+            "a new millisecond keeps the random high part"
+        );
+        assert!(
+            later_low & 0xFFFF_FFFF < 1 << 31,
+            "and restarts the counter low"
+        );
+    }
+
+    #[test]
+    fn generators_start_apart() {
+        let t = Timestamp::from_millis(1_700_000_000_000);
+        let ids: Vec<u128> = (0..8)
+            .map(|_| decode(&IdGenerator::new().next(t)))
+            .collect();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len(), "two generators made the same id");
+        // All 80 random bits are used, not only the lower 64.
+        assert!(ids.iter().any(|id| (id >> 64) & 0xFFFF != 0));
+    }
+
     #[test]
     fn names_follow_the_rules() {
         assert!(check_name(NameKind::Topic, "orders.v1:eu/west-2_a").is_ok());

@@ -173,6 +173,32 @@ fn debug_output_shows_what_matters() {
     );
     let listener = bus.listen("t").unwrap();
     assert!(format!("{listener:?}").contains("capacity: 1024"));
+    let options = format!("{:?}", BusOptions::new());
+    assert!(
+        options.starts_with("BusOptions {") && options.contains("max_payload"),
+        "{options}"
+    );
+}
+
+#[test]
+fn a_subscription_names_its_topic_and_group() {
+    futures_lite::future::block_on(async {
+        let bus = Bus::open(MemoryDriver::new(), BusOptions::new()).unwrap();
+        // The shortest lease allowed.
+        let sub = bus
+            .subscribe(
+                "orders",
+                "billing",
+                GroupOptions::new().lease(Duration::from_millis(1)),
+            )
+            .await
+            .unwrap();
+        assert_eq!((sub.topic(), sub.group()), ("orders", "billing"));
+        assert!(!sub.consumer_id().is_empty());
+        // Closing after the bus closed says so.
+        bus.close().await.unwrap();
+        assert!(matches!(sub.close().await, Err(litebus::Error::Closed)));
+    });
 }
 
 #[test]
