@@ -87,12 +87,6 @@ impl Merger {
             answer: Mutex::new(None),
         });
         lock(&self.queue).push_back(job.clone());
-        // One turn of the executor before anyone takes the queue: callers
-        // polled side by side in one task (acks of a received batch joined
-        // together) queue their work now, and it shares this transaction.
-        // Without it each would run alone, as turso's steps finish within a
-        // single poll.
-        futures_lite::future::yield_now().await;
         loop {
             if let Some(answer) = lock(&job.answer).take() {
                 serial.pass_on();
