@@ -366,6 +366,15 @@ mod tests {
     }
 
     #[test]
+    fn ids_keep_rising_when_the_clock_steps_back() {
+        let mut g = IdGenerator::new();
+        let ahead = g.next(Timestamp::from_millis(1_700_000_000_500));
+        let behind = g.next(Timestamp::from_millis(1_700_000_000_000));
+        assert!(behind > ahead, "{behind} after {ahead}");
+        assert_eq!(decode(&behind), decode(&ahead) + 1);
+    }
+
+    #[test]
     fn generators_start_apart() {
         let t = Timestamp::from_millis(1_700_000_000_000);
         let ids: Vec<u128> = (0..8)
