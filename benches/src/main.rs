@@ -380,14 +380,37 @@ fn spawn_job(job: &Job, quick: bool, results: &mut Results, notes: &mut Vec<Stri
     if quick {
         command.arg("--quick");
     }
-    let output = command.output().expect("the bench runs itself");
+    // A job that outlives its limit is stopped and noted, so one stuck
+    // workload cannot stall the whole run.
+    let limit = Duration::from_secs(if quick { 120 } else { 600 });
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the bench runs itself");
+    let started = Instant::now();
+    let mut timed_out = false;
+    while child.try_wait().expect("wait for a job").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("a job's output");
     merge_lines(&output.stdout, results);
-    if !output.status.success() {
-        let why = String::from_utf8_lossy(&output.stderr);
-        let why = why
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no output");
+    if timed_out || !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let why = if timed_out {
+            format!("did not finish within {} s", limit.as_secs())
+        } else {
+            stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output")
+                .to_owned()
+        };
         eprintln!("  {:<20} {:<16} failed: {why}", job.key, job.system);
         notes.push(format!("{} {}: failed: {why}", job.system, job.key));
     }
