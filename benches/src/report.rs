@@ -95,7 +95,7 @@ impl Results {
     pub fn add(&mut self, workload: &str, system: &str, value: f64, peak_rss_kib: u64) {
         self.records.push(Record {
             workload: workload.to_owned(),
-            system: system_ref(system),
+            system: self::system(system),
             value,
             peak_rss_kib,
         });
@@ -276,10 +276,6 @@ impl Results {
             .collect();
         plot(title, &series, keys)
     }
-}
-
-fn system_ref(name: &str) -> &'static System {
-    system(name)
 }
 
 fn better_ratio(w: &Workload, value: f64, other: f64) -> f64 {
