@@ -10,7 +10,10 @@ use std::task::{Context, Poll, Waker};
 use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
-use crate::driver::{Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, TopicStats};
+use crate::driver::{
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, TopicStats,
+    default_dead_letter_topic,
+};
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
 use crate::message::{Message, Outcome, check_name, next_id, prepare_message};
@@ -151,11 +154,11 @@ impl Bus {
         let inner = &self.inner;
         inner.check_open()?;
         check_name(NameKind::Topic, topic)?;
-        let max_payload = inner.options.max_payload;
+        let max_size = inner.options.max_message_size;
         let now = inner.clock.now();
         let batch = messages
             .into_iter()
-            .map(|m| prepare_message(topic, m, max_payload, now).map(Arc::new))
+            .map(|m| prepare_message(topic, m, max_size, now).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         if batch.is_empty() && expected_last.is_none() {
             return Ok(Vec::new());
@@ -201,7 +204,7 @@ impl Bus {
         let dead_letter = options
             .dead_letter
             .clone()
-            .unwrap_or_else(|| format!("{topic}.dlq"));
+            .unwrap_or_else(|| default_dead_letter_topic(topic));
         check_name(NameKind::Topic, &dead_letter)?;
         if dead_letter == topic {
             return Err(Error::InvalidOptions(

@@ -20,6 +20,10 @@ use crate::driver::{BoxFuture, MaybeSendSync};
 
 /// A point in time: milliseconds since the Unix epoch, as the bus's clock
 /// reads it.
+///
+/// Timestamps stop at [`Timestamp::MAX`] (2^63 − 1 ms, some 292 million
+/// years), the largest every store can hold: later times are held there,
+/// so every driver reads back what it was given.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(u64);
 
@@ -27,9 +31,17 @@ impl Timestamp {
     /// The Unix epoch.
     pub const ZERO: Timestamp = Timestamp(0);
 
-    /// A timestamp `millis` milliseconds after the Unix epoch.
+    /// The latest timestamp: 2^63 − 1 ms after the Unix epoch.
+    pub const MAX: Timestamp = Timestamp(i64::MAX as u64);
+
+    /// A timestamp `millis` milliseconds after the Unix epoch, at most
+    /// [`Timestamp::MAX`].
     pub const fn from_millis(millis: u64) -> Self {
-        Timestamp(millis)
+        if millis > Timestamp::MAX.0 {
+            Timestamp::MAX
+        } else {
+            Timestamp(millis)
+        }
     }
 
     /// Milliseconds since the Unix epoch.
@@ -47,10 +59,10 @@ impl Add<Duration> for Timestamp {
     type Output = Timestamp;
 
     /// Adds whole milliseconds, rounding a partial millisecond up so that a
-    /// delay is never shortened; saturates instead of overflowing.
+    /// delay is never shortened; saturates at [`Timestamp::MAX`].
     fn add(self, rhs: Duration) -> Timestamp {
         let millis = rhs.as_nanos().div_ceil(1_000_000);
-        Timestamp(
+        Timestamp::from_millis(
             self.0
                 .saturating_add(u64::try_from(millis).unwrap_or(u64::MAX)),
         )

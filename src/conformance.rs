@@ -43,6 +43,16 @@ pub trait Factory: MaybeSendSync {
     /// Opens a driver on the store called `store`: a new, empty store the
     /// first time, the same store (as the last driver left it) after.
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<Self::Driver>>;
+
+    /// Runs plain SQL on the store `store` (opened before), as an
+    /// application would beside the bus: on a connection of its own, or on
+    /// the driver's where the store has only one. `None` (the default) for
+    /// stores that have no SQL; the cases about rows written by plain SQL
+    /// (I12) then do not apply.
+    fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
+        let _ = (store, sql);
+        None
+    }
 }
 
 /// The [`Factory`] of [`MemoryDriver`]: a store name maps to one shared
@@ -130,6 +140,14 @@ impl<'f, F: Factory> Env<'f, F> {
     /// Advances the clock.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
+    }
+
+    /// Runs plain SQL on the store ([`Factory::run_sql`]); `None` when the
+    /// store has no SQL.
+    pub async fn sql(&self, sql: &str) -> Option<()> {
+        let run = self.factory.run_sql(&self.store, sql)?;
+        run.await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        Some(())
     }
 }
 
@@ -614,7 +632,7 @@ pub async fn i1_batch_is_all_or_nothing<F: Factory>(f: &F) {
     let big = Message::new(vec![0u8; 1024 * 1024 + 1]).with_id("big");
     let batch = vec![msg("t", 1), msg("t", 2), big, msg("t", 3)];
     let err = env.bus.publish_batch("t", batch).await.unwrap_err();
-    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
     assert_eq!(env.bus.stats("t").await.unwrap().last_seq, 1);
     let sub = env.sub("t", "g", GroupOptions::new()).await;
     assert_eq!(receive_all(&sub, 1).await, names("t", 0..1));
@@ -1259,6 +1277,79 @@ pub async fn i8_release_of_final_attempt<F: Factory>(f: &F) {
     assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 1);
 }
 
+/// I8, I12: a dead letter always lands, even when its dead-letter topic
+/// already holds a message with the id it would take (anyone may publish
+/// any id there): by nack, by an expired final lease and by release.
+pub async fn i8_dead_letter_lands_whatever_ids_its_topic_holds<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_taken_id").await;
+    let seqs = env.publish_n("t", 0, 3).await;
+    for seq in &seqs {
+        let forged = Message::new("forged").with_id(format!("t/g/{seq}"));
+        assert!(
+            !env.bus
+                .publish("t.dlq", forged)
+                .await
+                .unwrap()
+                .is_duplicate()
+        );
+    }
+    let sub = env
+        .sub("t", "g", shared(3).prefetch(1).max_attempts(1))
+        .await;
+    recv(&sub)
+        .await
+        .nack(NackOptions::new().with_reason("nacked"))
+        .await
+        .unwrap();
+    let _expires = recv(&sub).await;
+    env.advance(LEASE);
+    let _released = some(&sub).await;
+    sub.close().await.unwrap();
+    assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 3);
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 6);
+    let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
+    let got = receive_all(&dlq, 6).await;
+    assert_eq!(&got[..3], ["forged"; 3]);
+    let mut letters = got[3..].to_vec();
+    letters.sort();
+    assert_eq!(letters, names("t", 0..3));
+    none(&dlq).await;
+}
+
+/// Names at their longest work from the first call to the last: a 255-byte
+/// topic and group subscribe with the default dead-letter topic, their dead
+/// letters get ids that are valid ids (and publish again as they are), and
+/// the dead-letter topic can itself be subscribed with default options.
+pub async fn longest_names_work_end_to_end<F: Factory>(f: &F) {
+    let env = Env::new(f, "longest_names").await;
+    let topic = "t".repeat(crate::MAX_NAME_LEN);
+    let group = "g".repeat(crate::MAX_NAME_LEN);
+    env.bus
+        .publish(&topic, Message::new("long").with_id("m"))
+        .await
+        .unwrap();
+    let sub = env
+        .sub(&topic, &group, GroupOptions::new().max_attempts(1))
+        .await;
+    recv(&sub).await.nack(NackOptions::new()).await.unwrap();
+    let dead_letters = crate::driver::default_dead_letter_topic(&topic);
+    assert!(dead_letters.len() <= crate::MAX_NAME_LEN);
+    let dlq = env
+        .sub(&dead_letters, &group, GroupOptions::new().max_attempts(1))
+        .await;
+    let letter = recv(&dlq).await;
+    assert_eq!(letter.message().metadata()[dead_letter_keys::ID], "m");
+    let id = letter.message().id().to_owned();
+    assert!(id.len() <= crate::MAX_NAME_LEN, "{} bytes", id.len());
+    let again = Message::new(letter.message().payload().to_vec()).with_id(id.clone());
+    let outcome = env.bus.publish(&topic, again).await.unwrap();
+    assert!(!outcome.is_duplicate());
+    // The dead letter's own dead letter fits as well.
+    letter.nack(NackOptions::new()).await.unwrap();
+    let deeper = crate::driver::default_dead_letter_topic(&dead_letters);
+    assert_eq!(env.bus.stats(&deeper).await.unwrap().messages, 1);
+}
+
 // ---------------------------------------------------------------- I9
 
 /// I9: what one group does (acks, nacks, dead letters) leaves others untouched.
@@ -1366,6 +1457,140 @@ pub async fn drop_wakes_waiting_receive<F: Factory>(f: &F) {
     .await;
     let got = got.unwrap();
     assert_eq!((got.seq(), got.attempt()), (held.seq(), 2));
+}
+
+/// I11: a `recv` dropped after any poll (a deadline, a `select!`) leaves
+/// nothing leased that its subscription's next `recv` would not get: no
+/// delivery waits for a lease to run out (the clock never moves here).
+pub async fn recv_is_cancel_safe<F: Factory>(f: &F) {
+    let env = Env::new(f, "recv_cancel").await;
+    let count = 24;
+    env.publish_n("t", 0, count).await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let mut got = Vec::new();
+    for i in 0..count {
+        // Deadlines of 0 to 5 ms, the first of each six cut after one poll.
+        if let Some(d) = cancelled_recv(&sub, (i % 6) as u64).await {
+            got.push((d.seq(), d.attempt()));
+            d.ack().await.unwrap();
+            continue;
+        }
+        let d = recv(&sub).await;
+        got.push((d.seq(), d.attempt()));
+        d.ack().await.unwrap();
+    }
+    let seqs: Vec<u64> = got.iter().map(|&(seq, _)| seq).collect();
+    let mut sorted = seqs.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), count, "each message once: {got:?}");
+    assert!(got.iter().all(|&(_, attempt)| attempt == 1), "{got:?}");
+    none(&sub).await;
+
+    // A subscription dropped after a cut `recv` gives the message to
+    // another one at once.
+    env.publish_n("t", count, 1).await;
+    let first = env.sub("t", "g", GroupOptions::new()).await;
+    // On a driver whose claims finish in one poll, the cut `recv` got it.
+    drop(cancelled_recv(&first, 0).await);
+    drop(first);
+    let other = env.sub("t", "g", GroupOptions::new()).await;
+    let d = recv(&other).await;
+    assert_eq!(text(&d), format!("t-{count}"));
+}
+
+/// A `recv` cut after one poll (`ms` = 0) or by a deadline of `ms`
+/// milliseconds; the delivery if it came first.
+async fn cancelled_recv(sub: &Subscription, ms: u64) -> Option<Delivery> {
+    let receive = async { Some(sub.recv().await.expect("recv")) };
+    if ms == 0 {
+        return future::poll_once(Box::pin(receive)).await.flatten();
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use crate::Clock;
+        future::or(receive, async {
+            crate::StdClock.sleep(Duration::from_millis(ms)).await;
+            None
+        })
+        .await
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        future::poll_once(Box::pin(receive)).await.flatten()
+    }
+}
+
+/// I12, I11: rows that plain SQL wrote with wrong types, text that is not
+/// UTF-8 or metadata that is not a JSON object of strings are
+/// dead-lettered with the reason as they are met, in every ordering mode,
+/// and the group goes on at once to the good rows after them.
+pub async fn i12_rows_written_by_sql_never_stop_a_group<F: Factory>(f: &F) {
+    let env = Env::new(f, "i12_foreign_rows").await;
+    // (columns, values) after `topic, id`. (Text that is not UTF-8 is
+    // SQLite's; turso's `CAST(x'ff' AS TEXT)` is U+FFFD, which is text.)
+    let bad_rows = [
+        ("payload", "42"),
+        ("payload", "1.5"),
+        ("payload, deliver_at", "x'00', -1"),
+        ("payload, deliver_at", "x'00', 'soon'"),
+        ("payload, deliver_at", "x'00', 2.5"),
+        ("payload, msg_key", "x'00', x'6b'"),
+        ("payload, metadata", "x'00', CAST(x'ff' AS TEXT)"),
+        ("payload, metadata", "x'00', '{not json'"),
+        ("payload, metadata", "x'00', '{\"n\":1}'"),
+        ("payload, metadata", "x'00', 7"),
+    ];
+    let modes = [
+        ("ordered", GroupOptions::new()),
+        ("per_key", GroupOptions::new().order(Order::PerKey)),
+        ("shared", shared(4).prefetch(4)),
+    ];
+    for (name, options) in modes {
+        let topic = format!("r.{name}");
+        env.bus
+            .publish(&topic, Message::new("before").with_id("before"))
+            .await
+            .unwrap();
+        for (i, (columns, values)) in bad_rows.iter().enumerate() {
+            let sql = format!(
+                "INSERT INTO litebus_messages (topic, id, {columns}) \
+                 VALUES ('{topic}', 'bad-{i}', {values})"
+            );
+            if env.sql(&sql).await.is_none() {
+                return;
+            }
+        }
+        env.sql(&format!(
+            "INSERT INTO litebus_messages (topic, id, payload) VALUES ('{topic}', x'ff', x'00')"
+        ))
+        .await;
+        env.bus
+            .publish(&topic, Message::new("after").with_id("after"))
+            .await
+            .unwrap();
+        let sub = env.sub(&topic, "g", options).await;
+        assert_eq!(receive_all(&sub, 2).await, ["before", "after"], "{name}");
+        none(&sub).await;
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!(
+            (stats.ready, stats.in_flight, stats.dead_lettered),
+            (0, 0, bad_rows.len() as u64 + 1),
+            "{name}"
+        );
+        let dlq = env
+            .sub(&format!("{topic}.dlq"), "ops", shared(16).prefetch(16))
+            .await;
+        for _ in 0..=bad_rows.len() {
+            let letter = recv(&dlq).await;
+            let error = &letter.message().metadata()[dead_letter_keys::ERROR];
+            assert!(
+                error.starts_with("undecodable message: "),
+                "{name}: {error}"
+            );
+            letter.ack().await.unwrap();
+        }
+        none(&dlq).await;
+    }
 }
 
 /// Consumers on several threads, each with its own executor, share one group
@@ -1580,23 +1805,81 @@ pub async fn group_settings_are_fixed<F: Factory>(f: &F) {
     let _b = env.sub("t", "g", GroupOptions::new().prefetch(3)).await;
 }
 
-/// Payloads over the limit are `PayloadTooLarge`; the limit itself is fine.
-pub async fn payload_too_large<F: Factory>(f: &F) {
-    let env = Env::new(f, "payload_limit").await;
-    let max = 1024 * 1024;
+/// The limit bounds the whole message (payload, id, key, metadata):
+/// `MessageTooLarge` over it, stored and delivered at it.
+pub async fn message_too_large<F: Factory>(f: &F) {
+    let env = Env::new(f, "message_limit").await;
+    let max = crate::DEFAULT_MAX_MESSAGE_SIZE;
+    let over = [
+        Message::new(vec![1u8; max + 1]).with_id("p"),
+        Message::new("x")
+            .with_id("m")
+            .with_metadata("big", "v".repeat(max)),
+        Message::new(vec![1u8; max - 2]).with_id("k").with_key("kk"),
+    ];
+    for message in over {
+        let size = message.size();
+        let err = env.bus.publish("t", message).await.unwrap_err();
+        assert!(
+            matches!(err, Error::MessageTooLarge { size: s, max: m } if s == size && m == max),
+            "{err}"
+        );
+    }
+    // A generated id counts too.
     let err = env
         .bus
-        .publish("t", Message::new(vec![1u8; max + 1]))
+        .publish("t", Message::new(vec![1u8; max]))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PayloadTooLarge { size, max: m } if size == max + 1 && m == max));
+    assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
     assert_eq!(env.bus.stats("t").await.unwrap().messages, 0);
-    env.bus
-        .publish("t", Message::new(vec![1u8; max]).with_id("max"))
-        .await
-        .unwrap();
+    let at_limit = Message::new(vec![1u8; max - 10])
+        .with_id("max")
+        .with_key("k")
+        .with_metadata("ab", "cdef");
+    assert_eq!(at_limit.size(), max);
+    env.bus.publish("t", at_limit.clone()).await.unwrap();
     let sub = env.sub("t", "g", GroupOptions::new()).await;
-    assert_eq!(recv(&sub).await.message().payload().len(), max);
+    assert_eq!(recv(&sub).await.message(), &at_limit);
+}
+
+/// Positions and times are the same on every driver: a start after a seq
+/// no store can give is refused, and a far `deliver_at` reads back as
+/// [`Timestamp::MAX`].
+pub async fn positions_and_times_have_one_range<F: Factory>(f: &F) {
+    let env = Env::new(f, "one_range").await;
+    let err = env
+        .bus
+        .subscribe(
+            "t",
+            "g",
+            GroupOptions::new().start(Start::AfterSeq(u64::MAX)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
+    let last = i64::MAX as u64;
+    let late = env
+        .sub(
+            "t",
+            "late",
+            GroupOptions::new().start(Start::AfterSeq(last)),
+        )
+        .await;
+    env.publish_n("t", 0, 1).await;
+    none(&late).await;
+    assert_eq!(group_stats(&env.bus, "t", "late").await.acked_floor, last);
+    let far = Message::new("far")
+        .with_id("far")
+        .with_deliver_at(Timestamp::from_millis(u64::MAX));
+    assert_eq!(far.deliver_at(), Some(Timestamp::MAX));
+    env.bus.publish("u", far).await.unwrap();
+    let sub = env.sub("u", "g", GroupOptions::new()).await;
+    none(&sub).await;
+    env.clock.set(Timestamp::MAX);
+    let d = recv(&sub).await;
+    assert_eq!(d.message().deliver_at(), Some(Timestamp::MAX));
+    assert_eq!(d.lease_until(), Timestamp::MAX);
 }
 
 /// Bad ids, keys and metadata keys are `InvalidName` and store nothing.
@@ -1718,12 +2001,16 @@ macro_rules! conformance_tests {
             i8_dead_letter_is_in_one_place,
             i8_dead_letters_of_two_groups,
             i8_release_of_final_attempt,
+            i8_dead_letter_lands_whatever_ids_its_topic_holds,
+            longest_names_work_end_to_end,
             i9_groups_are_independent,
             i10_clock_wakes_waiting_receive,
             i10_deliver_at,
             publish_wakes_waiting_receive,
             ack_wakes_ordered_waiter,
             drop_wakes_waiting_receive,
+            recv_is_cancel_safe,
+            i12_rows_written_by_sql_never_stop_a_group,
             threads_compete,
             listener_hears_new_messages,
             listener_reports_lag,
@@ -1731,7 +2018,8 @@ macro_rules! conformance_tests {
             bad_topic_names,
             bad_group_names_and_options,
             group_settings_are_fixed,
-            payload_too_large,
+            message_too_large,
+            positions_and_times_have_one_range,
             bad_ids_and_keys,
             empty_batch_is_a_no_op,
         ]);

@@ -161,6 +161,8 @@ pub struct Claimed {
     /// 1-based delivery count for this group, the delivery's lease token
     /// together with `seq`.
     pub attempt: u32,
+    /// When its lease ends: the claim's `lease_until`, as stored.
+    pub lease_until: Timestamp,
     /// The message.
     pub message: Arc<Message>,
 }
@@ -381,8 +383,10 @@ pub mod dead_letter_keys {
 
 /// The dead letter every driver stores for a message a group gives up on: the
 /// same payload, key and metadata, plus the `litebus.dead_letter.*` entries,
-/// with the id `<topic>/<group>/<seq>` (unique per topic, group and message,
-/// so the dead letters of several groups never deduplicate one another).
+/// with the id [`dead_letter_id`] gives. A driver stores it under that id if
+/// the dead-letter topic does not hold it yet, else under a generated one
+/// ([`generate_id`]): a dead letter always lands (I8), whatever ids its
+/// topic holds.
 pub fn dead_letter_message(
     topic: &str,
     group: &str,
@@ -398,18 +402,77 @@ pub fn dead_letter_message(
         (dead_letter_keys::SEQ, seq.to_string()),
         (dead_letter_keys::ID, original.id().to_owned()),
         (dead_letter_keys::ATTEMPTS, attempts.to_string()),
-        (dead_letter_keys::ERROR, error.to_owned()),
+        (
+            dead_letter_keys::ERROR,
+            cut(error, MAX_ERROR_LEN).to_owned(),
+        ),
     ] {
         metadata.insert(key.to_owned(), value);
     }
     Message::from_parts(
-        format!("{topic}/{group}/{seq}"),
+        dead_letter_id(topic, group, seq),
         original.payload().to_vec(),
         metadata,
         original.key().map(str::to_owned),
         None,
     )
 }
+
+/// The id of the dead letter of message `seq` of `topic` that `group` gave
+/// up on: `<topic>/<group>/<seq>`, unique per topic, group and message, so
+/// the dead letters of several groups do not deduplicate one another. When
+/// that is longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN), the
+/// `<topic>/<group>` part is cut and a hash of it added, so the id is
+/// always a valid id and can be published again as it is.
+pub fn dead_letter_id(topic: &str, group: &str, seq: u64) -> String {
+    let full = format!("{topic}/{group}/{seq}");
+    if full.len() <= crate::MAX_NAME_LEN {
+        return full;
+    }
+    let head = format!("{topic}/{group}");
+    let tail = format!("/{:016x}/{seq}", stable_hash(head.as_bytes()));
+    // Topic and group names are ASCII, so any cut is on a char boundary.
+    format!("{}{tail}", &head[..crate::MAX_NAME_LEN - tail.len()])
+}
+
+/// The default dead-letter topic of `topic`: `<topic>.dlq`, or, for a
+/// topic too long for that, its first bytes, a hash of the whole name and
+/// `.dlq`, so the name always fits.
+pub fn default_dead_letter_topic(topic: &str) -> String {
+    const SUFFIX: &str = ".dlq";
+    if topic.len() + SUFFIX.len() <= crate::MAX_NAME_LEN {
+        return format!("{topic}{SUFFIX}");
+    }
+    let hash = format!(".{:016x}{SUFFIX}", stable_hash(topic.as_bytes()));
+    format!("{}{hash}", &topic[..crate::MAX_NAME_LEN - hash.len()])
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// FNV-1a, 64 bits: a hash that never changes between builds, platforms
+/// and drivers, for names derived from other names.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A new unique, time-sortable id, as the bus generates for a message
+/// published without one: for a dead letter whose own id is taken.
+pub fn generate_id(now: Timestamp) -> String {
+    crate::message::next_id(now)
+}
+
+/// The longest last error a dead letter keeps, in bytes; a longer nack
+/// reason is cut there (on a character boundary).
+pub const MAX_ERROR_LEN: usize = 1024;
 
 /// The last error of a dead letter whose final lease expired.
 pub const LEASE_EXPIRED: &str = "lease expired";

@@ -37,7 +37,7 @@ impl fmt::Display for NameKind {
 ///
 /// Bad input is reported before anything is stored: a call that returns one of
 /// the input kinds ([`InvalidName`](Error::InvalidName),
-/// [`PayloadTooLarge`](Error::PayloadTooLarge),
+/// [`MessageTooLarge`](Error::MessageTooLarge),
 /// [`InvalidOptions`](Error::InvalidOptions)) changed nothing.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -53,9 +53,11 @@ pub enum Error {
         /// What rule it broke.
         reason: &'static str,
     },
-    /// A payload is larger than [`BusOptions::max_payload`](crate::BusOptions::max_payload).
-    PayloadTooLarge {
-        /// The payload's size in bytes.
+    /// A message is larger than
+    /// [`BusOptions::max_message_size`](crate::BusOptions::max_message_size)
+    /// (payload, id, key and metadata together: [`Message::size`](crate::Message::size)).
+    MessageTooLarge {
+        /// The message's size in bytes.
         size: usize,
         /// The configured limit.
         max: usize,
@@ -115,10 +117,10 @@ impl fmt::Display for Error {
             Error::InvalidName { kind, name, reason } => {
                 write!(f, "invalid {kind} {name:?}: {reason}")
             }
-            Error::PayloadTooLarge { size, max } => {
+            Error::MessageTooLarge { size, max } => {
                 write!(
                     f,
-                    "payload of {size} bytes exceeds the limit of {max} bytes"
+                    "message of {size} bytes exceeds the limit of {max} bytes"
                 )
             }
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),

@@ -62,7 +62,7 @@ pub use driver::{Capabilities, Driver, GroupStats, TopicStats};
 pub use error::{DriverError, Error, NameKind, Result};
 pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
-pub use message::{DEFAULT_MAX_PAYLOAD, MAX_NAME_LEN, Message, Outcome, prepare_message};
+pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome, prepare_message};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
 pub use subscription::{Delivery, Subscription};
 

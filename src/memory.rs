@@ -10,7 +10,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed, DeadLettered,
     Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement,
-    TopicStats, dead_letter_message,
+    TopicStats, dead_letter_message, generate_id,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
@@ -200,12 +200,22 @@ impl Store {
         Ok((&log.messages, state))
     }
 
-    fn append_dead_letters(&mut self, pending: Vec<PendingDeadLetter>) -> Vec<DeadLettered> {
+    /// Appends dead letters; one whose id its topic already holds is stored
+    /// under a generated id, so it always lands (I8).
+    fn append_dead_letters(
+        &mut self,
+        pending: Vec<PendingDeadLetter>,
+        now: Timestamp,
+    ) -> Vec<DeadLettered> {
         pending
             .into_iter()
             .map(|p| {
-                let message = Arc::new(p.message);
                 let log = self.topics.entry(p.topic.clone()).or_default();
+                let mut message = p.message;
+                while log.ids.contains_key(message.id()) {
+                    message = message.with_id(generate_id(now));
+                }
+                let message = Arc::new(message);
                 let seq = log.append(&mut self.last_seq, message.clone()).seq();
                 DeadLettered {
                     topic: p.topic,
@@ -340,6 +350,7 @@ impl Store {
                 deliveries.push(Claimed {
                     seq,
                     attempt,
+                    lease_until: req.lease_until,
                     message: message.clone(),
                 });
                 if ordered || deliveries.len() >= limit {
@@ -347,7 +358,7 @@ impl Store {
                 }
             }
         }
-        let dead_lettered = self.append_dead_letters(pending);
+        let dead_lettered = self.append_dead_letters(pending, now);
         Ok(ClaimOutcome {
             next_due: if deliveries.is_empty() {
                 next_due
@@ -389,7 +400,7 @@ impl Store {
             }
         };
         Ok(self
-            .append_dead_letters(pending.into_iter().collect())
+            .append_dead_letters(pending.into_iter().collect(), req.now)
             .pop())
     }
 
@@ -429,7 +440,7 @@ impl Store {
                 }
             }
         }
-        Ok(self.append_dead_letters(pending))
+        Ok(self.append_dead_letters(pending, now))
     }
 
     fn stats(&self, topic: &str, now: Timestamp) -> TopicStats {

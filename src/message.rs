@@ -115,9 +115,26 @@ impl Message {
         }
     }
 
+    /// The bytes the message occupies as [`BusOptions::max_message_size`]
+    /// counts them: payload, id, key, and every metadata key and value.
+    ///
+    /// [`BusOptions::max_message_size`]: crate::BusOptions::max_message_size
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.id.len()
+            + self.key.as_ref().map_or(0, String::len)
+            + self
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Checks everything about the message that a publish checks, so that a
-    /// bad message is refused before anything is stored.
-    pub(crate) fn validate(&self, max_payload: usize) -> Result<()> {
+    /// bad message is refused before anything is stored. `max_size` bounds
+    /// the whole message ([`Message::size`]), with room for an id that is
+    /// still to be generated.
+    pub(crate) fn validate(&self, max_size: usize) -> Result<()> {
         if !self.id.is_empty() {
             check_label(NameKind::MessageId, &self.id)?;
         }
@@ -127,10 +144,16 @@ impl Message {
         for key in self.metadata.keys() {
             check_label(NameKind::MetadataKey, key)?;
         }
-        if self.payload.len() > max_payload {
-            return Err(Error::PayloadTooLarge {
-                size: self.payload.len(),
-                max: max_payload,
+        let size = self.size()
+            + if self.id.is_empty() {
+                GENERATED_ID_LEN
+            } else {
+                0
+            };
+        if size > max_size {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: max_size,
             });
         }
         Ok(())
@@ -188,8 +211,11 @@ impl Outcome {
     }
 }
 
-/// The default largest payload, in bytes (1 MiB).
-pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// The default largest message ([`Message::size`]), in bytes (1 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// The length of a generated id.
+const GENERATED_ID_LEN: usize = 26;
 
 /// Checks a message for publishing to `topic` as a publish does, and gives
 /// it a generated id if it has none. For drivers that publish outside a
@@ -197,11 +223,11 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 pub fn prepare_message(
     topic: &str,
     mut message: Message,
-    max_payload: usize,
+    max_size: usize,
     now: Timestamp,
 ) -> Result<Message> {
     check_name(NameKind::Topic, topic)?;
-    message.validate(max_payload)?;
+    message.validate(max_size)?;
     if message.id.is_empty() {
         message.id = next_id(now);
     }
@@ -311,7 +337,7 @@ fn seed() -> u128 {
 
 fn encode_base32(mut value: u128) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let mut out = [0u8; 26];
+    let mut out = [0u8; GENERATED_ID_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value & 31) as usize];
         value >>= 5;

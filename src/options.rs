@@ -7,21 +7,24 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
+/// The largest seq any store gives (SQL row ids are signed 64-bit).
+const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Options of a [`Bus`](crate::Bus).
 #[derive(Clone)]
 pub struct BusOptions {
     pub(crate) clock: Option<Arc<dyn Clock>>,
-    pub(crate) max_payload: usize,
+    pub(crate) max_message_size: usize,
     pub(crate) listener_capacity: usize,
 }
 
 impl BusOptions {
-    /// Default options: the platform's default clock, 1 MiB payloads,
+    /// Default options: the platform's default clock, messages up to 1 MiB,
     /// listeners that hold 1024 unread messages.
     pub fn new() -> Self {
         BusOptions {
             clock: None,
-            max_payload: crate::message::DEFAULT_MAX_PAYLOAD,
+            max_message_size: crate::message::DEFAULT_MAX_MESSAGE_SIZE,
             listener_capacity: 1024,
         }
     }
@@ -33,10 +36,14 @@ impl BusOptions {
         self
     }
 
-    /// The largest payload a publish accepts, in bytes.
+    /// The largest message a publish accepts, in bytes: its payload, id,
+    /// key and metadata together ([`Message::size`](crate::Message::size)).
+    /// Larger ones are [`Error::MessageTooLarge`](crate::Error::MessageTooLarge).
+    /// A dead letter adds its `litebus.dead_letter.*` entries (under 2 KiB)
+    /// to the message it keeps.
     #[must_use]
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes;
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
@@ -59,7 +66,7 @@ impl fmt::Debug for BusOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BusOptions")
             .field("clock", &self.clock)
-            .field("max_payload", &self.max_payload)
+            .field("max_message_size", &self.max_message_size)
             .field("listener_capacity", &self.listener_capacity)
             .finish()
     }
@@ -90,7 +97,8 @@ pub enum Start {
     Beginning,
     /// Only messages published after the group is created.
     End,
-    /// Messages with a seq greater than this.
+    /// Messages with a seq greater than this (at most 2^63 − 1, the largest
+    /// seq a store gives; more is [`Error::InvalidOptions`]).
     AfterSeq(u64),
 }
 
@@ -145,7 +153,9 @@ impl GroupOptions {
         self
     }
 
-    /// The dead-letter topic (default `<topic>.dlq`).
+    /// The dead-letter topic (default `<topic>.dlq`; for a topic longer than
+    /// 251 bytes, its first bytes, a hash of its name and `.dlq`, so that
+    /// the name fits).
     #[must_use]
     pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter = Some(topic.into());
@@ -178,6 +188,13 @@ impl GroupOptions {
         }
         if self.prefetch == 0 {
             return Err(Error::InvalidOptions("prefetch must be at least 1".into()));
+        }
+        if let Start::AfterSeq(seq) = self.start
+            && seq > MAX_SEQ
+        {
+            return Err(Error::InvalidOptions(format!(
+                "start after seq {seq}: seqs end at {MAX_SEQ}"
+            )));
         }
         if let Order::Shared { max_in_flight: 0 } = self.order {
             return Err(Error::InvalidOptions(

@@ -163,39 +163,58 @@ impl Consumer {
     }
 
     async fn fetch(self: &Arc<Self>) -> Result<Fetched> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            self.bus.check_open()?;
+            let now = self.bus.now();
+            if let Some(delivery) = self.pop_buffered(now) {
+                return Ok(Fetched::Delivery(delivery));
+            }
+            self.bus.drive_deferred();
+            let lease_until = now + self.lease;
+            let outcome = self
+                .bus
+                .driver
+                .claim(Claim {
+                    topic: &self.topic,
+                    group: &self.group,
+                    consumer: &self.id,
+                    now,
+                    lease_until,
+                    max: self.prefetch,
+                })
+                .await?;
+            if !outcome.dead_lettered.is_empty() {
+                self.bus.announce(&outcome.dead_lettered);
+                // What the dead letters held back (the next message of an
+                // ordered group, say) may be deliverable to others now.
+                self.signal.changed.notify(usize::MAX);
+            }
+            if outcome.deliveries.is_empty() {
+                return Ok(Fetched::Nothing(outcome.next_due));
+            }
+            let mut buffer = lock(&self.buffer);
+            buffer.extend(
+                outcome
+                    .deliveries
+                    .into_iter()
+                    .map(|c| Delivery::new(self.clone(), c)),
+            );
+            // A driver may hand over what an earlier, abandoned claim of this
+            // consumer leased, whose lease may have run out since (a lease
+            // this claim took is current, even at `Timestamp::MAX`).
+            while buffer
+                .front()
+                .is_some_and(|d| d.lease_until() != lease_until && d.lease_until() <= now)
+            {
+                buffer.pop_front();
+            }
+            if let Some(delivery) = buffer.pop_front() {
+                return Ok(Fetched::Delivery(delivery));
+            }
         }
-        self.bus.check_open()?;
-        let now = self.bus.now();
-        if let Some(delivery) = self.pop_buffered(now) {
-            return Ok(Fetched::Delivery(delivery));
-        }
-        self.bus.drive_deferred();
-        let lease_until = now + self.lease;
-        let outcome = self
-            .bus
-            .driver
-            .claim(Claim {
-                topic: &self.topic,
-                group: &self.group,
-                consumer: &self.id,
-                now,
-                lease_until,
-                max: self.prefetch,
-            })
-            .await?;
-        self.bus.announce(&outcome.dead_lettered);
-        if outcome.deliveries.is_empty() {
-            return Ok(Fetched::Nothing(outcome.next_due));
-        }
-        let mut deliveries = outcome
-            .deliveries
-            .into_iter()
-            .map(|c| Delivery::new(self.clone(), c, lease_until));
-        let first = deliveries.next();
-        lock(&self.buffer).extend(deliveries);
-        Ok(first.map_or(Fetched::Nothing(None), Fetched::Delivery))
     }
 
     fn pop_buffered(&self, now: Timestamp) -> Option<Delivery> {
@@ -272,12 +291,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn new(consumer: Arc<Consumer>, claimed: Claimed, lease_until: Timestamp) -> Self {
+    fn new(consumer: Arc<Consumer>, claimed: Claimed) -> Self {
         Delivery {
             consumer,
             seq: claimed.seq,
             attempt: claimed.attempt,
-            lease_until: AtomicU64::new(lease_until.as_millis()),
+            lease_until: AtomicU64::new(claimed.lease_until.as_millis()),
             message: claimed.message,
         }
     }

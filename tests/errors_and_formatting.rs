@@ -18,7 +18,7 @@ fn each_error_kind_answers_its_predicates() {
         Error::Closed,
         Error::LeaseLost,
         Error::InvalidOptions("x".into()),
-        Error::PayloadTooLarge { size: 2, max: 1 },
+        Error::MessageTooLarge { size: 2, max: 1 },
         Error::Conflict {
             expected: 1,
             actual: 2,
@@ -50,8 +50,8 @@ fn error_messages_say_what_happened() {
         (Error::Closed, "the bus is closed"),
         (Error::LeaseLost, "the lease is no longer current"),
         (
-            Error::PayloadTooLarge { size: 20, max: 10 },
-            "payload of 20 bytes exceeds the limit of 10 bytes",
+            Error::MessageTooLarge { size: 20, max: 10 },
+            "message of 20 bytes exceeds the limit of 10 bytes",
         ),
         (
             Error::InvalidOptions("lease".into()),
@@ -175,7 +175,7 @@ fn debug_output_shows_what_matters() {
     assert!(format!("{listener:?}").contains("capacity: 1024"));
     let options = format!("{:?}", BusOptions::new());
     assert!(
-        options.starts_with("BusOptions {") && options.contains("max_payload"),
+        options.starts_with("BusOptions {") && options.contains("max_message_size"),
         "{options}"
     );
 }

@@ -169,7 +169,7 @@ fn message(n: usize, spec: &MsgSpec, now: Timestamp) -> Message {
     // Never too large: a refused publish proves nothing here.
     let mut m = Message::new(format!("p{n}"));
     if let Some(id) = spec.id {
-        m = m.with_id(format!("m{}", id % 6));
+        m = m.with_id(crate::ops::message_id(id, 0));
     }
     if let Some(key) = spec.key {
         m = m.with_key(format!("k{}", key % 3));

@@ -11,8 +11,8 @@ use litebus::{
 
 use crate::model::START_MILLIS;
 use crate::ops::{
-    ErrKind, Got, Heard, LISTENER_CAPACITY, MAX_PAYLOAD, MsgSpec, Obs, Op, OrderChoice,
-    StartChoice, SubSpec, TopicChoice, payload,
+    ErrKind, Got, Heard, LISTENER_CAPACITY, MAX_MESSAGE_SIZE, MsgSpec, Obs, Op, OrderChoice,
+    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload,
 };
 
 /// One consumer: its subscription while alive, and the deliveries it holds.
@@ -28,6 +28,8 @@ pub struct Harness<'f, F: Factory> {
     clock: ManualClock,
     bus: Bus,
     next_payload: u64,
+    /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
+    a_g1: u64,
     consumers: Vec<Consumer>,
     listeners: Vec<Listener>,
 }
@@ -35,7 +37,7 @@ pub struct Harness<'f, F: Factory> {
 fn bus_options(clock: &ManualClock) -> BusOptions {
     BusOptions::new()
         .clock(clock.clone())
-        .max_payload(MAX_PAYLOAD)
+        .max_message_size(MAX_MESSAGE_SIZE)
         .listener_capacity(LISTENER_CAPACITY)
 }
 
@@ -55,6 +57,7 @@ impl<'f, F: Factory> Harness<'f, F> {
             clock,
             bus,
             next_payload: 0,
+            a_g1: 0,
             consumers: Vec::new(),
             listeners: Vec::new(),
         }
@@ -69,7 +72,7 @@ impl<'f, F: Factory> Harness<'f, F> {
         let mut m = Message::new(payload(self.next_payload, spec));
         self.next_payload += 1;
         if let Some(id) = spec.id {
-            m = m.with_id(format!("m{}", id % 6));
+            m = m.with_id(message_id(id, self.a_g1));
         }
         if let Some(key) = spec.key {
             m = m.with_key(format!("k{}", key % 3));
@@ -223,6 +226,9 @@ impl<'f, F: Factory> Harness<'f, F> {
         let sub = consumer.subscription.as_ref().expect("live");
         match sub.try_recv().await {
             Ok(Some(d)) => {
+                if is_a_g1(d.topic(), d.group()) {
+                    self.a_g1 = d.seq();
+                }
                 let got = Got {
                     seq: d.seq(),
                     attempt: d.attempt(),

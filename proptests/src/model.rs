@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::ops::{
     ErrKind, Got, GroupChoice, GroupRow, Heard, LISTENER_CAPACITY, MsgSpec, Obs, Op, OrderChoice,
-    StartChoice, SubSpec, TopicChoice, payload,
+    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload,
 };
 
 /// One stored message.
@@ -87,6 +87,10 @@ pub struct Model {
     listeners: Vec<Listener>,
     /// What the last applied operation did.
     pub last: Option<Obs>,
+    /// Dead letters stored under a fresh id because theirs was taken.
+    pub dead_letters_renamed: u64,
+    /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
+    a_g1: u64,
 }
 
 /// The time both the model and the harness clock start at.
@@ -199,14 +203,14 @@ impl Model {
             return Obs::Published(Err(ErrKind::InvalidName));
         }
         if msgs.iter().any(|(s, _)| s.too_large) {
-            return Obs::Published(Err(ErrKind::PayloadTooLarge));
+            return Obs::Published(Err(ErrKind::MessageTooLarge));
         }
         let outcomes = msgs
             .into_iter()
             .map(|(s, payload)| {
                 let msg = Msg {
                     seq: 0,
-                    id: s.id.map(|i| format!("m{}", i % 6)),
+                    id: s.id.map(|i| message_id(i, self.a_g1)),
                     key: s.key.map(|k| format!("k{}", k % 3)),
                     deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
                     payload,
@@ -279,7 +283,9 @@ impl Model {
     }
 
     /// I8: moves a message to the group's dead-letter topic, with the id
-    /// `<topic>/<group>/<seq>`; it is settled for the group.
+    /// `<topic>/<group>/<seq>`, or a fresh id (one no publish here can
+    /// repeat) when that topic holds the id already: a dead letter always
+    /// lands. It is settled for the group.
     fn dead_letter(&mut self, topic: &str, group: &str, seq: u64) {
         let g = self
             .groups
@@ -290,10 +296,18 @@ impl Model {
         h.lease = None;
         g.dead_lettered += 1;
         let dead_letter = g.dead_letter.clone();
+        let id = format!("{topic}/{group}/{seq}");
+        let taken = self
+            .topics
+            .get(&dead_letter)
+            .is_some_and(|log| log.iter().any(|m| m.id.as_ref() == Some(&id)));
+        if taken {
+            self.dead_letters_renamed += 1;
+        }
         let original = self.message(topic, seq);
         let msg = Msg {
             seq: 0,
-            id: Some(format!("{topic}/{group}/{seq}")),
+            id: (!taken).then_some(id),
             key: original.key.clone(),
             deliver_at: 0,
             payload: original.payload.clone(),
@@ -407,6 +421,9 @@ impl Model {
 
     fn hand_out(&mut self, c: usize, seq: u64, attempt: u32) -> Obs {
         let consumer = &mut self.consumers[c];
+        if is_a_g1(&consumer.topic, &consumer.group) {
+            self.a_g1 = seq;
+        }
         consumer.held.push((seq, attempt));
         let topic = consumer.topic.clone();
         let payload = self.message(&topic, seq).payload.clone();

@@ -64,7 +64,7 @@ impl GroupChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MsgSpec {
-    /// `m<id % 6>`, or a generated id.
+    /// The id [`message_id`] makes of it, or a generated id.
     pub id: Option<u8>,
     /// `k<key % 3>`.
     pub key: Option<u8>,
@@ -178,8 +178,8 @@ pub enum ErrKind {
     Closed,
     /// `Error::InvalidName`
     InvalidName,
-    /// `Error::PayloadTooLarge`
-    PayloadTooLarge,
+    /// `Error::MessageTooLarge`
+    MessageTooLarge,
     /// `Error::InvalidOptions`
     InvalidOptions,
     /// `Error::LeaseLost`
@@ -193,7 +193,7 @@ impl From<&litebus::Error> for ErrKind {
         match e {
             litebus::Error::Closed => ErrKind::Closed,
             litebus::Error::InvalidName { .. } => ErrKind::InvalidName,
-            litebus::Error::PayloadTooLarge { .. } => ErrKind::PayloadTooLarge,
+            litebus::Error::MessageTooLarge { .. } => ErrKind::MessageTooLarge,
             litebus::Error::InvalidOptions(_) => ErrKind::InvalidOptions,
             litebus::Error::LeaseLost => ErrKind::LeaseLost,
             _ => ErrKind::Other,
@@ -245,8 +245,29 @@ pub enum Obs {
     Done,
 }
 
-/// The largest payload the harness bus accepts; `too_large` payloads exceed it.
-pub const MAX_PAYLOAD: usize = 64;
+/// The largest message the harness bus accepts; a `too_large` payload alone
+/// exceeds it, and no other message reaches it (payload `p<n>`, an id of at
+/// most 26 bytes, a 2-byte key).
+pub const MAX_MESSAGE_SIZE: usize = 64;
+
+/// The id of a message spec's `id`: `m0` … `m5` for 0–5; above, the id of
+/// the dead letter that group `g1` of topic `a` would make of the message
+/// `id - 6` seqs before `a_g1`, the seq it last handed out (`a/g1/<seq>`):
+/// published to `a.dlq`, it takes a likely dead letter's id before it lands.
+pub fn message_id(id: u8, a_g1: u64) -> String {
+    if id < 6 {
+        format!("m{id}")
+    } else {
+        format!("a/g1/{}", a_g1.saturating_sub(u64::from(id - 6)))
+    }
+}
+
+/// Whether a consumer of `topic`/`group` hands out what [`message_id`]
+/// names.
+pub fn is_a_g1(topic: &str, group: &str) -> bool {
+    (topic, group) == (TopicChoice::A.name(), GroupChoice::G1.name())
+}
+
 /// How many unread messages a listener holds.
 pub const LISTENER_CAPACITY: usize = 4;
 
@@ -254,7 +275,7 @@ pub const LISTENER_CAPACITY: usize = 4;
 pub fn payload(n: u64, spec: &MsgSpec) -> Vec<u8> {
     let mut p = format!("p{n}").into_bytes();
     if spec.too_large {
-        p.resize(MAX_PAYLOAD + 1, b'.');
+        p.resize(MAX_MESSAGE_SIZE + 1, b'.');
     }
     p
 }
@@ -271,7 +292,7 @@ fn topic() -> impl Strategy<Value = TopicChoice> {
 
 fn msg_spec() -> impl Strategy<Value = MsgSpec> {
     (
-        proptest::option::weighted(0.5, 0u8..6),
+        proptest::option::weighted(0.5, prop_oneof![4 => 0u8..6, 1 => 6u8..16]),
         proptest::option::weighted(0.4, 0u8..3),
         proptest::option::weighted(0.15, 0u16..3000),
         proptest::bool::weighted(0.05),
@@ -317,6 +338,12 @@ pub fn op() -> impl Strategy<Value = Op> {
     let idx = any::<u8>;
     prop_oneof![
         8 => (topic(), msg_spec()).prop_map(|(t, m)| Op::Publish(t, m)),
+        // The dead-letter id of a message being handed out, taken in its
+        // dead-letter topic before the message may be dead-lettered.
+        3 => (6u8..8).prop_map(|id| Op::Publish(
+            TopicChoice::ADlq,
+            MsgSpec { id: Some(id), key: None, delay_ms: None, too_large: false },
+        )),
         2 => (topic(), proptest::collection::vec(msg_spec(), 0..5))
             .prop_map(|(t, m)| Op::PublishBatch(t, m)),
         3 => (topic(), prop_oneof![5 => Just(GroupChoice::G1), 3 => Just(GroupChoice::G2), 1 => Just(GroupChoice::Invalid)], sub_spec())

@@ -1,6 +1,6 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
-//! redeliveries, duplicates, lost leases, dead letters, lagging listeners and
-//! each error kind. A generator that stopped producing them would let the
+//! redeliveries, duplicates, lost leases, dead letters (also under a fresh
+//! id, when theirs was taken), lagging listeners and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,11 @@ fn generated_sequences_reach_every_behaviour() {
         let sequence = ops.new_tree(&mut runner).expect("tree").current();
         let mut model = Model::new();
         for op in &sequence {
+            let renamed = model.dead_letters_renamed;
             model.apply(op);
+            if model.dead_letters_renamed > renamed {
+                *seen.entry("dead letter under a fresh id").or_default() += 1;
+            }
             let label = match model.last.as_ref().expect("observed") {
                 Obs::Received(Ok(Some(got))) if got.attempt > 1 => "redelivery",
                 Obs::Received(Ok(Some(_))) => "delivery",
@@ -27,7 +31,7 @@ fn generated_sequences_reach_every_behaviour() {
                 Obs::Settled(Err(ErrKind::LeaseLost)) => "lease lost",
                 Obs::Settled(Err(ErrKind::Closed)) => "closed",
                 Obs::Settled(Ok(())) => "settled",
-                Obs::Published(Err(ErrKind::PayloadTooLarge)) => "too large",
+                Obs::Published(Err(ErrKind::MessageTooLarge)) => "too large",
                 Obs::Published(Err(ErrKind::InvalidName)) => "invalid name",
                 Obs::Subscribed(Err(ErrKind::InvalidOptions)) => "invalid options",
                 Obs::Heard(h) if h.iter().any(|x| matches!(x, Heard::Lagged(_))) => "lagged",
@@ -49,6 +53,7 @@ fn generated_sequences_reach_every_behaviour() {
         "invalid options",
         "lagged",
         "dead letter",
+        "dead letter under a fresh id",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

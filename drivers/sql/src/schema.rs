@@ -101,5 +101,15 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
             .await?;
         }
     }
+    // Earlier builds copied a `deliver_at` that plain SQL wrote as text into
+    // the handout's ready time, where it never compared as due: such a
+    // message was never claimed nor dead-lettered. Due now, it is claimed
+    // and dead-lettered as undecodable. (Handouts hold only live work, so
+    // this look is short.)
+    conn.execute(
+        "UPDATE litebus_handouts SET ready_at = 0 WHERE typeof(ready_at) <> 'integer'",
+        Vec::new(),
+    )
+    .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use litebus::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup, GroupSpec,
     GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement, TopicStats, dead_letter_message,
+    generate_id,
 };
 use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
@@ -59,7 +60,9 @@ pub mod hot {
     /// Takes the next messages of a topic into a group.
     pub const TAKE_IN_SQL: &str =
         "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
-             SELECT topic, ?2, seq, msg_key, 0, deliver_at FROM litebus_messages
+             SELECT topic, ?2, seq, msg_key, 0,
+                    CASE WHEN typeof(deliver_at) = 'integer' THEN deliver_at ELSE 0 END
+             FROM litebus_messages
              WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
     /// Deliverable messages of a per-key group: the first of each key, and those without a key.
     pub const CANDIDATES_PER_KEY: &str = "SELECT h.seq FROM litebus_handouts h
@@ -405,20 +408,102 @@ async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -
     Ok(true)
 }
 
-/// Moves one message of a group to its dead-letter topic (I8).
+/// The last error of a dead letter made of a row that is not a message.
+const UNDECODABLE: &str = "undecodable message";
+
+/// The columns of a message row, read so that any value plain SQL can
+/// store comes back (as bytes, with its type), for [`decode_message`].
+const MESSAGE_COLUMNS: &str = "m.seq, typeof(m.id), CAST(m.id AS BLOB), \
+     typeof(m.payload), CAST(m.payload AS BLOB), typeof(m.metadata), CAST(m.metadata AS BLOB), \
+     typeof(m.msg_key), CAST(m.msg_key AS BLOB), \
+     typeof(m.deliver_at), CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at END";
+
+/// A message row read with [`MESSAGE_COLUMNS`] from column `at` on: the
+/// message, or why it is not one (a row written by plain SQL with a wrong
+/// type, text that is not UTF-8, metadata that is not a JSON object of
+/// strings) together with what can be kept of it for its dead letter.
+fn decode_message(row: &Row, at: usize) -> Result<std::result::Result<Message, (String, Message)>> {
+    // Column `i` holds the type, `i + 1` the value as bytes.
+    let column = |i: usize| -> Result<(&str, &[u8])> {
+        let kind = row.text(at + i)?;
+        let bytes = match row.0.get(at + i + 1) {
+            Some(Value::Null) => &[][..],
+            _ => row.blob(at + i + 1)?,
+        };
+        Ok((kind, bytes))
+    };
+    let (id_kind, id) = column(1)?;
+    let (payload_kind, payload) = column(3)?;
+    let (metadata_kind, metadata) = column(5)?;
+    let (key_kind, key) = column(7)?;
+    let deliver_kind = row.text(at + 9)?;
+    let mut problems: Vec<String> = Vec::new();
+    let text = |kind: &str, bytes: &[u8], what: &str, problems: &mut Vec<String>| {
+        if kind != "text" {
+            problems.push(format!("{what} is {kind}, not text"));
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok().map(str::to_owned);
+        if text.is_none() {
+            problems.push(format!("{what} is not UTF-8"));
+        }
+        text
+    };
+    let valid_id = text(id_kind, id, "id", &mut problems);
+    if !matches!(payload_kind, "blob" | "text") {
+        problems.push(format!("payload is {payload_kind}, not a blob"));
+    }
+    let metadata = if matches!(metadata_kind, "text" | "blob") {
+        decode_metadata(metadata).unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            BTreeMap::new()
+        })
+    } else {
+        problems.push(format!("metadata is {metadata_kind}, not text"));
+        BTreeMap::new()
+    };
+    let key = match key_kind {
+        "null" => None,
+        kind => text(kind, key, "key", &mut problems),
+    };
+    let deliver_at = match (deliver_kind, row.0.get(at + 10)) {
+        ("integer", Some(&Value::Int(at))) if at >= 0 => {
+            (at > 0).then(|| Timestamp::from_millis(at.unsigned_abs()))
+        }
+        (kind, _) => {
+            problems.push(format!("deliver_at is {kind}, not milliseconds"));
+            None
+        }
+    };
+    let id = valid_id.unwrap_or_else(|| String::from_utf8_lossy(id).into_owned());
+    let message = Message::from_parts(id, payload.to_vec(), metadata, key, deliver_at);
+    Ok(if problems.is_empty() {
+        Ok(message)
+    } else {
+        Err((problems.join("; "), message))
+    })
+}
+
+/// Moves one message of a group to its dead-letter topic (I8), under its
+/// dead-letter id, or a generated one if that topic already holds it: a
+/// dead letter always lands.
 async fn dead_letter(
     conn: &mut dyn Conn,
-    topic: &str,
-    group: &str,
+    key: (&str, &str),
     g: &Group,
     seq: u64,
     error: &str,
+    now: Timestamp,
 ) -> Result<DeadLettered> {
+    let (topic, group) = key;
+    let sql = format!(
+        "SELECT h.attempt, {MESSAGE_COLUMNS}
+         FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
+         WHERE h.topic = ?1 AND h.grp = ?2 AND h.seq = ?3"
+    );
     let rows = conn
         .query(
-            "SELECT h.attempt, m.id, m.payload, m.metadata, m.msg_key
-             FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
-             WHERE h.topic = ?1 AND h.grp = ?2 AND h.seq = ?3",
+            &sql,
             vec![Value::from(topic), Value::from(group), Value::from(seq)],
         )
         .await?;
@@ -426,20 +511,19 @@ async fn dead_letter(
         .first()
         .ok_or_else(|| Error::Corrupt(format!("handout {seq} of {topic}/{group} vanished")))?;
     let attempt = u32::try_from(row.uint(0)?).unwrap_or(u32::MAX);
-    // A row whose metadata does not decode still leaves, with the reason.
-    let (metadata, error) = match decode_metadata(row.blob(3)?) {
-        Ok(m) => (m, error.to_owned()),
-        Err(e) => (BTreeMap::new(), format!("{error}; {e}")),
+    // A row that does not decode still leaves, with the reason.
+    let (original, error) = match decode_message(row, 1)? {
+        Ok(message) => (message, error.to_owned()),
+        Err((why, kept)) if error == UNDECODABLE => (kept, format!("{UNDECODABLE}: {why}")),
+        Err((why, kept)) => (kept, format!("{error}; {UNDECODABLE}: {why}")),
     };
-    let original = Message::from_parts(
-        row.text(1)?.to_owned(),
-        row.blob(2)?.to_vec(),
-        metadata,
-        row.opt_text(4)?.map(str::to_owned),
-        None,
-    );
-    let letter = dead_letter_message(topic, group, seq, attempt, &error, &original);
-    let outcome = insert_messages(conn, &g.spec.dead_letter, &[&letter]).await?;
+    let mut letter = dead_letter_message(topic, group, seq, attempt, &error, &original);
+    let seq_there = loop {
+        match insert_messages(conn, &g.spec.dead_letter, &[&letter]).await?[0] {
+            Outcome::Published { seq } => break seq,
+            Outcome::Duplicate { .. } => letter = letter.with_id(generate_id(now)),
+        }
+    };
     conn.execute(
         "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
         vec![Value::from(topic), Value::from(group), Value::from(seq)],
@@ -452,7 +536,7 @@ async fn dead_letter(
     .await?;
     Ok(DeadLettered {
         topic: g.spec.dead_letter.clone(),
-        seq: outcome[0].seq(),
+        seq: seq_there,
         message: Arc::new(letter),
     })
 }
@@ -547,17 +631,84 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         .await?;
     let mut dead_lettered = Vec::new();
     for seq in seqs(&expired)? {
-        dead_lettered.push(dead_letter(conn, topic, group, &g, seq, LEASE_EXPIRED).await?);
+        dead_lettered.push(dead_letter(conn, (topic, group), &g, seq, LEASE_EXPIRED, now).await?);
     }
 
-    let limit = match g.spec.order {
+    // Rows that do not decode are dead-lettered as they are met; what they
+    // held back may then be deliverable, so the claim looks again.
+    loop {
+        let limit = claim_limit(conn, c, &g).await?;
+        let chosen = if limit == 0 {
+            Vec::new()
+        } else {
+            choose(conn, c, &mut g, limit).await?
+        };
+        if chosen.is_empty() {
+            let next_due = if limit == 0 {
+                let rows = conn
+                    .query(
+                        "SELECT MIN(lease_until) FROM litebus_handouts
+                         WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3",
+                        vec![Value::from(topic), Value::from(group), ts(now)],
+                    )
+                    .await?;
+                rows.first()
+                    .map_or(Ok(None), |r| r.opt_uint(0))?
+                    .map(Timestamp::from_millis)
+            } else {
+                next_due(conn, topic, group, g.spec.order, now).await?
+            };
+            return Ok(ClaimOutcome {
+                deliveries: Vec::new(),
+                next_due,
+                dead_lettered,
+            });
+        }
+        let attempts = lease(conn, c, &chosen).await?;
+        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM litebus_messages m WHERE m.seq IN (");
+        placeholders(&mut sql, chosen.len());
+        sql.push_str(") ORDER BY m.seq");
+        let params = chosen.iter().map(|&s| Value::from(s)).collect();
+        let mut deliveries = Vec::with_capacity(chosen.len());
+        let mut undecodable = Vec::new();
+        for row in conn.query(&sql, params).await? {
+            let seq = row.uint(0)?;
+            match decode_message(&row, 0)? {
+                Ok(message) => deliveries.push(Claimed {
+                    seq,
+                    attempt: attempts.get(&seq).copied().unwrap_or(1),
+                    lease_until: c.lease_until,
+                    message: Arc::new(message),
+                }),
+                Err(_) => undecodable.push(seq),
+            }
+        }
+        for seq in &undecodable {
+            // `dead_letter` reads the row again and keeps what it can.
+            let letter = dead_letter(conn, (topic, group), &g, *seq, UNDECODABLE, now).await?;
+            dead_lettered.push(letter);
+        }
+        if !deliveries.is_empty() || undecodable.is_empty() {
+            return Ok(ClaimOutcome {
+                deliveries,
+                next_due: None,
+                dead_lettered,
+            });
+        }
+    }
+}
+
+/// How many messages this claim may lease (I7): one for an ordered group,
+/// what is left of `max_in_flight` for a shared one.
+async fn claim_limit(conn: &mut dyn Conn, c: Claim<'_>, g: &Group) -> Result<u64> {
+    Ok(match g.spec.order {
         Order::Ordered => 1,
         Order::PerKey => u64::from(c.max),
         Order::Shared { max_in_flight } => {
             let rows = conn
                 .query(
                     ACTIVE_LEASES,
-                    vec![Value::from(topic), Value::from(group), ts(now)],
+                    vec![Value::from(c.topic), Value::from(c.group), ts(c.now)],
                 )
                 .await?;
             let active = rows.first().map_or(Ok(0), |r| r.uint(0))?;
@@ -565,59 +716,45 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                 .saturating_sub(active)
                 .min(u64::from(c.max))
         }
-    };
+    })
+}
 
-    let mut chosen = Vec::new();
-    if limit > 0 {
-        loop {
-            chosen = match g.spec.order {
-                Order::Ordered => {
-                    let rows = conn
-                        .query(
-                            ORDERED_HEAD,
-                            vec![Value::from(topic), Value::from(group), ts(now)],
-                        )
-                        .await?;
-                    match rows.first() {
-                        Some(head) => {
-                            let deliverable = head.int(1)? == 0 && head.int(2)? != 0;
-                            let seq = head.uint(0)?;
-                            // The head decides, whether or not it is deliverable.
-                            if deliverable { vec![seq] } else { break }
-                        }
-                        None => Vec::new(),
+/// The seqs to lease, in order, taking more messages into the group while
+/// there are too few candidates and more to take.
+async fn choose(conn: &mut dyn Conn, c: Claim<'_>, g: &mut Group, limit: u64) -> Result<Vec<u64>> {
+    let (topic, group, now) = (c.topic, c.group, c.now);
+    loop {
+        let chosen = match g.spec.order {
+            Order::Ordered => {
+                let rows = conn
+                    .query(
+                        ORDERED_HEAD,
+                        vec![Value::from(topic), Value::from(group), ts(now)],
+                    )
+                    .await?;
+                match rows.first() {
+                    Some(head) => {
+                        let deliverable = head.int(1)? == 0 && head.int(2)? != 0;
+                        // The head decides, whether or not it is deliverable.
+                        return Ok(if deliverable {
+                            vec![head.uint(0)?]
+                        } else {
+                            Vec::new()
+                        });
                     }
+                    None => Vec::new(),
                 }
-                order => candidates(conn, topic, group, order, now, limit).await?,
-            };
-            if chosen.len() as u64 >= limit || !take_in(conn, topic, group, &mut g).await? {
-                break;
             }
+            order => candidates(conn, topic, group, order, now, limit).await?,
+        };
+        if chosen.len() as u64 >= limit || !take_in(conn, topic, group, g).await? {
+            return Ok(chosen);
         }
     }
+}
 
-    if chosen.is_empty() {
-        let next_due = if limit == 0 {
-            let rows = conn
-                .query(
-                    "SELECT MIN(lease_until) FROM litebus_handouts
-                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3",
-                    vec![Value::from(topic), Value::from(group), ts(now)],
-                )
-                .await?;
-            rows.first()
-                .map_or(Ok(None), |r| r.opt_uint(0))?
-                .map(Timestamp::from_millis)
-        } else {
-            next_due(conn, topic, group, g.spec.order, now).await?
-        };
-        return Ok(ClaimOutcome {
-            deliveries: Vec::new(),
-            next_due,
-            dead_lettered,
-        });
-    }
-
+/// Leases `chosen` to the claiming consumer; returns each one's new attempt.
+async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<HashMap<u64, u32>> {
     let mut sql = String::from(
         "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?, lease_until = ?
          WHERE topic = ? AND grp = ? AND seq IN (",
@@ -627,8 +764,8 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
     let mut params = vec![
         Value::from(c.consumer),
         ts(c.lease_until),
-        Value::from(topic),
-        Value::from(group),
+        Value::from(c.topic),
+        Value::from(c.group),
     ];
     params.extend(chosen.iter().map(|&s| Value::from(s)));
     let rows = if conn.slow_returning() {
@@ -637,52 +774,14 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         sql.push_str(" RETURNING seq, attempt");
         conn.query(&sql, params).await?
     };
-    let mut attempts: HashMap<u64, u32> = HashMap::new();
+    let mut attempts = HashMap::new();
     for row in rows {
         attempts.insert(
             row.uint(0)?,
             u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),
         );
     }
-
-    let mut sql = String::from(
-        "SELECT seq, id, payload, metadata, msg_key, deliver_at FROM litebus_messages WHERE seq IN (",
-    );
-    placeholders(&mut sql, chosen.len());
-    sql.push_str(") ORDER BY seq");
-    let params = chosen.iter().map(|&s| Value::from(s)).collect();
-    let mut deliveries = Vec::with_capacity(chosen.len());
-    for row in conn.query(&sql, params).await? {
-        let seq = row.uint(0)?;
-        let metadata = match decode_metadata(row.blob(3)?) {
-            Ok(m) => m,
-            Err(e) => {
-                // A row written by hand that does not decode is dead-lettered
-                // with the reason; the group goes on.
-                let error = format!("undecodable message: {e}");
-                dead_lettered.push(dead_letter(conn, topic, group, &g, seq, &error).await?);
-                continue;
-            }
-        };
-        let deliver_at = row.uint(5)?;
-        let message = Message::from_parts(
-            row.text(1)?.to_owned(),
-            row.blob(2)?.to_vec(),
-            metadata,
-            row.opt_text(4)?.map(str::to_owned),
-            (deliver_at > 0).then(|| Timestamp::from_millis(deliver_at)),
-        );
-        deliveries.push(Claimed {
-            seq,
-            attempt: attempts.get(&seq).copied().unwrap_or(1),
-            message: Arc::new(message),
-        });
-    }
-    Ok(ClaimOutcome {
-        deliveries,
-        next_due: None,
-        dead_lettered,
-    })
+    Ok(attempts)
 }
 
 /// [`Driver::settle`](litebus::Driver::settle).
@@ -720,7 +819,7 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
             }
             if s.attempt >= g.spec.max_attempts {
                 let error = reason.as_deref().unwrap_or(NACKED);
-                return dead_letter(conn, s.topic, s.group, &g, s.seq, error)
+                return dead_letter(conn, (s.topic, s.group), &g, s.seq, error, s.now)
                     .await
                     .map(Some);
             }
@@ -807,7 +906,7 @@ pub async fn release(
         .await?;
     let mut dead = Vec::new();
     for seq in seqs(&finals)? {
-        dead.push(dead_letter(conn, topic, group, &g, seq, CONSUMER_RELEASED).await?);
+        dead.push(dead_letter(conn, (topic, group), &g, seq, CONSUMER_RELEASED, now).await?);
     }
     conn.execute(
         "UPDATE litebus_handouts SET consumer = NULL, lease_until = NULL, ready_at = ?4

@@ -34,15 +34,18 @@ enum OpenOn {
 }
 
 impl OpenOn {
-    async fn open<F>(self, open: F) -> Result<SqlxDriver>
+    /// Runs sqlx work (opening a driver, a user's SQL) on the factory's
+    /// runtime.
+    async fn run<F, T>(self, work: F) -> Result<T>
     where
-        F: std::future::Future<Output = Result<SqlxDriver>> + Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
     {
         match self {
-            OpenOn::Tokio => SQLX_RUNTIME.spawn(open).await.expect("open task"),
+            OpenOn::Tokio => SQLX_RUNTIME.spawn(work).await.expect("sqlx task"),
             // smol's executor threads have no tokio context.
             #[cfg(feature = "smol")]
-            OpenOn::Smol => smol::spawn(open).await,
+            OpenOn::Smol => smol::spawn(work).await,
         }
     }
 }
@@ -90,8 +93,26 @@ impl Factory for Files {
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
         Box::pin(
             self.on
-                .open(SqlxDriver::open(self.dir.join(format!("{store}.db")))),
+                .run(SqlxDriver::open(self.dir.join(format!("{store}.db")))),
         )
+    }
+
+    /// On a connection of its own, as an application beside the bus.
+    fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
+        let path = self.dir.join(format!("{store}.db"));
+        let sql = sql.to_owned();
+        Some(Box::pin(self.on.run(async move {
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(std::time::Duration::from_secs(5)),
+            )
+            .await
+            .map_err(|e| crate::conn::map_err(&e))?;
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+            pool.close().await;
+            done.map(drop).map_err(|e| crate::conn::map_err(&e))
+        })))
     }
 }
 
@@ -126,13 +147,32 @@ impl Factory for Memory {
             if let Some(driver) = self.stores.lock().expect("stores").get(store) {
                 return Ok(driver.clone());
             }
-            let driver = self.on.open(SqlxDriver::memory()).await?;
+            let driver = self.on.run(SqlxDriver::memory()).await?;
             self.stores
                 .lock()
                 .expect("stores")
                 .insert(store.to_owned(), driver.clone());
             Ok(driver)
         })
+    }
+
+    /// Through the driver's pool: a `:memory:` database has one connection.
+    fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
+        let pool = self
+            .stores
+            .lock()
+            .expect("stores")
+            .get(store)?
+            .pool()
+            .clone();
+        let sql = sql.to_owned();
+        Some(Box::pin(self.on.run(async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .map(drop)
+                .map_err(|e| crate::conn::map_err(&e))
+        })))
     }
 }
 

@@ -120,7 +120,7 @@ impl Conn for SqlxConn<'_> {
 /// commits they did not make through `PRAGMA data_version`).
 ///
 /// The message is checked as [`Bus::publish`](litebus::Bus::publish) checks
-/// it, with the default payload limit (1 MiB); an id is generated if it has
+/// it, with the default size limit (1 MiB); an id is generated if it has
 /// none.
 pub async fn publish_in(
     tx: &mut SqliteConnection,
@@ -128,7 +128,7 @@ pub async fn publish_in(
     message: Message,
 ) -> Result<Outcome> {
     let now = litebus::Clock::now(&litebus::StdClock);
-    let message = litebus::prepare_message(topic, message, litebus::DEFAULT_MAX_PAYLOAD, now)?;
+    let message = litebus::prepare_message(topic, message, litebus::DEFAULT_MAX_MESSAGE_SIZE, now)?;
     let batch = [Arc::new(message)];
     let outcomes = litebus_sql::append(
         &mut SqlxConn::new(tx),

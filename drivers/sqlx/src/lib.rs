@@ -41,6 +41,7 @@
 //!   async-io and its background tasks on smol's global executor.
 
 mod runtime;
+mod unread;
 mod watch;
 mod writer;
 
@@ -50,6 +51,7 @@ mod conn;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use litebus::driver::{
@@ -65,6 +67,7 @@ pub use conn::publish_in;
 use conn::{SqlxConn, map_err};
 use runtime::Runtime;
 use sqlx::SqliteConnection;
+use unread::Unread;
 use watch::Watcher;
 use writer::Writer;
 
@@ -125,6 +128,7 @@ impl Default for SqlxOptions {
 pub struct SqlxDriver {
     writer: Writer,
     writer_pool: SqlitePool,
+    unread: Arc<Unread>,
     watcher: Option<Watcher>,
     memory: bool,
     runtime: Runtime,
@@ -175,6 +179,7 @@ impl SqlxDriver {
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, writer.clone()),
             writer_pool: writer,
+            unread: Arc::default(),
             watcher: Some(Watcher::new(
                 SqlitePoolOptions::new()
                     .max_connections(1)
@@ -210,6 +215,7 @@ impl SqlxDriver {
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, pool.clone()),
             writer_pool: pool,
+            unread: Arc::default(),
             watcher: None,
             memory: true,
             runtime,
@@ -243,6 +249,7 @@ impl SqlxDriver {
                 )
             }),
             writer_pool: pool,
+            unread: Arc::default(),
             memory,
             runtime,
         };
@@ -310,23 +317,16 @@ impl Driver for SqlxDriver {
     }
 
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
-        let (topic, group) = (claim.topic.to_owned(), claim.group.to_owned());
-        let consumer = claim.consumer.to_owned();
-        let (now, lease_until, max) = (claim.now, claim.lease_until, claim.max);
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let claim = Claim {
-                        topic: &topic,
-                        group: &group,
-                        consumer: &consumer,
-                        now,
-                        lease_until,
-                        max,
-                    };
-                    litebus_sql::claim(&mut SqlxConn::new(conn), claim).await
-                })
-            })
+        let key = (
+            claim.topic.to_owned(),
+            claim.group.to_owned(),
+            claim.consumer.to_owned(),
+        );
+        // What an abandoned claim of this consumer leased comes first.
+        if let Some(kept) = self.unread.take(&key) {
+            return Box::pin(async move { Ok(kept) });
+        }
+        self.writer.claim(claim, self.unread.clone())
     }
 
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
@@ -364,11 +364,16 @@ impl Driver for SqlxDriver {
         consumer: &'a str,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        let (topic, group, consumer) = (topic.to_owned(), group.to_owned(), consumer.to_owned());
+        let key = (topic.to_owned(), group.to_owned(), consumer.to_owned());
+        let unread = self.unread.clone();
+        unread.take(&key);
         self.writer
             .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
                 Box::pin(async move {
-                    litebus_sql::release(&mut SqlxConn::new(conn), &topic, &group, &consumer, now)
+                    // Claims kept for this consumer are released with it.
+                    unread.take(&key);
+                    let (topic, group, consumer) = &key;
+                    litebus_sql::release(&mut SqlxConn::new(conn), topic, group, consumer, now)
                         .await
                 })
             })
@@ -403,7 +408,13 @@ impl Driver for SqlxDriver {
     }
 
     fn watch_external(&self) -> Option<BoxFuture<'static, ()>> {
-        self.watcher.as_ref().map(Watcher::wait)
+        // Claims kept for a consumer whose earlier claim was abandoned wake
+        // it as another process's commit does.
+        let kept = self.unread.listen();
+        Some(match &self.watcher {
+            Some(watcher) => Box::pin(futures_lite::future::or(watcher.wait(), kept)),
+            None => Box::pin(kept),
+        })
     }
 
     fn spawn_background(&self, task: BoxFuture<'static, ()>) -> Option<BoxFuture<'static, ()>> {

@@ -15,17 +15,20 @@
 //!   fails alone. A step that fails in the engine rolls the whole batch back
 //!   and every step of it gets an error.
 //! - **Cancel safety.** Steps run on the writer task, so a caller that stops
-//!   waiting cannot cut a transaction in half.
+//!   waiting cannot cut a transaction in half. A claim whose caller left
+//!   before it ran is skipped; one whose caller left after is kept for that
+//!   consumer's next claim (see `unread`).
 
 use std::sync::{Arc, Mutex};
 
-use litebus::driver::{Append, BoxFuture, DeadLettered};
+use litebus::driver::{Append, BoxFuture, Claim, ClaimOutcome, DeadLettered};
 use litebus::{DriverError, Error, Message, Outcome, Result};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::conn::{SqlxConn, map_err};
 use crate::runtime::{Runtime, Task};
+use crate::unread::{Answer, ConsumerKey, Unread};
 
 /// The most steps sharing one transaction.
 const MAX_BATCH: usize = 256;
@@ -134,11 +137,22 @@ struct Publish {
     reply: oneshot::Sender<Result<Vec<Outcome>>>,
 }
 
+/// A claim waiting for the writer.
+struct ClaimJob {
+    key: ConsumerKey,
+    now: litebus::Timestamp,
+    lease_until: litebus::Timestamp,
+    max: u32,
+    reply: oneshot::Sender<Result<Answer>>,
+    unread: Arc<Unread>,
+}
+
 /// What the writer queue holds.
 enum Item {
     Step(Box<dyn Job>),
     Ack(Ack),
     Publish(Publish),
+    Claim(ClaimJob),
 }
 
 impl Item {
@@ -150,6 +164,9 @@ impl Item {
             }
             Item::Publish(publish) => {
                 let _ = publish.reply.send(Err(failure.to_error()));
+            }
+            Item::Claim(claim) => {
+                let _ = claim.reply.send(Err(failure.to_error()));
             }
         }
     }
@@ -236,6 +253,31 @@ impl Writer {
         self.queue(Item::Publish(publish), answer)
     }
 
+    /// Queues a claim now and waits for its outcome. If the caller stops
+    /// waiting, the claim does not run, or what it leased is kept in
+    /// `unread` for the consumer's next claim.
+    pub(crate) fn claim(
+        &self,
+        claim: Claim<'_>,
+        unread: Arc<Unread>,
+    ) -> BoxFuture<'static, Result<ClaimOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        let job = ClaimJob {
+            key: (
+                claim.topic.to_owned(),
+                claim.group.to_owned(),
+                claim.consumer.to_owned(),
+            ),
+            now: claim.now,
+            lease_until: claim.lease_until,
+            max: claim.max,
+            reply,
+            unread,
+        };
+        let answer = self.queue(Item::Claim(job), answer);
+        Box::pin(async move { answer.await.map(Answer::open) })
+    }
+
     /// Queues `item` now, so that order follows calls, and waits for
     /// `answer`.
     fn queue<T: Send + 'static>(
@@ -310,6 +352,7 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Item>) {
                 }
                 run_acks(&mut tx, acks, &mut ran).await
             }
+            Item::Claim(job) => run_claim(&mut tx, job, &mut ran).await,
             Item::Publish(first) => {
                 let mut publishes = vec![first];
                 while let Some(Item::Publish(_)) = items.peek() {
@@ -339,6 +382,45 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Item>) {
     for step in ran {
         (step.finish)(ended.as_ref().copied());
     }
+}
+
+/// Runs a claim unless its caller has gone; true if the engine failed.
+async fn run_claim(conn: &mut SqliteConnection, job: ClaimJob, ran: &mut Vec<Ran>) -> bool {
+    if job.reply.is_closed() {
+        // Nobody would read what it leased.
+        return false;
+    }
+    let ClaimJob {
+        key,
+        now,
+        lease_until,
+        max,
+        reply,
+        unread,
+    } = job;
+    let claim = Claim {
+        topic: &key.0,
+        group: &key.1,
+        consumer: &key.2,
+        now,
+        lease_until,
+        max,
+    };
+    let result = litebus_sql::claim(&mut SqlxConn::new(conn), claim).await;
+    let dirty = result.as_ref().is_err_and(|e| !is_clean(e));
+    ran.push(Ran {
+        dirty,
+        finish: Box::new(move |ended| {
+            // An answer sent to a caller that has gone is dropped unopened,
+            // which keeps it for the consumer's next claim.
+            let _ = reply.send(match (result, ended) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(failure)) => Err(failure.to_error()),
+                (Ok(outcome), Ok(())) => Ok(Answer::new(outcome, key, unread)),
+            });
+        }),
+    });
+    dirty
 }
 
 /// Runs acks grouped by topic and group, one statement per group; true if

@@ -15,6 +15,9 @@ use crate::TursoDriver;
 #[cfg(not(target_arch = "wasm32"))]
 pub struct Files {
     dir: std::path::PathBuf,
+    /// The driver last opened on each store, for plain SQL: turso takes a
+    /// file's lock, so SQL runs on the driver's own connection.
+    open: Mutex<HashMap<String, TursoDriver>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -24,7 +27,10 @@ impl Default for Files {
         let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("litebus-turso-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Files { dir }
+        Files {
+            dir,
+            open: Mutex::default(),
+        }
     }
 }
 
@@ -37,7 +43,19 @@ impl Factory for Files {
     }
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<TursoDriver>> {
-        Box::pin(TursoDriver::open(self.dir.join(format!("{store}.db"))))
+        Box::pin(async move {
+            let driver = TursoDriver::open(self.dir.join(format!("{store}.db"))).await?;
+            self.open
+                .lock()
+                .expect("drivers")
+                .insert(store.to_owned(), driver.clone());
+            Ok(driver)
+        })
+    }
+
+    fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
+        let driver = self.open.lock().expect("drivers").get(store).cloned()?;
+        Some(Box::pin(async move { driver.execute(sql).await.map(drop) }))
     }
 }
 
@@ -73,5 +91,10 @@ impl Factory for Memory {
                 .insert(store.to_owned(), driver.clone());
             Ok(driver)
         })
+    }
+
+    fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
+        let driver = self.stores.lock().expect("stores").get(store).cloned()?;
+        Some(Box::pin(async move { driver.execute(sql).await.map(drop) }))
     }
 }

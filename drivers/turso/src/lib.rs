@@ -195,6 +195,18 @@ impl TursoDriver {
         migrated.await?;
         Ok(driver)
     }
+    /// Runs one statement of plain SQL on the driver's connection, in a
+    /// transaction of its own that takes its turn with the driver's steps:
+    /// how the tests write rows as an application's SQL would. (Not yet an
+    /// API: a subscription waiting on a bus would not hear of such a write.)
+    #[doc(hidden)]
+    pub async fn execute(&self, sql: &str) -> Result<u64> {
+        use litebus_sql::Conn as _;
+        let this = self;
+        let ran: BoxFuture<'_, Result<u64>> = step!(this, |conn| conn.execute(sql, Vec::new()));
+        ran.await
+    }
+
     /// Refuses work once closed.
     fn check_open(&self) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
