@@ -17,9 +17,11 @@
 //! Time is never read from SQL (I10): every statement gets the bus clock's
 //! time as a parameter.
 
+mod file;
 mod schema;
 mod steps;
 
+pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use steps::{ack_many, append, claim, ensure_group, hot, release, settle, stats};
 

@@ -161,6 +161,8 @@ impl SqlxDriver {
             ))
             .into());
         }
+        // A damaged file is refused before anything writes to it.
+        litebus_sql::check_file(path)?;
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -396,14 +398,26 @@ impl Driver for SqlxDriver {
             // Releases of dropped subscriptions land before anything closes.
             self.runtime.join_background().await;
             // An in-memory database lives as long as a clone of the driver.
-            if !self.memory {
-                self.writer.shutdown().await;
-                self.writer_pool.close().await;
-                if let Some(watcher) = &self.watcher {
-                    watcher.close().await;
-                }
+            if self.memory {
+                return Ok(());
             }
-            Ok(())
+            self.writer.shutdown().await;
+            if let Some(watcher) = &self.watcher {
+                watcher.close().await;
+            }
+            // Everything committed moves into the main file and the log is
+            // emptied, so the file alone holds the store. (SQLite does this
+            // itself only when the last connection to the file closes.)
+            // Another process still reading may keep part of the log: that
+            // is not an error, its own close checkpoints.
+            let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer_pool)
+                .await;
+            self.writer_pool.close().await;
+            match checkpoint {
+                Err(e) if !map_err(&e).is_retryable() => Err(map_err(&e)),
+                _ => Ok(()),
+            }
         })
     }
 

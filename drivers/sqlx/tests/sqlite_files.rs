@@ -225,6 +225,41 @@ async fn a_row_that_does_not_decode_is_dead_lettered_and_the_group_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_leaves_the_store_in_the_main_file() {
+    let dir = TempDir::new("checkpoint");
+    let path = dir.file("bus.db");
+    let bus = still_bus(&path).await;
+    let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+    bus.publish_batch(
+        "t",
+        (0..500).map(|i| Message::new(vec![7u8; 500]).with_id(format!("{i}"))),
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        within(sub.recv()).await.unwrap().ack().await.unwrap();
+    }
+    // A receive waiting (for another process's commit too) keeps the
+    // watcher's connection open while the bus closes.
+    let late = bus
+        .subscribe("t", "late", GroupOptions::new().start(litebus::Start::End))
+        .await
+        .unwrap();
+    let (waited, closed) = within(futures_lite::future::zip(late.recv(), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        bus.close().await
+    }))
+    .await;
+    assert!(waited.unwrap_err().is_closed());
+    closed.unwrap();
+    let wal = std::fs::metadata(dir.file("bus.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the log is emptied on close");
+    let bus = still_bus(&path).await;
+    assert_eq!(bus.stats("t").await.unwrap().messages, 500);
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_and_acks_are_index_ranges() {
     let dir = TempDir::new("plans");
     let path = dir.file("bus.db");
@@ -287,9 +322,9 @@ async fn bad_files_are_refused_with_clear_errors() {
         "random bytes: file unchanged"
     );
 
-    let cut = dir.file("cut.db");
+    let whole = dir.file("whole.db");
     {
-        let driver = SqlxDriver::open(&cut).await.unwrap();
+        let driver = SqlxDriver::open(&whole).await.unwrap();
         let bus = Bus::open(driver, BusOptions::new()).unwrap();
         bus.publish_batch(
             "t",
@@ -297,28 +332,25 @@ async fn bad_files_are_refused_with_clear_errors() {
         )
         .await
         .unwrap();
+        // Checkpointed into the main file by the close.
         bus.close().await.unwrap();
     }
-    // Checkpointed into the main file by the close; cut it in the middle.
-    let len = std::fs::metadata(&cut).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
-    file.set_len(len / 2).unwrap();
-    drop(file);
-    let _ = std::fs::remove_file(dir.file("cut.db-wal"));
-    match SqlxDriver::open(&cut).await {
-        Err(e) => assert!(
-            matches!(e, Error::Corrupt(_) | Error::Driver(_)),
-            "truncated: {e}"
-        ),
-        Ok(driver) => {
-            // SQLite may open a cut file; reading it must then fail cleanly.
-            let bus = Bus::open(driver, BusOptions::new()).unwrap();
-            let e = bus.stats("t").await.expect_err("truncated file read");
-            assert!(
-                matches!(e, Error::Corrupt(_) | Error::Driver(_)),
-                "truncated: {e}"
-            );
-        }
+    let bytes = std::fs::read(&whole).unwrap();
+    // Cut in half, at a page boundary, and one page short.
+    for len in [
+        bytes.len() / 2,
+        bytes.len() / 4096 / 2 * 4096,
+        bytes.len() - 4096,
+    ] {
+        let cut = dir.file(&format!("cut-{len}.db"));
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let e = open_error(&cut).await;
+        assert!(matches!(e, Error::Corrupt(_)), "cut to {len}: {e}");
+        assert_eq!(
+            std::fs::read(&cut).unwrap(),
+            &bytes[..len],
+            "cut to {len}: unchanged"
+        );
     }
 
     let e = open_error(&dir.0).await;

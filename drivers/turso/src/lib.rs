@@ -143,6 +143,8 @@ impl TursoDriver {
             ))
             .into());
         }
+        // A damaged file is refused before anything writes to it.
+        litebus_sql::check_file(path)?;
         let name = path.to_str().ok_or_else(|| {
             Error::InvalidOptions(format!("{} is not valid UTF-8", path.display()))
         })?;
