@@ -317,6 +317,12 @@ pub trait Driver: MaybeSendSync + 'static {
     /// deliverable when it is not settled, not under an unexpired lease, its
     /// retry time and `deliver_at` have come, and (ordered / per key) every
     /// earlier message of the group (of its key) is settled.
+    ///
+    /// Cancel safety (I11): a claim future dropped after any poll leaves
+    /// nothing leased that the same consumer's next claim does not return
+    /// (with the `lease_until` it was leased with). A driver either does
+    /// not run the claim, undoes it, or keeps what it leased for that
+    /// consumer.
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>>;
 
     /// Acks, nacks or extends one delivery. A nack of the final attempt

@@ -79,11 +79,18 @@ impl Subscription {
     /// clock until the next lease end or delay otherwise. Errors of the
     /// driver are returned and the subscription stays usable; after
     /// [`Bus::close`](crate::Bus::close) it returns [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// This method is cancel safe: dropped after any poll (under a
+    /// deadline, in a `select!`), it leaves nothing leased that this
+    /// subscription's next `recv` does not get. The conformance case
+    /// `recv_is_cancel_safe` checks it on every driver.
     pub async fn recv(&self) -> Result<Delivery> {
         self.shared.clone().next_delivery().await
     }
 
     /// Returns a delivery if one is deliverable now, without waiting.
+    /// Cancel safe, as [`recv`](Subscription::recv) is.
     pub async fn try_recv(&self) -> Result<Option<Delivery>> {
         match self.shared.fetch().await? {
             Fetched::Delivery(delivery) => Ok(Some(delivery)),

@@ -157,6 +157,24 @@ impl TursoDriver {
             .map_err(|e| cannot_open(path, e))
     }
 
+    /// Opens (creating if needed) the database at `path` through an I/O of
+    /// the application's own: turso's [`IO`](turso::core::IO) trait, which
+    /// decides where the bytes of `path` and its `-wal` live (a browser's
+    /// private file system, a test I/O that loses power). Nothing is read
+    /// from the host's file system.
+    pub async fn open_with_io(
+        path: &str,
+        io: Arc<dyn turso::core::IO>,
+        options: TursoOptions,
+    ) -> Result<Self> {
+        let db = turso::Builder::new_local(path)
+            .with_io_impl(io)
+            .build()
+            .await
+            .map_err(map_err)?;
+        TursoDriver::start(db, Some(options.durability)).await
+    }
+
     /// A fresh in-memory database. It lives as long as a clone of this
     /// driver does.
     pub async fn memory() -> Result<Self> {
