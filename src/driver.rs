@@ -53,8 +53,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[cfg(target_arch = "wasm32")]
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// What a driver can do beyond the common contract. The conformance suite
-/// runs the cases that need a capability only on drivers that declare it.
+/// What a driver can do beyond the common contract. The process tests of
+/// the test kit (`litebus-conformance`) read `durable` and `multi_process`
+/// to choose what to check; `sql_publish` tells users whether plain SQL
+/// may publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Capabilities {

@@ -29,8 +29,9 @@
 //! # }).unwrap();
 //! ```
 //!
-//! The guarantees (invariants I1–I10) are listed in `docs/design.md`; the
-//! [`conformance`] suite (feature `conformance`) checks them for any driver.
+//! The guarantees (invariants I1–I12) are listed in `docs/design.md`; the
+//! conformance suite (the `litebus-conformance` crate) checks them for any
+//! driver.
 
 // wasm32 has no threads, so the driver and clock need not be `Send` there.
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
@@ -38,8 +39,6 @@
 mod bus;
 mod clock;
 pub mod codec;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod driver;
 mod error;
 mod listener;

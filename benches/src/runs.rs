@@ -132,7 +132,7 @@ async fn drain(
             .iter()
             .map(|d| Box::pin(d.ack()) as BoxFuture<'_, litebus::Result<()>>)
             .collect();
-        for ack in litebus::conformance::join_all(acks).await {
+        for ack in litebus_conformance::join_all(acks).await {
             ack.unwrap();
         }
         done += batch.len();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litebus::conformance::MemoryFactory;
+use litebus_conformance::MemoryFactory;
 use litebus_proptests::check_against_model;
 use litebus_proptests::ops::Op;
 

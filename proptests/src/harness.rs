@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use litebus::conformance::Factory;
 use litebus::{
     Bus, BusOptions, Delivery, GroupOptions, Listener, Live, ManualClock, Message, NackOptions,
     Order, Start, Subscription, Timestamp,
 };
+use litebus_conformance::Factory;
 
 use crate::model::START_MILLIS;
 use crate::ops::{

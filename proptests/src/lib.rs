@@ -13,7 +13,42 @@ pub mod ops;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use litebus::conformance::Factory;
+use litebus_conformance::Factory;
+
+/// The proptest settings of the SQL drivers' model tests: a quarter of
+/// `PROPTEST_CASES` (each case runs real SQL), failures kept beside the
+/// test as `*.regressions`.
+pub fn sql_config() -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    let cases = Config::default().cases;
+    Config {
+        cases: (cases / 4).max(1),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..Config::default()
+    }
+}
+
+/// Property tests holding SQL drivers to the model: each
+/// `name: factory, executor;` line is a test running random operation
+/// sequences on a bus over `factory` under `executor` (a function running
+/// a future), every observation compared with the model
+/// ([`check_against_model`]), with [`sql_config`].
+#[macro_export]
+macro_rules! sql_model_tests {
+    ($($name:ident: $factory:expr, $run:path;)*) => {
+        proptest::proptest! {
+            #![proptest_config($crate::sql_config())]
+            $(
+                #[test]
+                fn $name(ops in proptest::collection::vec($crate::ops::op(), 1..60)) {
+                    let factory = $factory;
+                    let result = $run($crate::check_against_model(&factory, &ops));
+                    proptest::prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+                }
+            )*
+        }
+    };
+}
 
 /// A unique store name for one run.
 pub fn fresh_store(prefix: &str) -> String {

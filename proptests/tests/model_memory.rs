@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::LazyLock;
 
-use litebus::conformance::MemoryFactory;
+use litebus_conformance::MemoryFactory;
 use litebus_proptests::fresh_store;
 use litebus_proptests::harness::Harness;
 use litebus_proptests::model::Model;

@@ -4,13 +4,14 @@
 //! (or, with `Files::smol()` / `Memory::smol()` and the `smol` feature, on
 //! smol's global executor), so the tests may run on any executor.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
+use std::future::Future;
+use std::path::Path;
+use std::sync::LazyLock;
 
-use litebus::conformance::Factory;
 use litebus::driver::BoxFuture;
 use litebus::{Capabilities, Result};
+use litebus_conformance::Factory;
+use litebus_conformance::kit::{FileDriver, Stores, TempDir};
 
 use crate::SqlxDriver;
 
@@ -52,7 +53,7 @@ impl OpenOn {
 
 /// Each store is a file in a temporary directory (removed when dropped).
 pub struct Files {
-    dir: PathBuf,
+    dir: TempDir,
     on: OpenOn,
 }
 
@@ -61,20 +62,17 @@ impl Files {
     #[cfg(feature = "smol")]
     #[must_use]
     pub fn smol() -> Self {
-        let mut files = Files::default();
-        files.on = OpenOn::Smol;
-        files
+        Files {
+            on: OpenOn::Smol,
+            ..Files::default()
+        }
     }
 }
 
 impl Default for Files {
     fn default() -> Self {
-        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("litebus-sqlx-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
         Files {
-            dir,
+            dir: TempDir::new("sqlx"),
             on: OpenOn::default(),
         }
     }
@@ -93,13 +91,13 @@ impl Factory for Files {
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
         Box::pin(
             self.on
-                .run(SqlxDriver::open(self.dir.join(format!("{store}.db")))),
+                .run(SqlxDriver::open(self.dir.file(&format!("{store}.db")))),
         )
     }
 
     /// On a connection of its own, as an application beside the bus.
     fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
-        let path = self.dir.join(format!("{store}.db"));
+        let path = self.dir.file(&format!("{store}.db"));
         let sql = sql.to_owned();
         Some(Box::pin(self.on.run(async move {
             let pool = sqlx::SqlitePool::connect_with(
@@ -116,10 +114,62 @@ impl Factory for Files {
     }
 }
 
+/// The kit's file and process tests on sqlx files.
+impl FileDriver for Files {
+    type Driver = SqlxDriver;
+
+    fn capabilities() -> Capabilities {
+        Capabilities::NONE
+            .durable(true)
+            .multi_process(true)
+            .sql_publish(true)
+    }
+
+    fn open(path: &Path) -> impl Future<Output = Result<SqlxDriver>> {
+        SqlxDriver::open(path.to_owned())
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        litebus_conformance::kit::run::tokio(f)
+    }
+
+    fn query(path: &Path, sql: &str, params: usize) -> impl Future<Output = Vec<Vec<String>>> {
+        let (path, sql) = (path.to_owned(), sql.to_owned());
+        async move {
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(std::time::Duration::from_secs(5)),
+            )
+            .await
+            .expect("connect");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for _ in 0..params {
+                query = query.bind(1_i64);
+            }
+            let rows = query.fetch_all(&pool).await.expect("query");
+            pool.close().await;
+            rows.iter()
+                .map(|row| {
+                    (0..sqlx::Row::len(row))
+                        .map(|i| {
+                            sqlx::Row::try_get::<String, _>(row, i)
+                                .or_else(|_| {
+                                    sqlx::Row::try_get::<i64, _>(row, i).map(|v| v.to_string())
+                                })
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    }
+}
+
 /// Each store is one `:memory:` database, reopened by sharing its driver.
 #[derive(Default)]
 pub struct Memory {
-    stores: Mutex<HashMap<String, SqlxDriver>>,
+    stores: Stores<SqlxDriver>,
     on: OpenOn,
 }
 
@@ -143,28 +193,15 @@ impl Factory for Memory {
     }
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<SqlxDriver>> {
-        Box::pin(async move {
-            if let Some(driver) = self.stores.lock().expect("stores").get(store) {
-                return Ok(driver.clone());
-            }
-            let driver = self.on.run(SqlxDriver::memory()).await?;
+        Box::pin(
             self.stores
-                .lock()
-                .expect("stores")
-                .insert(store.to_owned(), driver.clone());
-            Ok(driver)
-        })
+                .get_or_open(store, self.on.run(SqlxDriver::memory())),
+        )
     }
 
     /// Through the driver's pool: a `:memory:` database has one connection.
     fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
-        let pool = self
-            .stores
-            .lock()
-            .expect("stores")
-            .get(store)?
-            .pool()
-            .clone();
+        let pool = self.stores.get(store)?.pool().clone();
         let sql = sql.to_owned();
         Some(Box::pin(self.on.run(async move {
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -173,11 +210,5 @@ impl Factory for Memory {
                 .map(drop)
                 .map_err(|e| crate::conn::map_err(&e))
         })))
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

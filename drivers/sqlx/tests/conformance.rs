@@ -6,53 +6,30 @@
 
 use litebus_sqlx::conformance::{Files, Memory};
 
-fn tokio_run<F: std::future::Future>(case: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(case)
+mod file {
+    use super::*;
+    litebus_conformance::conformance_tests!(factory: Files::default());
 }
 
-mod file_tokio {
+mod memory {
     use super::*;
-    litebus::conformance_tests!(factory: Files::default(), run: tokio_run);
-}
-
-mod file_smol {
-    use super::*;
-    litebus::conformance_tests!(factory: Files::default(), run: smol::block_on);
-}
-
-mod file_block_on {
-    use super::*;
-    litebus::conformance_tests!(factory: Files::default(), run: futures_lite::future::block_on);
-}
-
-mod memory_tokio {
-    use super::*;
-    litebus::conformance_tests!(factory: Memory::default(), run: tokio_run);
-}
-
-mod memory_smol {
-    use super::*;
-    litebus::conformance_tests!(factory: Memory::default(), run: smol::block_on);
-}
-
-mod memory_block_on {
-    use super::*;
-    litebus::conformance_tests!(factory: Memory::default(), run: futures_lite::future::block_on);
+    litebus_conformance::conformance_tests!(factory: Memory::default());
 }
 
 #[cfg(feature = "smol")]
 mod file_smol_runtime {
     use super::*;
-    litebus::conformance_tests!(factory: Files::smol(), run: smol::block_on);
+    litebus_conformance::conformance_tests!(
+        factory: Files::smol(),
+        run: litebus_conformance::kit::run::smol,
+    );
 }
 
 #[cfg(feature = "smol")]
 mod memory_smol_runtime {
     use super::*;
-    litebus::conformance_tests!(factory: Memory::smol(), run: futures_lite::future::block_on);
+    litebus_conformance::conformance_tests!(
+        factory: Memory::smol(),
+        run: litebus_conformance::kit::run::block_on,
+    );
 }

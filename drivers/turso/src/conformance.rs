@@ -2,34 +2,28 @@
 //! tests (feature `conformance`): file databases in a temporary directory
 //! (native only), and `:memory:` databases.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use litebus::conformance::Factory;
 use litebus::driver::BoxFuture;
 use litebus::{Capabilities, Result};
+use litebus_conformance::Factory;
+use litebus_conformance::kit::Stores;
 
 use crate::TursoDriver;
 
 /// Each store is a file in a temporary directory (removed when dropped).
 #[cfg(not(target_arch = "wasm32"))]
 pub struct Files {
-    dir: std::path::PathBuf,
+    dir: litebus_conformance::kit::TempDir,
     /// The driver last opened on each store, for plain SQL: turso takes a
     /// file's lock, so SQL runs on the driver's own connection.
-    open: Mutex<HashMap<String, TursoDriver>>,
+    open: Stores<TursoDriver>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl Default for Files {
     fn default() -> Self {
-        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("litebus-turso-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
         Files {
-            dir,
-            open: Mutex::default(),
+            dir: litebus_conformance::kit::TempDir::new("turso"),
+            open: Stores::default(),
         }
     }
 }
@@ -44,32 +38,69 @@ impl Factory for Files {
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<TursoDriver>> {
         Box::pin(async move {
-            let driver = TursoDriver::open(self.dir.join(format!("{store}.db"))).await?;
-            self.open
-                .lock()
-                .expect("drivers")
-                .insert(store.to_owned(), driver.clone());
+            let driver = TursoDriver::open(self.dir.file(&format!("{store}.db"))).await?;
+            self.open.put(store, driver.clone());
             Ok(driver)
         })
     }
 
     fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
-        let driver = self.open.lock().expect("drivers").get(store).cloned()?;
-        Some(Box::pin(async move { driver.execute(sql).await.map(drop) }))
+        Some(execute(self.open.get(store)?, sql))
     }
 }
 
+/// The kit's file and process tests on turso files.
 #[cfg(not(target_arch = "wasm32"))]
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl litebus_conformance::kit::FileDriver for Files {
+    type Driver = TursoDriver;
+
+    fn capabilities() -> Capabilities {
+        Capabilities::NONE.durable(true)
+    }
+
+    fn open(path: &std::path::Path) -> impl Future<Output = Result<TursoDriver>> {
+        TursoDriver::open(path.to_owned())
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        litebus_conformance::kit::run::block_on(f)
+    }
+
+    fn query(
+        path: &std::path::Path,
+        sql: &str,
+        params: usize,
+    ) -> impl Future<Output = Vec<Vec<String>>> {
+        let (path, sql) = (path.to_owned(), sql.to_owned());
+        async move {
+            let db = turso::Builder::new_local(path.to_str().expect("UTF-8 path"))
+                .build()
+                .await
+                .expect("open");
+            let conn = db.connect().expect("connect");
+            let values: Vec<turso::Value> = (0..params).map(|_| turso::Value::Integer(1)).collect();
+            let mut rows = conn.query(sql, values).await.expect("query");
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().await.expect("row") {
+                out.push(
+                    (0..row.column_count())
+                        .map(|i| match row.get_value(i).expect("value") {
+                            turso::Value::Text(t) => t,
+                            turso::Value::Integer(v) => v.to_string(),
+                            other => format!("{other:?}"),
+                        })
+                        .collect(),
+                );
+            }
+            out
+        }
     }
 }
 
 /// Each store is one `:memory:` database, reopened by sharing its driver.
 #[derive(Default)]
 pub struct Memory {
-    stores: Mutex<HashMap<String, TursoDriver>>,
+    stores: Stores<TursoDriver>,
 }
 
 impl Factory for Memory {
@@ -80,21 +111,14 @@ impl Factory for Memory {
     }
 
     fn open<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<TursoDriver>> {
-        Box::pin(async move {
-            if let Some(driver) = self.stores.lock().expect("stores").get(store) {
-                return Ok(driver.clone());
-            }
-            let driver = TursoDriver::memory().await?;
-            self.stores
-                .lock()
-                .expect("stores")
-                .insert(store.to_owned(), driver.clone());
-            Ok(driver)
-        })
+        Box::pin(self.stores.get_or_open(store, TursoDriver::memory()))
     }
 
     fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
-        let driver = self.stores.lock().expect("stores").get(store).cloned()?;
-        Some(Box::pin(async move { driver.execute(sql).await.map(drop) }))
+        Some(execute(self.stores.get(store)?, sql))
     }
+}
+
+fn execute(driver: TursoDriver, sql: &str) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move { driver.execute(sql).await.map(drop) })
 }

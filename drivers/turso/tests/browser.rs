@@ -11,5 +11,5 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod turso_memory {
     use super::*;
-    litebus::conformance_tests!(factory: Memory::default(), wasm_bindgen_test);
+    litebus_conformance::conformance_tests!(factory: Memory::default(), wasm_bindgen_test);
 }

@@ -1,0 +1,189 @@
+//! I8: after its last attempt a message moves to its dead-letter topic,
+//! in one place, always, under an id that fits.
+
+use crate::prelude::*;
+
+/// I8: after `max_attempts` nacks the message moves to `<topic>.dlq` with its
+/// last error and attempt count, and the ordered group moves on.
+pub async fn i8_dead_letter_after_nacks<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_nacks").await;
+    env.publish_n("t", 0, 2).await;
+    let sub = env.sub("t", "g", GroupOptions::new().max_attempts(2)).await;
+    let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
+    for _ in 0..2 {
+        recv(&sub)
+            .await
+            .nack(NackOptions::new().with_reason("bad input"))
+            .await
+            .unwrap();
+    }
+    let next = recv(&sub).await;
+    assert_eq!((next.seq(), next.attempt()), (2, 1));
+    let dead = recv(&dlq).await;
+    let meta = dead.message().metadata();
+    assert_eq!(text(&dead), "t-0");
+    assert_eq!(meta[dead_letter_keys::ERROR], "bad input");
+    assert_eq!(meta[dead_letter_keys::ATTEMPTS], "2");
+    assert_eq!(meta[dead_letter_keys::TOPIC], "t");
+    assert_eq!(meta[dead_letter_keys::GROUP], "g");
+    assert_eq!(meta[dead_letter_keys::SEQ], "1");
+    assert_eq!(meta[dead_letter_keys::ID], "t-0");
+    assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 1);
+}
+
+/// I8: a final attempt whose lease expires is dead-lettered at the next claim.
+pub async fn i8_dead_letter_after_lease_expiry<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_expiry").await;
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", GroupOptions::new().max_attempts(2)).await;
+    let _first = recv(&sub).await;
+    env.advance(LEASE);
+    assert_eq!(some(&sub).await.attempt(), 2);
+    env.advance(LEASE);
+    none(&sub).await;
+    let dead = env.bus.stats("t.dlq").await.unwrap();
+    assert_eq!(dead.messages, 1);
+    let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
+    let d = recv(&dlq).await;
+    assert_eq!(
+        d.message().metadata()[dead_letter_keys::ERROR],
+        litebus::driver::LEASE_EXPIRED
+    );
+}
+
+/// I8: a dead letter is in exactly one place: gone from its group, present once
+/// in the chosen dead-letter topic, heard by its listeners.
+pub async fn i8_dead_letter_is_in_one_place<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_one_place").await;
+    env.publish_n("t", 0, 3).await;
+    let mut hear = env.bus.listen("graveyard").unwrap();
+    let sub = env
+        .sub(
+            "t",
+            "g",
+            shared(5)
+                .prefetch(1)
+                .max_attempts(1)
+                .dead_letter("graveyard"),
+        )
+        .await;
+    let d = recv(&sub).await;
+    d.nack(NackOptions::new()).await.unwrap();
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead_lettered),
+        (2, 0, 1)
+    );
+    assert_eq!(env.bus.stats("graveyard").await.unwrap().messages, 1);
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 0);
+    let Some(Ok(Live::Message { message, .. })) = hear.try_recv() else {
+        panic!("the dead letter was not heard");
+    };
+    assert_eq!(message.payload(), d.message().payload());
+    let mut rest = BTreeSet::new();
+    for _ in 0..2 {
+        let d = recv(&sub).await;
+        rest.insert(d.seq());
+        d.ack().await.unwrap();
+    }
+    assert!(!rest.contains(&d.seq()));
+    none(&sub).await;
+    assert_eq!(group_stats(&env.bus, "t", "g").await.acked_floor, 3);
+}
+
+/// I8/I9: the dead letters of two groups of one topic do not collide.
+pub async fn i8_dead_letters_of_two_groups<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_two_groups").await;
+    env.publish_n("t", 0, 1).await;
+    for group in ["g1", "g2"] {
+        let sub = env
+            .sub("t", group, GroupOptions::new().max_attempts(1))
+            .await;
+        recv(&sub).await.nack(NackOptions::new()).await.unwrap();
+    }
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 2);
+}
+
+/// I8: a consumer that goes away holding a final attempt dead-letters it.
+pub async fn i8_release_of_final_attempt<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_release").await;
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", GroupOptions::new().max_attempts(1)).await;
+    let _held = recv(&sub).await;
+    sub.close().await.unwrap();
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 1);
+    assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 1);
+}
+
+/// I8, I12: a dead letter always lands, even when its dead-letter topic
+/// already holds a message with the id it would take (anyone may publish
+/// any id there): by nack, by an expired final lease and by release.
+pub async fn i8_dead_letter_lands_whatever_ids_its_topic_holds<F: Factory>(f: &F) {
+    let env = Env::new(f, "i8_taken_id").await;
+    let seqs = env.publish_n("t", 0, 3).await;
+    for seq in &seqs {
+        let forged = Message::new("forged").with_id(format!("t/g/{seq}"));
+        assert!(
+            !env.bus
+                .publish("t.dlq", forged)
+                .await
+                .unwrap()
+                .is_duplicate()
+        );
+    }
+    let sub = env
+        .sub("t", "g", shared(3).prefetch(1).max_attempts(1))
+        .await;
+    recv(&sub)
+        .await
+        .nack(NackOptions::new().with_reason("nacked"))
+        .await
+        .unwrap();
+    let _expires = recv(&sub).await;
+    env.advance(LEASE);
+    let _released = some(&sub).await;
+    sub.close().await.unwrap();
+    assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 3);
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 6);
+    let dlq = env.sub("t.dlq", "ops", GroupOptions::new()).await;
+    let got = receive_all(&dlq, 6).await;
+    assert_eq!(&got[..3], ["forged"; 3]);
+    let mut letters = got[3..].to_vec();
+    letters.sort();
+    assert_eq!(letters, names("t", 0..3));
+    none(&dlq).await;
+}
+
+/// Names at their longest work from the first call to the last: a 255-byte
+/// topic and group subscribe with the default dead-letter topic, their dead
+/// letters get ids that are valid ids (and publish again as they are), and
+/// the dead-letter topic can itself be subscribed with default options.
+pub async fn longest_names_work_end_to_end<F: Factory>(f: &F) {
+    let env = Env::new(f, "longest_names").await;
+    let topic = "t".repeat(litebus::MAX_NAME_LEN);
+    let group = "g".repeat(litebus::MAX_NAME_LEN);
+    env.bus
+        .publish(&topic, Message::new("long").with_id("m"))
+        .await
+        .unwrap();
+    let sub = env
+        .sub(&topic, &group, GroupOptions::new().max_attempts(1))
+        .await;
+    recv(&sub).await.nack(NackOptions::new()).await.unwrap();
+    let dead_letters = litebus::driver::default_dead_letter_topic(&topic);
+    assert!(dead_letters.len() <= litebus::MAX_NAME_LEN);
+    let dlq = env
+        .sub(&dead_letters, &group, GroupOptions::new().max_attempts(1))
+        .await;
+    let letter = recv(&dlq).await;
+    assert_eq!(letter.message().metadata()[dead_letter_keys::ID], "m");
+    let id = letter.message().id().to_owned();
+    assert!(id.len() <= litebus::MAX_NAME_LEN, "{} bytes", id.len());
+    let again = Message::new(letter.message().payload().to_vec()).with_id(id.clone());
+    let outcome = env.bus.publish(&topic, again).await.unwrap();
+    assert!(!outcome.is_duplicate());
+    // The dead letter's own dead letter fits as well.
+    letter.nack(NackOptions::new()).await.unwrap();
+    let deeper = litebus::driver::default_dead_letter_topic(&dead_letters);
+    assert_eq!(env.bus.stats(&deeper).await.unwrap().messages, 1);
+}

@@ -1,0 +1,153 @@
+//! I10 and I11: the clock, publishes, acks and drops wake a waiting
+//! receive; a receive cut after any poll leaves nothing leased to nobody.
+
+use crate::prelude::*;
+
+/// I10: a waiting receive wakes when the bus clock passes a lease end, with no
+/// publish or call in between.
+pub async fn i10_clock_wakes_waiting_receive<F: Factory>(f: &F) {
+    let env = Env::new(f, "i10_wake").await;
+    env.publish_n("t", 0, 1).await;
+    let a = env.sub("t", "g", GroupOptions::new()).await;
+    let b = env.sub("t", "g", GroupOptions::new()).await;
+    let _held = recv(&a).await;
+    let (got, ()) = within(future::zip(b.recv(), async {
+        while env.clock.sleepers() == 0 {
+            future::yield_now().await;
+        }
+        env.advance(LEASE);
+    }))
+    .await;
+    assert_eq!(got.unwrap().attempt(), 2);
+}
+
+/// I10: `deliver_at` holds a message back until the bus clock reaches it.
+pub async fn i10_deliver_at<F: Factory>(f: &F) {
+    let env = Env::new(f, "i10_deliver_at").await;
+    let at = env.clock.now() + Duration::from_secs(60);
+    env.bus
+        .publish(
+            "t",
+            Message::new("later").with_id("later").with_deliver_at(at),
+        )
+        .await
+        .unwrap();
+    let sub = env.sub("t", "g", shared(5)).await;
+    none(&sub).await;
+    env.advance(Duration::from_secs(59));
+    none(&sub).await;
+    let (got, ()) = within(future::zip(sub.recv(), async {
+        while env.clock.sleepers() == 0 {
+            future::yield_now().await;
+        }
+        env.advance(Duration::from_secs(1));
+    }))
+    .await;
+    assert_eq!(text(&got.unwrap()), "later");
+}
+
+/// A publish wakes a waiting receive at once: no polling, no clock movement.
+pub async fn publish_wakes_waiting_receive<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_on_publish").await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let (got, _) = within(future::zip(sub.recv(), async {
+        future::yield_now().await;
+        env.publish_n("t", 0, 1).await
+    }))
+    .await;
+    assert_eq!(text(&got.unwrap()), "t-0");
+}
+
+/// An ack in an ordered group wakes the consumer waiting for the next message.
+pub async fn ack_wakes_ordered_waiter<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_on_ack").await;
+    env.publish_n("t", 0, 2).await;
+    let a = env.sub("t", "g", GroupOptions::new()).await;
+    let b = env.sub("t", "g", GroupOptions::new()).await;
+    let first = recv(&a).await;
+    let (got, acked) = within(future::zip(b.recv(), async {
+        future::yield_now().await;
+        first.ack().await
+    }))
+    .await;
+    acked.unwrap();
+    assert_eq!(got.unwrap().seq(), 2);
+}
+
+/// Dropping a subscription that holds a message wakes the consumer waiting
+/// for it (I6), with no clock movement.
+pub async fn drop_wakes_waiting_receive<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_on_drop").await;
+    env.publish_n("t", 0, 1).await;
+    let a = env.sub("t", "g", GroupOptions::new()).await;
+    let b = env.sub("t", "g", GroupOptions::new()).await;
+    let held = recv(&a).await;
+    let (got, ()) = within(future::zip(b.recv(), async {
+        future::yield_now().await;
+        drop(a);
+    }))
+    .await;
+    let got = got.unwrap();
+    assert_eq!((got.seq(), got.attempt()), (held.seq(), 2));
+}
+
+/// I11: a `recv` dropped after any poll (a deadline, a `select!`) leaves
+/// nothing leased that its subscription's next `recv` would not get: no
+/// delivery waits for a lease to run out (the clock never moves here).
+pub async fn recv_is_cancel_safe<F: Factory>(f: &F) {
+    let env = Env::new(f, "recv_cancel").await;
+    let count = 24;
+    env.publish_n("t", 0, count).await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let mut got = Vec::new();
+    for i in 0..count {
+        // Deadlines of 0 to 5 ms, the first of each six cut after one poll.
+        if let Some(d) = cancelled_recv(&sub, (i % 6) as u64).await {
+            got.push((d.seq(), d.attempt()));
+            d.ack().await.unwrap();
+            continue;
+        }
+        let d = recv(&sub).await;
+        got.push((d.seq(), d.attempt()));
+        d.ack().await.unwrap();
+    }
+    let seqs: Vec<u64> = got.iter().map(|&(seq, _)| seq).collect();
+    let mut sorted = seqs.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), count, "each message once: {got:?}");
+    assert!(got.iter().all(|&(_, attempt)| attempt == 1), "{got:?}");
+    none(&sub).await;
+
+    // A subscription dropped after a cut `recv` gives the message to
+    // another one at once.
+    env.publish_n("t", count, 1).await;
+    let first = env.sub("t", "g", GroupOptions::new()).await;
+    // On a driver whose claims finish in one poll, the cut `recv` got it.
+    drop(cancelled_recv(&first, 0).await);
+    drop(first);
+    let other = env.sub("t", "g", GroupOptions::new()).await;
+    let d = recv(&other).await;
+    assert_eq!(text(&d), format!("t-{count}"));
+}
+
+/// A `recv` cut after one poll (`ms` = 0) or by a deadline of `ms`
+/// milliseconds; the delivery if it came first.
+async fn cancelled_recv(sub: &Subscription, ms: u64) -> Option<Delivery> {
+    let receive = async { Some(sub.recv().await.expect("recv")) };
+    if ms == 0 {
+        return future::poll_once(Box::pin(receive)).await.flatten();
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use litebus::Clock;
+        future::or(receive, async {
+            litebus::StdClock.sleep(Duration::from_millis(ms)).await;
+            None
+        })
+        .await
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        future::poll_once(Box::pin(receive)).await.flatten()
+    }
+}

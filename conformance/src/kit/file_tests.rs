@@ -1,0 +1,249 @@
+//! What every driver of files must do with a file it is given, and with
+//! its own statements: damaged and foreign files are refused with a clear
+//! error and left as they are, and the hot statements are index lookups.
+//! [`file_tests!`](crate::file_tests) expands them into `#[test]`s for one
+//! [`FileDriver`].
+
+use std::path::Path;
+
+use litebus::{Bus, BusOptions, Error, GroupOptions, Message};
+
+use super::{FileDriver, TempDir, make_read_only};
+
+/// A store of 200 messages of 500 bytes, closed (so that the main file
+/// holds them all).
+async fn filled<D: FileDriver>(path: &Path) {
+    let bus = Bus::open(D::open(path).await.unwrap(), BusOptions::new()).unwrap();
+    bus.publish_batch(
+        "t",
+        (0..200).map(|i| Message::new(vec![7u8; 500]).with_id(format!("{i}"))),
+    )
+    .await
+    .unwrap();
+    bus.close().await.unwrap();
+}
+
+async fn open_error<D: FileDriver>(path: &Path) -> Error {
+    match D::open(path).await {
+        Ok(_) => panic!("opening {} should fail", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// A file of random bytes is `Error::Corrupt` and left as it was.
+pub fn random_bytes_are_refused_and_left_alone<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("noise");
+        let noise = dir.file("noise.db");
+        let bytes: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&noise, &bytes).unwrap();
+        let e = open_error::<D>(&noise).await;
+        assert!(matches!(e, Error::Corrupt(_)), "random bytes: {e}");
+        assert_eq!(std::fs::read(&noise).unwrap(), bytes, "file unchanged");
+    });
+}
+
+/// A file cut in half, at a page boundary or one page short is
+/// `Error::Corrupt` and left as it was.
+pub fn a_cut_file_is_refused_and_left_alone<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("cut");
+        let whole = dir.file("whole.db");
+        filled::<D>(&whole).await;
+        let bytes = std::fs::read(&whole).unwrap();
+        for len in [
+            bytes.len() / 2,
+            bytes.len() / 4096 / 2 * 4096,
+            bytes.len() - 4096,
+        ] {
+            let cut = dir.file(&format!("cut-{len}.db"));
+            std::fs::write(&cut, &bytes[..len]).unwrap();
+            let e = open_error::<D>(&cut).await;
+            assert!(matches!(e, Error::Corrupt(_)), "cut to {len}: {e}");
+            assert_eq!(
+                std::fs::read(&cut).unwrap(),
+                &bytes[..len],
+                "cut to {len}: file unchanged"
+            );
+        }
+    });
+}
+
+/// A directory is refused, saying so.
+pub fn a_directory_is_refused<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("dir");
+        let e = open_error::<D>(dir.path()).await;
+        assert!(e.to_string().contains("directory"), "directory: {e}");
+    });
+}
+
+/// A database written by a newer litebus is refused, naming its version,
+/// and left as it was.
+pub fn a_newer_schema_is_refused_and_left_alone<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("newer");
+        let newer = dir.file("newer.db");
+        filled::<D>(&newer).await;
+        let version = "SELECT value FROM litebus_meta WHERE name = 'schema_version'";
+        D::query(
+            &newer,
+            "UPDATE litebus_meta SET value = 99 WHERE name = 'schema_version'",
+            0,
+        )
+        .await;
+        let e = open_error::<D>(&newer).await;
+        assert!(
+            e.to_string().contains("schema version 99"),
+            "newer schema: {e}"
+        );
+        assert_eq!(
+            D::query(&newer, version, 0).await,
+            [["99"]],
+            "nothing changed"
+        );
+    });
+}
+
+/// A file this process cannot write is refused, by the open or by the first
+/// write, saying why; it is left as it was, and holds all it held once
+/// writable again.
+pub fn a_read_only_file_is_refused_and_left_alone<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("read-only");
+        let path = dir.file("ro.db");
+        filled::<D>(&path).await;
+        let bytes = std::fs::read(&path).unwrap();
+        let Some(read_only) = make_read_only(&path) else {
+            // Neither permissions nor `chattr` can stop this user writing
+            // here (a superuser on a filesystem without the attribute).
+            eprintln!(
+                "skipped: cannot make a read-only file in {}",
+                dir.path().display()
+            );
+            return;
+        };
+        let says_why = |e: &Error| {
+            let text = e.to_string().to_lowercase();
+            text.contains("readonly") || text.contains("read-only")
+        };
+        match D::open(&path).await {
+            Err(e) => assert!(says_why(&e), "opening a read-only file: {e}"),
+            Ok(driver) => {
+                let bus = Bus::open(driver, BusOptions::new()).unwrap();
+                let e = bus
+                    .publish("t", Message::new("lost?").with_id("x"))
+                    .await
+                    .expect_err("publishing into a read-only file");
+                assert!(says_why(&e), "publishing into a read-only file: {e}");
+                let _ = bus.close().await;
+            }
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file unchanged");
+
+        // Writable again: the 200 messages are all there is.
+        drop(read_only);
+        let bus = Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        assert_eq!(bus.stats("t").await.unwrap().messages, 200);
+        let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        let first = sub.try_recv().await.unwrap().expect("a message");
+        assert_eq!(first.message().id(), "0");
+        bus.close().await.unwrap();
+    });
+}
+
+/// The plan of `sql` on the file at `path`, one line a step.
+async fn plan<D: FileDriver>(path: &Path, sql: &str) -> Vec<String> {
+    // Numbered parameters (`?1`…) are bound by number, bare ones in order.
+    let numbered = (1..=9).filter(|i| sql.contains(&format!("?{i}"))).count();
+    let params = if numbered > 0 {
+        numbered
+    } else {
+        sql.matches('?').count()
+    };
+    D::query(path, &format!("EXPLAIN QUERY PLAN {sql}"), params)
+        .await
+        .into_iter()
+        // The detail is the last column.
+        .filter_map(|row| row.last().cloned())
+        .collect()
+}
+
+/// The hot statements (claims, acks, the duplicate check) are index
+/// lookups and ranges, by `EXPLAIN QUERY PLAN`: no full scan of a litebus
+/// table, so neither publishing nor claiming slows down as history grows.
+pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("plans");
+        let path = dir.file("bus.db");
+        drop(D::open(&path).await.unwrap());
+        for sql in litebus_sql::hot::ALL {
+            let lines = plan::<D>(&path, sql).await;
+            assert!(!lines.is_empty(), "no plan for {sql}");
+            for line in &lines {
+                assert!(
+                    !(line.starts_with("SCAN") && line.contains("litebus_")),
+                    "a full scan in {sql}:\n{lines:#?}"
+                );
+            }
+        }
+        let ack = plan::<D>(&path, litebus_sql::hot::ACK).await;
+        assert!(
+            ack.iter().any(|l| l.contains("seq=?")),
+            "an ack is a primary-key lookup: {ack:#?}"
+        );
+        let known = plan::<D>(&path, &litebus_sql::hot::known_ids(3)).await;
+        assert!(
+            known
+                .iter()
+                .any(|l| l.contains("litebus_messages_by_id (topic=? AND id=?)")),
+            "the duplicate check looks up each id: {known:#?}"
+        );
+    });
+}
+
+/// Expands the kit's file tests into `#[test]`s, in a module named
+/// `file_tests`, for one [`FileDriver`]:
+/// `litebus_conformance::file_tests!(my_driver::conformance::Files);`.
+#[macro_export]
+macro_rules! file_tests {
+    ($driver:ty) => {
+        mod file_tests {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::kit::file_tests as t;
+
+            #[test]
+            fn random_bytes_are_refused_and_left_alone() {
+                t::random_bytes_are_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn a_cut_file_is_refused_and_left_alone() {
+                t::a_cut_file_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn a_directory_is_refused() {
+                t::a_directory_is_refused::<$driver>();
+            }
+
+            #[test]
+            fn a_newer_schema_is_refused_and_left_alone() {
+                t::a_newer_schema_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn a_read_only_file_is_refused_and_left_alone() {
+                t::a_read_only_file_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn claims_acks_and_duplicate_checks_use_the_indexes() {
+                t::claims_acks_and_duplicate_checks_use_the_indexes::<$driver>();
+            }
+        }
+    };
+}

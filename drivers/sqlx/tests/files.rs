@@ -1,0 +1,6 @@
+//! Bad database files given to `SqlxDriver::open` (random bytes, a cut
+//! file, a directory, a database from a newer litebus, a read-only file),
+//! each a clear error that leaves the file as it was, and the query plans
+//! of the hot statements: the test kit's file tests.
+
+litebus_conformance::file_tests!(litebus_sqlx::conformance::Files);
