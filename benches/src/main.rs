@@ -3,7 +3,11 @@
 //! rusqlite with the drivers' pragmas) and two peers (honker, apalis-sqlite),
 //! all in one run, one table.
 //!
-//! `cargo run --release -p litebus-bench [-- --quick]`
+//! `cargo run --release -p litebus-bench [-- --quick | --smoke]`
+//!
+//! `--quick` runs every workload briefly; `--smoke` runs each system once
+//! (one publish and one consume workload, tiny sizes), to show that the
+//! command and every system still work, not to measure.
 //!
 //! Every timed workload runs until its message cap or its time budget,
 //! whichever comes first, and reports the rate it reached. Results go to
@@ -31,6 +35,35 @@ pub(crate) const PAYLOAD: [u8; 100] = [7; 100];
 
 const BATCHES: [usize; 3] = [10, 100, 1000];
 
+/// How much a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Full,
+    Quick,
+    Smoke,
+}
+
+impl Mode {
+    fn from_args(args: &[String]) -> Self {
+        if args.iter().any(|a| a == "--smoke") {
+            Mode::Smoke
+        } else if args.iter().any(|a| a == "--quick") {
+            Mode::Quick
+        } else {
+            Mode::Full
+        }
+    }
+
+    /// The flag a child process gets.
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Mode::Full => None,
+            Mode::Quick => Some("--quick"),
+            Mode::Smoke => Some("--smoke"),
+        }
+    }
+}
+
 /// The sizes of a run.
 #[derive(Debug, Clone)]
 pub(crate) struct Params {
@@ -49,12 +82,22 @@ pub(crate) struct Params {
 
 impl Params {
     /// `job` names a child's scratch directory.
-    fn new(quick: bool, job: Option<&str>) -> Self {
+    fn new(mode: Mode, job: Option<&str>) -> Self {
         let name = job.map_or_else(String::new, |j| format!("-{}", j.replace(' ', "-")));
         let dir = std::env::temp_dir().join(format!("litebus-bench-{}{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        if quick {
+        if mode == Mode::Smoke {
+            return Params {
+                budget: Duration::from_millis(50),
+                cap: 1_000,
+                backlog: 200,
+                depths: Vec::new(),
+                samples: 20,
+                dir,
+            };
+        }
+        if mode == Mode::Quick {
             Params {
                 budget: Duration::from_millis(100),
                 cap: 1_000_000,
@@ -178,7 +221,7 @@ struct Job {
     key: String,
 }
 
-fn jobs(p: &Params) -> Vec<Job> {
+fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut add = |system: &'static str, keys: &[&str], depths: bool| {
         for key in keys {
@@ -234,6 +277,10 @@ fn jobs(p: &Params) -> Vec<Job> {
     );
     add("raw turso file", &["publish.1", "consume.1x1"], false);
     add("raw turso mem", &["publish.1", "consume.1x1"], false);
+    if mode == Mode::Smoke {
+        // Every system once: one publish and one consume workload.
+        jobs.retain(|job| job.key == "publish.1" || job.key == "consume.1x1");
+    }
     jobs
 }
 
@@ -374,15 +421,13 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
 
 /// Runs `job` in a child process (this binary with `--job`) and merges its
 /// lines; a failure is noted, not fatal.
-fn spawn_job(job: &Job, quick: bool, results: &mut Results, notes: &mut Vec<String>) {
+fn spawn_job(job: &Job, mode: Mode, results: &mut Results, notes: &mut Vec<String>) {
     let mut command = Command::new(std::env::current_exe().expect("own path"));
     command.args(["--job", job.system, &job.key]);
-    if quick {
-        command.arg("--quick");
-    }
+    command.args(mode.flag());
     // A job that outlives its limit is stopped and noted, so one stuck
     // workload cannot stall the whole run.
-    let limit = Duration::from_secs(if quick { 120 } else { 600 });
+    let limit = Duration::from_secs(if mode == Mode::Full { 600 } else { 120 });
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -470,10 +515,10 @@ fn honker_peer(p: &Params, results: &mut Results) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let mode = Mode::from_args(&args);
     if let Some(at) = args.iter().position(|a| a == "--job") {
         let (system, key) = (&args[at + 1], &args[at + 2]);
-        let p = Params::new(quick, Some(&format!("{system}-{key}")));
+        let p = Params::new(mode, Some(&format!("{system}-{key}")));
         let _scratch = Scratch(p.dir.clone());
         match run_job(system, key, &p).await {
             Ok(lines) => {
@@ -490,7 +535,7 @@ async fn main() {
         return;
     }
 
-    let p = Params::new(quick, None);
+    let p = Params::new(mode, None);
     let _scratch = Scratch(p.dir.clone());
     let workloads = workloads(&p);
     let mut results = Results::default();
@@ -498,15 +543,15 @@ async fn main() {
     let started = Instant::now();
     eprintln!("honker (its own process, its own Cargo workspace)");
     honker_peer(&p, &mut results);
-    for job in jobs(&p) {
-        spawn_job(&job, quick, &mut results, &mut notes);
+    for job in jobs(&p, mode) {
+        spawn_job(&job, mode, &mut results, &mut notes);
     }
 
     let tables = results.tables(&workloads);
     println!(
         "litebus-bench{}: 100-byte payloads, 2 tokio worker threads, {} ms per timed workload, \
          {} stored before each consume workload",
-        if quick { " --quick" } else { "" },
+        mode.flag().map_or(String::new(), |f| format!(" {f}")),
         p.budget.as_millis(),
         p.backlog
     );
@@ -519,7 +564,7 @@ async fn main() {
     report::write(&out, "results.md", &tables);
     report::write(&out, "results.csv", &results.csv(&workloads));
     let meta = format!(
-        "\"quick\": {quick}, \"budget_ms\": {}, \"backlog\": {}, \"payload_bytes\": {}, \"cpus\": {}",
+        "\"mode\": \"{mode:?}\", \"budget_ms\": {}, \"backlog\": {}, \"payload_bytes\": {}, \"cpus\": {}",
         p.budget.as_millis(),
         p.backlog,
         PAYLOAD.len(),
@@ -544,4 +589,8 @@ async fn main() {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    // A smoke run is a check: every system must have run.
+    if mode == Mode::Smoke && !notes.is_empty() {
+        std::process::exit(1);
+    }
 }

@@ -40,6 +40,7 @@ fn params() -> Params {
         budget: Duration::from_millis(args[3].parse().expect("budget_ms")),
         depths: args[4]
             .split(',')
+            .filter(|d| !d.is_empty())
             .map(|d| d.parse().expect("depth"))
             .collect(),
     }
