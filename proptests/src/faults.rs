@@ -293,7 +293,7 @@ pub async fn check_faults(schedule: Vec<u8>, ops: &[Op]) -> std::result::Result<
     let _ = bus.close().await;
     consumers.clear();
     let bus = open(&driver);
-    let far = Duration::from_secs(3600);
+    let far = Duration::from_hours(1);
     let mut drained: BTreeMap<Key, BTreeSet<u64>> = BTreeMap::new();
     for ((topic, group), opts) in &groups {
         let sub = bus
