@@ -64,8 +64,3 @@ pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome, prepare_message};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
 pub use subscription::{Delivery, Subscription};
-
-/// The README's examples run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
