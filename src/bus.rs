@@ -11,7 +11,7 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, TopicStats,
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Release, TopicStats,
     default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
@@ -312,7 +312,12 @@ impl Bus {
         for (_, c) in consumers {
             if let Err(e) = inner
                 .driver
-                .release(&c.topic, &c.group, &c.consumer, now)
+                .release(Release {
+                    topic: &c.topic,
+                    group: &c.group,
+                    consumer: &c.consumer,
+                    now,
+                })
                 .await
             {
                 first_error.get_or_insert(e);
@@ -389,7 +394,13 @@ impl BusInner {
         let inner = self.clone();
         let mut release: BoxFuture<'static, ()> = Box::pin(async move {
             let now = inner.now();
-            if let Ok(dead) = inner.driver.release(&topic, &group, &consumer, now).await {
+            let release = Release {
+                topic: &topic,
+                group: &group,
+                consumer: &consumer,
+                now,
+            };
+            if let Ok(dead) = inner.driver.release(release).await {
                 inner.announce(&dead);
             }
             inner.notify(&topic);

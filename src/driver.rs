@@ -235,6 +235,20 @@ pub struct Settle<'a> {
     pub settlement: Settlement,
 }
 
+/// End every lease one consumer holds in a group (I6, I8): its
+/// subscription was dropped or closed, or its bus closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The group.
+    pub group: &'a str,
+    /// Whose leases end.
+    pub consumer: &'a str,
+    /// The bus clock's time: the released messages are deliverable from now.
+    pub now: Timestamp,
+}
+
 /// Statistics of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -256,8 +270,7 @@ pub struct GroupStats {
 }
 
 impl GroupStats {
-    /// Assembles group statistics (for drivers).
-    pub fn new(
+    pub(crate) fn new(
         group: String,
         ready: u64,
         in_flight: u64,
@@ -289,8 +302,12 @@ pub struct TopicStats {
 }
 
 impl TopicStats {
-    /// Assembles topic statistics (for drivers).
-    pub fn new(topic: String, last_seq: u64, messages: u64, groups: Vec<GroupStats>) -> Self {
+    pub(crate) fn new(
+        topic: String,
+        last_seq: u64,
+        messages: u64,
+        groups: Vec<GroupStats>,
+    ) -> Self {
         TopicStats {
             topic,
             last_seq,
@@ -331,16 +348,10 @@ pub trait Driver: MaybeSendSync + 'static {
     /// dead-letters the message and returns the dead letter.
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>>;
 
-    /// Ends every lease `consumer` holds in the group: each message becomes
-    /// deliverable again at once, or is dead-lettered if that was its final
-    /// attempt. Returns the dead letters.
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>>;
+    /// Ends every lease the consumer holds in the group: each message
+    /// becomes deliverable again at once, or is dead-lettered if that was its
+    /// final attempt. Returns the dead letters.
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>>;
 
     /// Statistics of a topic and its groups at time `now`.
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>>;
@@ -372,6 +383,43 @@ pub trait Driver: MaybeSendSync + 'static {
         Some(task)
     }
 }
+
+/// Statistics of one group, as a driver assembles them: see [`GroupStats`]
+/// for what each count means.
+pub fn group_stats(
+    group: String,
+    ready: u64,
+    in_flight: u64,
+    acked_floor: u64,
+    dead_lettered: u64,
+) -> GroupStats {
+    GroupStats::new(group, ready, in_flight, acked_floor, dead_lettered)
+}
+
+/// Statistics of one topic and its groups, as a driver assembles them.
+pub fn topic_stats(
+    topic: String,
+    last_seq: u64,
+    messages: u64,
+    groups: Vec<GroupStats>,
+) -> TopicStats {
+    TopicStats::new(topic, last_seq, messages, groups)
+}
+
+/// A message as a driver reads it back from storage: its parts as stored,
+/// trusted to have been checked when they were published
+/// ([`prepare_message`]).
+pub fn stored_message(
+    id: String,
+    payload: Vec<u8>,
+    metadata: BTreeMap<String, String>,
+    key: Option<String>,
+    deliver_at: Option<Timestamp>,
+) -> Message {
+    Message::from_parts(id, payload, metadata, key, deliver_at)
+}
+
+pub use crate::message::prepare_message;
 
 /// Metadata keys litebus writes into a dead letter.
 pub mod dead_letter_keys {

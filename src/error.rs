@@ -64,6 +64,16 @@ pub enum Error {
     },
     /// Options that cannot work together or that contradict the stored group.
     InvalidOptions(String),
+    /// The group does not exist on its topic (any more).
+    UnknownGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// Something that cannot happen did: a bug in litebus or in its driver
+    /// (please report it), not a problem with the stored data.
+    Internal(String),
     /// The lease behind an ack, nack or extend is no longer current: it
     /// expired and another consumer took the message, or it was settled.
     LeaseLost,
@@ -124,6 +134,10 @@ impl fmt::Display for Error {
                 )
             }
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
+            Error::UnknownGroup { topic, group } => {
+                write!(f, "group {group:?} does not exist on topic {topic:?}")
+            }
+            Error::Internal(what) => write!(f, "internal error (a bug: please report it): {what}"),
             Error::LeaseLost => f.write_str("the lease is no longer current"),
             Error::Conflict { expected, actual } => {
                 write!(f, "expected last seq {expected}, found {actual}")

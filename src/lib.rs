@@ -1,7 +1,7 @@
 //! Durable, in-process publish/subscribe with consumer groups, dedupe,
 //! redelivery and dead letters, over pluggable async storage drivers.
 //!
-//! A [`Bus`] stores messages in named topics through a [`Driver`]
+//! A [`Bus`] stores messages in named topics through a [`Driver`](driver::Driver)
 //! ([`MemoryDriver`] here; `SQLite` drivers in their own crates). Every
 //! consumer group of a topic receives every message (fan-out); the
 //! subscriptions of one group compete for them (work sharing) under leases
@@ -38,7 +38,6 @@
 
 mod bus;
 mod clock;
-pub mod codec;
 pub mod driver;
 mod error;
 mod listener;
@@ -57,10 +56,10 @@ pub use clock::TokioClock;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub use clock::WasmClock;
 pub use clock::{Clock, ManualClock, Timestamp};
-pub use driver::{Capabilities, Driver, GroupStats, TopicStats};
+pub use driver::{GroupStats, TopicStats};
 pub use error::{DriverError, Error, NameKind, Result};
 pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
-pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome, prepare_message};
+pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
 pub use subscription::{Delivery, Subscription};

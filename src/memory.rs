@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed, DeadLettered,
-    Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement,
+    Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Release, Settle, Settlement,
     TopicStats, dead_letter_message, generate_id,
 };
 use crate::error::{Error, Result};
@@ -180,7 +180,10 @@ fn next_millis(t: Timestamp) -> Timestamp {
 }
 
 fn unknown_group(topic: &str, group: &str) -> Error {
-    Error::InvalidOptions(format!("group {group:?} does not exist on topic {topic:?}"))
+    Error::UnknownGroup {
+        topic: topic.to_owned(),
+        group: group.to_owned(),
+    }
 }
 
 impl Store {
@@ -496,14 +499,16 @@ impl Driver for MemoryDriver {
         Box::pin(async move { lock(&self.store).settle(settle) })
     }
 
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        Box::pin(async move { lock(&self.store).release(topic, group, consumer, now) })
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        Box::pin(async move {
+            let Release {
+                topic,
+                group,
+                consumer,
+                now,
+            } = release;
+            lock(&self.store).release(topic, group, consumer, now)
+        })
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {

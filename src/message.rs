@@ -97,9 +97,9 @@ impl Message {
         self.payload
     }
 
-    /// Assembles a message read back from storage. Drivers call this; the
-    /// values are trusted to have been validated when they were published.
-    pub fn from_parts(
+    /// Assembles a message read back from storage
+    /// ([`driver::stored_message`](crate::driver::stored_message)).
+    pub(crate) fn from_parts(
         id: String,
         payload: Vec<u8>,
         metadata: BTreeMap<String, String>,
@@ -217,9 +217,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// The length of a generated id.
 const GENERATED_ID_LEN: usize = 26;
 
-/// Checks a message for publishing to `topic` as a publish does, and gives
-/// it a generated id if it has none. For drivers that publish outside a
-/// [`Bus`](crate::Bus) (from a user's SQL transaction, say).
+/// Checks a message for publishing to `topic` as a publish does (`max_size`
+/// bounds the whole message), and gives it a generated id if it has none.
+/// For drivers that publish outside a [`Bus`](crate::Bus) (from a user's SQL
+/// transaction, say).
 pub fn prepare_message(
     topic: &str,
     mut message: Message,

@@ -12,7 +12,7 @@ use futures_core::Stream;
 
 use crate::bus::{BusInner, TopicSignal};
 use crate::clock::{Timestamp, lock};
-use crate::driver::{BoxFuture, Claim, Claimed, Settle, Settlement};
+use crate::driver::{BoxFuture, Claim, Claimed, Release, Settle, Settlement};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{GroupOptions, NackOptions};
@@ -128,7 +128,12 @@ impl Subscription {
         let dead = shared
             .bus
             .driver
-            .release(&shared.topic, &shared.group, &shared.id, now)
+            .release(Release {
+                topic: &shared.topic,
+                group: &shared.group,
+                consumer: &shared.id,
+                now,
+            })
             .await?;
         shared.bus.announce(&dead);
         shared.signal.changed.notify(usize::MAX);

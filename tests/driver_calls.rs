@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use litebus::driver::{Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle};
+use litebus::driver::{
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
+    Release, Settle,
+};
 use litebus::{
-    Bus, BusOptions, Capabilities, Driver, GroupOptions, ManualClock, MemoryDriver, Message,
-    Outcome, Result, Timestamp, TopicStats,
+    Bus, BusOptions, GroupOptions, ManualClock, MemoryDriver, Message, Outcome, Result, Timestamp,
+    TopicStats,
 };
 
 /// A `MemoryDriver` that counts releases and, when asked, makes each release
@@ -51,13 +54,7 @@ impl Driver for Recording {
         self.inner.settle(settle)
     }
 
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
         let slow = self.slow_release.load(Ordering::SeqCst);
         Box::pin(async move {
             if slow {
@@ -74,8 +71,11 @@ impl Driver for Recording {
                 .await;
             }
             self.releases.fetch_add(1, Ordering::SeqCst);
-            self.released.lock().unwrap().push(consumer.to_owned());
-            self.inner.release(topic, group, consumer, now).await
+            self.released
+                .lock()
+                .unwrap()
+                .push(release.consumer.to_owned());
+            self.inner.release(release).await
         })
     }
 

@@ -27,9 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use litebus::driver::{BoxFuture, MaybeSendSync};
+use litebus::driver::{Capabilities, Driver};
 use litebus::{
-    Bus, BusOptions, Capabilities, Delivery, Driver, GroupOptions, ManualClock, MemoryDriver,
-    Message, Order, Result, Subscription, Timestamp,
+    Bus, BusOptions, Delivery, GroupOptions, ManualClock, MemoryDriver, Message, Order, Result,
+    Subscription, Timestamp,
 };
 
 pub mod cases;

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use litebus::Error;
-use litebus::codec::{decode_metadata, encode_metadata};
+use litebus_sql::codec::{decode_metadata, encode_metadata};
 
 fuzz_target!(|bytes: &[u8]| {
     match decode_metadata(bytes) {

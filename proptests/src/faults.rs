@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Settle, TopicStats, dead_letter_keys,
+    Release, Settle, TopicStats, dead_letter_keys,
 };
 use litebus::{
     Bus, BusOptions, DriverError, Error, GroupOptions, ManualClock, MemoryDriver, Message,
@@ -128,17 +128,8 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
         Box::pin(with_fault(self.fault(), self.inner.settle(settle)))
     }
 
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        Box::pin(with_fault(
-            self.fault(),
-            self.inner.release(topic, group, consumer, now),
-        ))
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        Box::pin(with_fault(self.fault(), self.inner.release(release)))
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {

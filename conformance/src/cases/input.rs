@@ -257,3 +257,23 @@ pub async fn i12_rows_written_by_sql_never_stop_a_group<F: Factory>(f: &F) {
         none(&dlq).await;
     }
 }
+
+/// A group whose row plain SQL deleted under a live subscription is
+/// `Error::UnknownGroup`, not a problem with the options or the data.
+pub async fn a_group_deleted_by_sql_is_unknown<F: Factory>(f: &F) {
+    let env = Env::new(f, "unknown_group").await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    env.publish_n("t", 0, 1).await;
+    if env
+        .sql("DELETE FROM litebus_groups WHERE topic = 't' AND grp = 'g'")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let err = sub.try_recv().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownGroup { topic, group } if topic == "t" && group == "g"),
+        "{err}"
+    );
+}

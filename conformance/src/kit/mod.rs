@@ -25,10 +25,10 @@ pub use stores::Stores;
 #[cfg(not(target_arch = "wasm32"))]
 pub trait FileDriver: 'static {
     /// The driver.
-    type Driver: litebus::Driver;
+    type Driver: litebus::driver::Driver;
 
     /// What it can do: which process tests run.
-    fn capabilities() -> litebus::Capabilities;
+    fn capabilities() -> litebus::driver::Capabilities;
 
     /// Opens the file at `path`.
     fn open(path: &std::path::Path) -> impl Future<Output = litebus::Result<Self::Driver>>;

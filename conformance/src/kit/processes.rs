@@ -2,7 +2,7 @@
 //! binary (`harness = false`) runs itself as the child processes; with
 //! `LITEBUS_ROLE` set, [`main`] plays that role instead of running tests.
 //!
-//! Which tests run follows the driver's [`Capabilities`](litebus::Capabilities):
+//! Which tests run follows the driver's [`Capabilities`](litebus::driver::Capabilities):
 //! - `multi_process`: `several_processes_share_one_file`: two publishers and
 //!   two consumers in each of two groups, all separate processes: every
 //!   message reaches every group (redeliveries counted), none is lost, no

@@ -1,5 +1,5 @@
 //! The one copy of litebus's SQL: the schema and its migrations, every
-//! statement, and the steps that turn each [`Driver`](litebus::Driver) call
+//! statement, and the steps that turn each [`Driver`](litebus::driver::Driver) call
 //! into statements. A SQLite driver only supplies a [`Conn`] (how to run a
 //! statement on its engine) and the transactions around each step.
 //!
@@ -17,6 +17,7 @@
 //! Time is never read from SQL (I10): every statement gets the bus clock's
 //! time as a parameter.
 
+pub mod codec;
 mod file;
 mod schema;
 mod steps;
@@ -119,7 +120,7 @@ impl Row {
     fn get(&self, i: usize) -> Result<&Value> {
         self.0
             .get(i)
-            .ok_or_else(|| Error::Corrupt(format!("row has no column {i}")))
+            .ok_or_else(|| Error::Internal(format!("a row has no column {i}")))
     }
 
     /// An `INTEGER` column.

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use litebus::codec::{decode_metadata, encode_metadata};
+use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup, GroupSpec,
-    GroupStats, LEASE_EXPIRED, NACKED, Settle, Settlement, TopicStats, dead_letter_message,
-    generate_id,
+    LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats, dead_letter_message,
+    generate_id, group_stats, stored_message, topic_stats,
 };
 use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
@@ -252,8 +252,8 @@ async fn insert_messages(
             // Row ids are given in insertion order.
             seqs.sort_unstable();
             if seqs.len() != fresh.len() {
-                return Err(Error::Corrupt(
-                    "insert returned the wrong number of seqs".into(),
+                return Err(Error::Internal(
+                    "an insert returned the wrong number of seqs".into(),
                 ));
             }
         }
@@ -277,7 +277,7 @@ async fn last_seq(conn: &mut dyn Conn, topic: &str) -> Result<u64> {
     rows.first().map_or(Ok(0), |r| r.uint(0))
 }
 
-/// [`Driver::append`](litebus::Driver::append).
+/// [`Driver::append`](litebus::driver::Driver::append).
 pub async fn append(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<Outcome>> {
     if let Some(expected) = append.expected_last {
         let actual = last_seq(conn, append.topic).await?;
@@ -335,10 +335,13 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
 }
 
 fn unknown_group(topic: &str, group: &str) -> Error {
-    Error::InvalidOptions(format!("group {group:?} does not exist on topic {topic:?}"))
+    Error::UnknownGroup {
+        topic: topic.to_owned(),
+        group: group.to_owned(),
+    }
 }
 
-/// [`Driver::ensure_group`](litebus::Driver::ensure_group).
+/// [`Driver::ensure_group`](litebus::driver::Driver::ensure_group).
 pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<()> {
     if let Some(existing) = load_group(conn, req.topic, req.group).await? {
         if existing.spec != *req.spec {
@@ -476,7 +479,7 @@ fn decode_message(row: &Row, at: usize) -> Result<std::result::Result<Message, (
         }
     };
     let id = valid_id.unwrap_or_else(|| String::from_utf8_lossy(id).into_owned());
-    let message = Message::from_parts(id, payload.to_vec(), metadata, key, deliver_at);
+    let message = stored_message(id, payload.to_vec(), metadata, key, deliver_at);
     Ok(if problems.is_empty() {
         Ok(message)
     } else {
@@ -507,9 +510,11 @@ async fn dead_letter(
             vec![Value::from(topic), Value::from(group), Value::from(seq)],
         )
         .await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::Corrupt(format!("handout {seq} of {topic}/{group} vanished")))?;
+    let row = rows.first().ok_or_else(|| {
+        Error::Internal(format!(
+            "handout {seq} of {topic}/{group} vanished inside its transaction"
+        ))
+    })?;
     let attempt = u32::try_from(row.uint(0)?).unwrap_or(u32::MAX);
     // A row that does not decode still leaves, with the reason.
     let (original, error) = match decode_message(row, 1)? {
@@ -610,7 +615,7 @@ async fn next_due(
     })
 }
 
-/// [`Driver::claim`](litebus::Driver::claim).
+/// [`Driver::claim`](litebus::driver::Driver::claim).
 pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
     let (topic, group, now) = (c.topic, c.group, c.now);
     let mut g = load_group(conn, topic, group)
@@ -784,7 +789,7 @@ async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<Hash
     Ok(attempts)
 }
 
-/// [`Driver::settle`](litebus::Driver::settle).
+/// [`Driver::settle`](litebus::driver::Driver::settle).
 pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
     let key = || {
         vec![
@@ -880,14 +885,14 @@ pub async fn ack_many(
         .collect())
 }
 
-/// [`Driver::release`](litebus::Driver::release).
-pub async fn release(
-    conn: &mut dyn Conn,
-    topic: &str,
-    group: &str,
-    consumer: &str,
-    now: Timestamp,
-) -> Result<Vec<DeadLettered>> {
+/// [`Driver::release`](litebus::driver::Driver::release).
+pub async fn release(conn: &mut dyn Conn, release: Release<'_>) -> Result<Vec<DeadLettered>> {
+    let Release {
+        topic,
+        group,
+        consumer,
+        now,
+    } = release;
     let Some(g) = load_group(conn, topic, group).await? else {
         return Err(unknown_group(topic, group));
     };
@@ -922,7 +927,7 @@ pub async fn release(
     Ok(dead)
 }
 
-/// [`Driver::stats`](litebus::Driver::stats).
+/// [`Driver::stats`](litebus::driver::Driver::stats).
 pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<TopicStats> {
     let last = last_seq(conn, topic).await?;
     let rows = conn
@@ -957,7 +962,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             )
             .await?;
         let (Some(held), Some(later)) = (held.first(), later.first()) else {
-            return Err(Error::Corrupt("aggregate returned no row".into()));
+            return Err(Error::Internal("an aggregate returned no row".into()));
         };
         let unsettled = held.uint(0)? + later.uint(0)?;
         let in_flight = held.uint(2)?;
@@ -966,7 +971,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             .flatten()
             .min();
         let acked_floor = first_unsettled.map_or(start_after.max(last), |first| first - 1);
-        out.push(GroupStats::new(
+        out.push(group_stats(
             name.to_owned(),
             unsettled - in_flight,
             in_flight,
@@ -974,5 +979,5 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             dead,
         ));
     }
-    Ok(TopicStats::new(topic.to_owned(), last, count, out))
+    Ok(topic_stats(topic.to_owned(), last, count, out))
 }

@@ -8,8 +8,9 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::LazyLock;
 
+use litebus::Result;
 use litebus::driver::BoxFuture;
-use litebus::{Capabilities, Result};
+use litebus::driver::Capabilities;
 use litebus_conformance::Factory;
 use litebus_conformance::kit::{FileDriver, Stores, TempDir};
 

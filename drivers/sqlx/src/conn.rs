@@ -128,7 +128,8 @@ pub async fn publish_in(
     message: Message,
 ) -> Result<Outcome> {
     let now = litebus::Clock::now(&litebus::StdClock);
-    let message = litebus::prepare_message(topic, message, litebus::DEFAULT_MAX_MESSAGE_SIZE, now)?;
+    let message =
+        litebus::driver::prepare_message(topic, message, litebus::DEFAULT_MAX_MESSAGE_SIZE, now)?;
     let batch = [Arc::new(message)];
     let outcomes = litebus_sql::append(
         &mut SqlxConn::new(tx),

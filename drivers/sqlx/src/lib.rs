@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Settle, Settlement, TopicStats,
+    Release, Settle, Settlement, TopicStats,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp};
 use sqlx::sqlite::{
@@ -359,14 +359,13 @@ impl Driver for SqlxDriver {
             })
     }
 
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        let key = (topic.to_owned(), group.to_owned(), consumer.to_owned());
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        let key = (
+            release.topic.to_owned(),
+            release.group.to_owned(),
+            release.consumer.to_owned(),
+        );
+        let now = release.now;
         let unread = self.unread.clone();
         unread.take(&key);
         self.writer
@@ -375,8 +374,13 @@ impl Driver for SqlxDriver {
                     // Claims kept for this consumer are released with it.
                     unread.take(&key);
                     let (topic, group, consumer) = &key;
-                    litebus_sql::release(&mut SqlxConn::new(conn), topic, group, consumer, now)
-                        .await
+                    let release = Release {
+                        topic,
+                        group,
+                        consumer,
+                        now,
+                    };
+                    litebus_sql::release(&mut SqlxConn::new(conn), release).await
                 })
             })
     }

@@ -116,6 +116,7 @@ fn is_clean(e: &Error) -> bool {
         Error::LeaseLost
             | Error::Conflict { .. }
             | Error::InvalidOptions(_)
+            | Error::UnknownGroup { .. }
             | Error::InvalidName { .. }
     )
 }

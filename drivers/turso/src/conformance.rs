@@ -2,8 +2,9 @@
 //! tests (feature `conformance`): file databases in a temporary directory
 //! (native only), and `:memory:` databases.
 
+use litebus::Result;
 use litebus::driver::BoxFuture;
-use litebus::{Capabilities, Result};
+use litebus::driver::Capabilities;
 use litebus_conformance::Factory;
 use litebus_conformance::kit::Stores;
 

@@ -46,9 +46,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use litebus::driver::{
-    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, Settle, Settlement,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
+    Release, Settle, Settlement,
 };
-use litebus::{Capabilities, Driver, DriverError, Error, Outcome, Result, Timestamp, TopicStats};
+use litebus::{DriverError, Error, Outcome, Result, Timestamp, TopicStats};
 
 use crate::conn::map_err;
 use crate::serial::Serial;
@@ -254,7 +255,7 @@ impl Driver for TursoDriver {
             self.check_open()?;
             match self.shared.merger.submit(&self.shared.serial, work).await? {
                 merge::Answer::Published(outcomes) => Ok(outcomes),
-                merge::Answer::Acked => Err(Error::Corrupt("an ack answered a publish".into())),
+                merge::Answer::Acked => Err(Error::Internal("an ack answered a publish".into())),
             }
         })
     }
@@ -283,22 +284,14 @@ impl Driver for TursoDriver {
             match self.shared.merger.submit(&self.shared.serial, work).await? {
                 merge::Answer::Acked => Ok(None),
                 merge::Answer::Published(_) => {
-                    Err(Error::Corrupt("a publish answered an ack".into()))
+                    Err(Error::Internal("a publish answered an ack".into()))
                 }
             }
         })
     }
 
-    fn release<'a>(
-        &'a self,
-        topic: &'a str,
-        group: &'a str,
-        consumer: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        step!(self, |conn| litebus_sql::release(
-            conn, topic, group, consumer, now
-        ))
+    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
+        step!(self, |conn| litebus_sql::release(conn, release))
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::error::{Error, Result};
+use litebus::{Error, Result};
 
 /// Metadata as stored.
 pub type Metadata = BTreeMap<String, String>;
@@ -238,5 +238,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn metadata_encoding_escapes_exactly_the_control_characters() {
+        let m = map(&[("k", " \u{1f}\u{8}\u{c}~")]);
+        let encoded = encode_metadata(&m);
+        assert_eq!(encoded, r#"{"k":" \u001f\u0008\u000c~"}"#);
+        assert_eq!(decode_metadata(encoded.as_bytes()).unwrap(), m);
+        let escapes = decode_metadata(br#"{"k":"\b\f"}"#).unwrap();
+        assert_eq!(escapes["k"], "\u{8}\u{c}");
+        assert!(decode_metadata(br#"{"k" "v"}"#).is_err());
+        assert!(decode_metadata(br#"{"k":"v"]"#).is_err());
     }
 }
