@@ -267,6 +267,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(not(target_arch = "wasm32"))]
 pub use std_clock::StdClock;
 
+// Why a timer thread of its own rather than async-io's `Timer` (which
+// `AsyncIoClock` uses behind its feature): async-io brings a reactor (its
+// polling thread, epoll or kqueue) into every build of the core, which
+// stays free of async runtimes, and it does not build for wasm32; the
+// default clock needs one thread that sleeps until the earliest deadline,
+// which is all this module is.
 #[cfg(not(target_arch = "wasm32"))]
 mod std_clock {
     use super::{BoxFuture, Clock, Sleepers, Timestamp, lock};

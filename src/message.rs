@@ -287,6 +287,14 @@ fn check_label(kind: NameKind, label: &str) -> Result<()> {
 /// Generates unique, time-sortable ids in the ULID layout: 48 bits of
 /// milliseconds then 80 bits that start random and count up within a
 /// millisecond, written as 26 Crockford base-32 characters.
+///
+/// Why not the `ulid` crate: ids take their time from the bus clock (I10:
+/// a `ManualClock` makes them deterministic in order), and its generator
+/// takes the time from `SystemTime` or needs a `rand` source; its random
+/// bits on wasm32 need `getrandom`'s JavaScript backend, which would add
+/// wasm-bindgen glue to every build, the memory-only browser build
+/// included (115 KB gzipped today). The standard library's hasher keys seed
+/// these ids on every target.
 #[derive(Debug)]
 pub(crate) struct IdGenerator {
     last_millis: u64,

@@ -88,37 +88,30 @@ impl Merger {
         });
         lock(&self.queue).push_back(job.clone());
         loop {
+            // Armed before the look, so an answer given after it wakes us.
+            let answered = serial.listen_answered();
             if let Some(answer) = lock(&job.answer).take() {
-                serial.pass_on();
                 return answer;
             }
-            let freed = serial.freed_or_answered();
-            if let Some(answer) = lock(&job.answer).take() {
-                serial.pass_on();
-                return answer;
-            }
-            if let Some(turn) = serial.try_turn() {
-                let batch: Vec<Arc<Job>> = {
-                    let mut queue = lock(&self.queue);
-                    let n = queue.len().min(MAX_BATCH);
-                    queue.drain(..n).collect()
-                };
-                if batch.is_empty() {
-                    // Another runner has this job in its batch; the turn
-                    // was free between its batches.
-                    drop(turn);
-                    freed.await;
-                    continue;
-                }
-                let mut requeue = Requeue {
-                    merger: self,
-                    batch,
-                };
-                run_batch(serial, turn, &requeue.batch).await;
-                requeue.batch.clear();
+            let Some(turn) = serial.turn_or_answered(answered).await else {
+                continue;
+            };
+            let batch: Vec<Arc<Job>> = {
+                let mut queue = lock(&self.queue);
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Another runner had this job in its batch; its answer is
+                // given, or will be before that runner lets the turn go.
                 continue;
             }
-            freed.await;
+            let mut requeue = Requeue {
+                merger: self,
+                batch,
+            };
+            run_batch(serial, turn, &requeue.batch).await;
+            requeue.batch.clear();
         }
     }
 }

@@ -1,8 +1,10 @@
 //! One statement stream at a time on the driver's connection, without a
-//! runtime: an async lock built on event-listener, and the transaction
-//! around each step. A step whose future was dropped half-way (its caller
-//! stopped waiting) leaves its transaction open; the next step rolls it back
-//! first, so an abandoned step changes nothing.
+//! runtime: the turn is an `async_lock::Mutex` (fair, runtime-free, and
+//! cancel-safe: a caller that stops waiting for the turn passes its place
+//! on), and each step's transaction is begun and ended here. A step whose
+//! future was dropped half-way (its caller stopped waiting) leaves its
+//! transaction open; the next step rolls it back first, so an abandoned
+//! step changes nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,8 +17,7 @@ use crate::conn::{TursoConn, map_err};
 pub(crate) struct Serial {
     conn: turso::Connection,
     begin: &'static str,
-    busy: AtomicBool,
-    freed: Event,
+    turn: async_lock::Mutex<()>,
     /// Merged work was answered (see `merge`).
     answered: Event,
     /// A transaction was begun and its step did not finish.
@@ -65,16 +66,7 @@ impl Tx<'_> {
 }
 
 /// The right to use the connection; handed on when dropped.
-pub(crate) struct Turn<'a>(&'a Serial);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
-        // One waiter tries for the turn; one that finds nothing to do hands
-        // it on the same way when it lets go.
-        self.0.freed.notify(1);
-    }
-}
+pub(crate) type Turn<'a> = async_lock::MutexGuard<'a, ()>;
 
 impl Serial {
     /// `memory`: the connection is the database's only one.
@@ -89,51 +81,38 @@ impl Serial {
             // write on the temp database, whose lazy creation reads
             // `std::time::Instant`, which panics there.
             begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
-            busy: AtomicBool::new(false),
-            freed: Event::new(),
+            turn: async_lock::Mutex::new(()),
             answered: Event::new(),
             dangling: AtomicBool::new(false),
         }
     }
 
-    /// The turn if nobody has it.
-    pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
-        // `then`, not `then_some`: a `Turn` made and dropped would free the
-        // turn someone else holds.
-        (!self.busy.swap(true, Ordering::AcqRel)).then(|| Turn(self))
-    }
-
-    /// Offers the turn to one more waiter: called by a merged caller that
-    /// leaves with its answer, since the offer it may have been woken by
-    /// is then used by nobody.
-    pub(crate) fn pass_on(&self) {
-        self.freed.notify(1);
-    }
-
-    /// Wakes every caller waiting in [`Serial::freed_or_answered`].
+    /// Wakes every caller waiting in [`Serial::turn_or_answered`].
     pub(crate) fn wake_all(&self) {
         self.answered.notify(usize::MAX);
     }
 
-    /// Completes at the next release of the turn offered to this waiter, or
-    /// when merged work has been answered.
-    pub(crate) fn freed_or_answered(&self) -> impl Future<Output = ()> + Send + use<> {
-        let freed = self.freed.listen();
-        let answered = self.answered.listen();
-        futures_lite::future::or(freed, answered)
+    /// The turn, or `None` once merged work has been answered, whichever
+    /// comes first. `answered` was armed before the caller last looked
+    /// for its answer, so no answer falls between the look and the wait.
+    pub(crate) async fn turn_or_answered(
+        &self,
+        answered: event_listener::EventListener,
+    ) -> Option<Turn<'_>> {
+        futures_lite::future::or(async { Some(self.turn.lock().await) }, async {
+            answered.await;
+            None
+        })
+        .await
+    }
+
+    /// Arms a wait for the next answer of merged work.
+    pub(crate) fn listen_answered(&self) -> event_listener::EventListener {
+        self.answered.listen()
     }
 
     async fn turn(&self) -> Turn<'_> {
-        loop {
-            if let Some(turn) = self.try_turn() {
-                return turn;
-            }
-            let freed = self.freed.listen();
-            if let Some(turn) = self.try_turn() {
-                return turn;
-            }
-            freed.await;
-        }
+        self.turn.lock().await
     }
 
     /// Rolls back the transaction of a step whose caller stopped waiting
