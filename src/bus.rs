@@ -11,7 +11,7 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Release, TopicStats,
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Release, TopicStats, Wakeups,
     default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
@@ -23,6 +23,10 @@ use crate::subscription::Subscription;
 /// A publish/subscribe bus over one storage [`Driver`].
 ///
 /// Cheap to clone: clones share the driver, the clock and the wake-ups.
+/// Several buses may share one store (clones of one driver, or several
+/// drivers on one file): a commit made through any of them wakes the
+/// subscriptions of all, when the driver shares its
+/// [`Wakeups`](crate::driver::Wakeups) (every driver of this project does).
 ///
 /// ```
 /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Outcome};
@@ -48,6 +52,13 @@ pub(crate) struct BusInner {
     pub(crate) clock: Arc<dyn Clock>,
     options: BusOptions,
     closed: AtomicBool,
+    /// Wakes this bus's waiting subscriptions when it closes.
+    pub(crate) closing: Event,
+    /// The first `close` finished (or was abandoned); later ones wait for it.
+    close_done: AtomicBool,
+    close_finished: Event,
+    /// The store's wake-ups, shared with every other bus on it.
+    pub(crate) wakeups: Wakeups,
     topics: Mutex<HashMap<String, Arc<TopicSignal>>>,
     next_consumer: AtomicU64,
     consumers: Mutex<HashMap<u64, ConsumerRef>>,
@@ -63,10 +74,9 @@ struct ConsumerRef {
     consumer: String,
 }
 
-/// Wake-ups of one topic: waiting subscribers and live listeners.
+/// The live listeners of one topic on this bus.
 #[derive(Default)]
 pub(crate) struct TopicSignal {
-    pub(crate) changed: Event,
     listeners: Mutex<Vec<Weak<ListenerShared>>>,
 }
 
@@ -97,12 +107,17 @@ impl Bus {
                 )
             })?,
         };
+        let wakeups = driver.wakeups().unwrap_or_default();
         Ok(Bus {
             inner: Arc::new(BusInner {
                 driver: Box::new(driver),
                 clock,
                 options,
                 closed: AtomicBool::new(false),
+                closing: Event::new(),
+                close_done: AtomicBool::new(false),
+                close_finished: Event::new(),
+                wakeups,
                 topics: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(0),
                 consumers: Mutex::new(HashMap::new()),
@@ -122,8 +137,9 @@ impl Bus {
     /// holds, or that an earlier message of the batch has, is not stored and
     /// comes back as [`Outcome::Duplicate`] with the original's seq (I2).
     ///
-    /// When the call returns `Ok`, every waiting subscriber of the topic has
-    /// been woken and every listener has the new messages.
+    /// When the call returns `Ok`, waiting subscribers of the topic on every
+    /// bus of the store have been woken (as many per group as there are new
+    /// messages) and every listener of this bus has the new messages.
     pub async fn publish_batch(
         &self,
         topic: &str,
@@ -173,16 +189,14 @@ impl Bus {
             })
             .await?;
         let signal = inner.signal(topic);
-        let mut published = false;
+        let mut published = 0;
         for (outcome, message) in outcomes.iter().zip(&batch) {
             if let Outcome::Published { seq } = outcome {
                 signal.broadcast(*seq, message);
-                published = true;
+                published += 1;
             }
         }
-        if published {
-            signal.changed.notify(usize::MAX);
-        }
+        inner.wakeups.published(topic, published);
         Ok(outcomes)
     }
 
@@ -243,7 +257,7 @@ impl Bus {
         );
         Ok(Subscription::new(
             self.inner.clone(),
-            inner.signal(topic),
+            inner.wakeups.group(topic, group),
             key,
             topic,
             group,
@@ -284,18 +298,31 @@ impl Bus {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Closes the bus: waiting `recv`s end with [`Error::Closed`], the leases of
-    /// every live subscription are released (so another process can take
-    /// them), and the driver is closed. Every later call returns
-    /// [`Error::Closed`]. Closing twice is harmless.
+    /// Closes the bus: waiting `recv`s of its subscriptions end with
+    /// [`Error::Closed`], the leases of every live subscription are released
+    /// (so another bus or process can take them), and this bus's handle of
+    /// the driver is closed; other buses on the same store go on. Every later
+    /// call returns [`Error::Closed`].
+    ///
+    /// Closing twice is harmless: a second `close`, even a concurrent one,
+    /// returns once the first has released the leases. (If the first
+    /// `close` is dropped before it finishes, the others return then, and
+    /// the leases it did not release end when they run out.)
     pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            loop {
+                let finished = inner.close_finished.listen();
+                if inner.close_done.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                finished.await;
+            }
         }
+        let _done = CloseDone(inner);
+        inner.closing.notify(usize::MAX);
         let topics: Vec<Arc<TopicSignal>> = lock(&inner.topics).values().cloned().collect();
         for signal in &topics {
-            signal.changed.notify(usize::MAX);
             for listener in lock(&signal.listeners).iter().filter_map(Weak::upgrade) {
                 listener.close();
             }
@@ -309,8 +336,10 @@ impl Bus {
         }
         let now = inner.clock.now();
         let mut first_error = None;
+        let mut released = Vec::new();
         for (_, c) in consumers {
-            if let Err(e) = inner
+            released.push((c.topic.clone(), c.group.clone()));
+            match inner
                 .driver
                 .release(Release {
                     topic: &c.topic,
@@ -320,14 +349,32 @@ impl Bus {
                 })
                 .await
             {
-                first_error.get_or_insert(e);
+                Ok(dead) => inner.announce(&dead),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        // The leases are free: other buses on the store may take them.
+        for (topic, group) in released {
+            inner.wakeups.freed(&topic, &group, usize::MAX);
         }
         let closed = inner.driver.close().await;
         match first_error {
             Some(e) => Err(e),
             None => closed,
         }
+    }
+}
+
+/// Marks the first `close` finished, even if it was dropped half-way, so
+/// that no other `close` waits for ever.
+struct CloseDone<'a>(&'a BusInner);
+
+impl Drop for CloseDone<'_> {
+    fn drop(&mut self) {
+        self.0.close_done.store(true, Ordering::Release);
+        self.0.close_finished.notify(usize::MAX);
     }
 }
 
@@ -368,19 +415,12 @@ impl BusInner {
         signal
     }
 
-    /// Wakes a topic's waiting subscribers after a settle or a release.
-    pub(crate) fn notify(&self, topic: &str) {
-        if let Some(signal) = lock(&self.topics).get(topic) {
-            signal.changed.notify(usize::MAX);
-        }
-    }
-
     /// Announces dead letters as any publish would be announced.
     pub(crate) fn announce(&self, dead: &[DeadLettered]) {
         for d in dead {
             let signal = self.signal(&d.topic);
             signal.broadcast(d.seq, &d.message);
-            signal.changed.notify(usize::MAX);
+            self.wakeups.published(&d.topic, 1);
         }
     }
 
@@ -403,7 +443,7 @@ impl BusInner {
             if let Ok(dead) = inner.driver.release(release).await {
                 inner.announce(&dead);
             }
-            inner.notify(&topic);
+            inner.wakeups.freed(&topic, &group, usize::MAX);
         });
         if poll_once(&mut release).is_pending()
             && let Some(release) = self.driver.spawn_background(release)

@@ -23,6 +23,7 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
 use crate::options::Order;
+pub use crate::wake::Wakeups;
 
 /// `Send` on native targets, nothing on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
@@ -356,8 +357,23 @@ pub trait Driver: MaybeSendSync + 'static {
     /// Statistics of a topic and its groups at time `now`.
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>>;
 
-    /// Flushes and closes the store; later calls may fail.
+    /// Closes this handle of the store: later calls through it may fail.
+    /// The bus calls it when it closes. A driver whose clones (or several
+    /// opens of one file) share a store flushes and closes the store when
+    /// its last handle closes, and not before: closing one bus must not
+    /// break another bus on the same store.
     fn close(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// The store's [`Wakeups`]. Every bus on a store waits and wakes through
+    /// them, so a commit made through one bus wakes the subscriptions of the
+    /// others at once. A driver returns the same `Wakeups` from each handle
+    /// of one store: its clones, and (for a file) every driver on that file
+    /// in this process. `None` (the default): each bus keeps its own, and
+    /// only its own commits (and [`watch_external`](Driver::watch_external))
+    /// wake its subscriptions.
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
 
     /// A future that completes when the store may have changed by a hand
     /// other than this driver's: another process, or plain SQL on another

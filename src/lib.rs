@@ -45,6 +45,7 @@ mod memory;
 mod message;
 mod options;
 mod subscription;
+mod wake;
 
 pub use bus::Bus;
 #[cfg(all(feature = "async-io", not(target_arch = "wasm32")))]

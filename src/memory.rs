@@ -10,7 +10,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed, DeadLettered,
     Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Release, Settle, Settlement,
-    TopicStats, dead_letter_message, generate_id,
+    TopicStats, Wakeups, dead_letter_message, generate_id,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
@@ -20,7 +20,8 @@ use crate::options::Order;
 /// every target including wasm32.
 ///
 /// Clones share one store, so a second [`Bus`](crate::Bus) opened on a clone
-/// sees the same topics (the way a durable driver reopens a file).
+/// sees the same topics (the way a durable driver reopens a file), and a commit
+/// through either wakes the subscriptions of both.
 ///
 /// ```
 /// use litebus::{Bus, BusOptions, MemoryDriver, Message};
@@ -33,6 +34,7 @@ use crate::options::Order;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDriver {
     store: Arc<Mutex<Store>>,
+    wakeups: Wakeups,
 }
 
 impl MemoryDriver {
@@ -517,5 +519,9 @@ impl Driver for MemoryDriver {
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn wakeups(&self) -> Option<Wakeups> {
+        Some(self.wakeups.clone())
     }
 }

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
-use crate::bus::{BusInner, TopicSignal};
+use event_listener::Event;
+
+use crate::bus::BusInner;
 use crate::clock::{Timestamp, lock};
 use crate::driver::{BoxFuture, Claim, Claimed, Release, Settle, Settlement};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{GroupOptions, NackOptions};
+use crate::wake::Taken;
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
 ///
@@ -29,12 +32,29 @@ pub struct Subscription {
     /// The receive in progress when polled as a stream. In a mutex only to
     /// keep `Subscription: Sync`; it is reached through `&mut self`.
     next: Mutex<Option<BoxFuture<'static, Result<Delivery>>>>,
+    /// The stream's state after errors: see [`Stream for Subscription`].
+    stream: StreamState,
 }
+
+/// How the stream form treats errors.
+#[derive(Default)]
+struct StreamState {
+    /// The pause before the next look at the store, after a retryable error.
+    backoff: Option<Duration>,
+    /// A fatal error was yielded: the stream has ended.
+    ended: bool,
+}
+
+/// The first pause after a retryable error; it doubles up to
+/// [`MAX_BACKOFF`] and starts again after a success.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a subscription and its deliveries share.
 struct Consumer {
     bus: Arc<BusInner>,
-    signal: Arc<TopicSignal>,
+    /// What this group's waiting consumers wait on, store-wide.
+    wake: Arc<Event>,
     key: u64,
     topic: String,
     group: String,
@@ -48,7 +68,7 @@ struct Consumer {
 impl Subscription {
     pub(crate) fn new(
         bus: Arc<BusInner>,
-        signal: Arc<TopicSignal>,
+        wake: Arc<Event>,
         key: u64,
         topic: &str,
         group: &str,
@@ -58,7 +78,7 @@ impl Subscription {
         Subscription {
             shared: Arc::new(Consumer {
                 bus,
-                signal,
+                wake,
                 key,
                 topic: topic.to_owned(),
                 group: group.to_owned(),
@@ -69,14 +89,16 @@ impl Subscription {
                 closed: AtomicBool::new(false),
             }),
             next: Mutex::new(None),
+            stream: StreamState::default(),
         }
     }
 
     /// Waits for the next delivery.
     ///
-    /// It returns as soon as a message is deliverable: a publish through this
-    /// bus, a nack or a release wakes it at once, and it sleeps on the bus
-    /// clock until the next lease end or delay otherwise. Errors of the
+    /// It returns as soon as a message is deliverable: a publish, a nack or a
+    /// release through any bus on the store wakes it at once (another
+    /// process's commit when the driver watches for them), and it sleeps on
+    /// the bus clock until the next lease end or delay otherwise. Errors of the
     /// driver are returned and the subscription stays usable; after
     /// [`Bus::close`](crate::Bus::close) it returns [`Error::Closed`].
     ///
@@ -136,7 +158,10 @@ impl Subscription {
             })
             .await?;
         shared.bus.announce(&dead);
-        shared.signal.changed.notify(usize::MAX);
+        shared
+            .bus
+            .wakeups
+            .freed(&shared.topic, &shared.group, usize::MAX);
         Ok(())
     }
 }
@@ -150,26 +175,50 @@ enum Fetched {
 
 impl Consumer {
     async fn next_delivery(self: Arc<Self>) -> Result<Delivery> {
+        // A wake-up this consumer took and has not acted on yet: if this
+        // future is dropped before the next look at the store, it passes
+        // to another waiting consumer of the group.
+        let mut taken = Taken::none();
         loop {
             // Armed before looking at the store, so no commit can slip
             // between the look and the wait.
-            let changed = self.signal.changed.listen();
+            let changed = self.wake.listen();
+            let closing = self.bus.closing.listen();
             // Commits by other processes, watched from before the look at
             // the store so that none falls between the look and the wait.
             let external = self.bus.driver.watch_external();
             let fetched = self.fetch().await?;
-            let woken = async {
-                match external {
-                    Some(external) => futures_lite::future::or(changed, external).await,
-                    None => changed.await,
-                }
-            };
-            match fetched {
+            std::mem::replace(&mut taken, Taken::none()).used();
+            let due = match fetched {
                 Fetched::Delivery(delivery) => return Ok(delivery),
-                Fetched::Nothing(Some(due)) => {
-                    futures_lite::future::or(woken, self.bus.clock.sleep_until(due)).await;
+                Fetched::Nothing(due) => due,
+            };
+            let woken = async {
+                let changed = async {
+                    changed.await;
+                    true
+                };
+                let others = async {
+                    match external {
+                        Some(external) => futures_lite::future::or(closing, external).await,
+                        None => closing.await,
+                    }
+                    false
+                };
+                futures_lite::future::or(changed, others).await
+            };
+            let by_group = match due {
+                Some(due) => {
+                    futures_lite::future::or(woken, async {
+                        self.bus.clock.sleep_until(due).await;
+                        false
+                    })
+                    .await
                 }
-                Fetched::Nothing(None) => woken.await,
+                None => woken.await,
+            };
+            if by_group {
+                taken = Taken::new(&self.wake);
             }
         }
     }
@@ -202,10 +251,16 @@ impl Consumer {
                 self.bus.announce(&outcome.dead_lettered);
                 // What the dead letters held back (the next message of an
                 // ordered group, say) may be deliverable to others now.
-                self.signal.changed.notify(usize::MAX);
+                self.bus
+                    .wakeups
+                    .freed(&self.topic, &self.group, outcome.dead_lettered.len());
             }
             if outcome.deliveries.is_empty() {
                 return Ok(Fetched::Nothing(outcome.next_due));
+            }
+            if outcome.deliveries.len() >= self.prefetch as usize {
+                // A full batch: there may be more for another consumer.
+                self.bus.wakeups.freed(&self.topic, &self.group, 1);
             }
             let mut buffer = lock(&self.buffer);
             buffer.extend(
@@ -255,25 +310,64 @@ impl Drop for Subscription {
     }
 }
 
+/// The stream form of [`recv`](Subscription::recv).
+///
+/// It yields deliveries and ends when the bus (or the subscription) is
+/// closed. A retryable error (a busy store, say) is yielded and the stream
+/// goes on after a pause that doubles with each error in a row (10 ms up to
+/// 1 s), so a loop over the stream never spins on a lasting failure. A fatal
+/// error is yielded and then the stream ends.
 impl Stream for Subscription {
     type Item = Result<Delivery>;
 
-    /// Yields deliveries; ends when the bus is closed.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.stream.ended {
+            return Poll::Ready(None);
+        }
         let slot = this
             .next
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let next = slot.get_or_insert_with(|| Box::pin(this.shared.clone().next_delivery()));
-        match next.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                *slot = None;
-                match result {
-                    Err(Error::Closed) => Poll::Ready(None),
-                    other => Poll::Ready(Some(other)),
+        let next = slot.get_or_insert_with(|| {
+            let shared = this.shared.clone();
+            let pause = this.stream.backoff;
+            Box::pin(async move {
+                if let Some(pause) = pause {
+                    let until = shared.bus.now() + pause;
+                    futures_lite::future::or(shared.bus.clock.sleep_until(until), async {
+                        shared.bus.closing.listen().await;
+                    })
+                    .await;
                 }
+                shared.next_delivery().await
+            })
+        });
+        let result = match next.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
+        };
+        *slot = None;
+        match result {
+            Ok(delivery) => {
+                this.stream.backoff = None;
+                Poll::Ready(Some(Ok(delivery)))
+            }
+            Err(Error::Closed) => {
+                this.stream.ended = true;
+                Poll::Ready(None)
+            }
+            Err(e) if e.is_retryable() => {
+                this.stream.backoff = Some(
+                    this.stream
+                        .backoff
+                        .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF)),
+                );
+                Poll::Ready(Some(Err(e)))
+            }
+            Err(e) => {
+                this.stream.ended = true;
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
@@ -393,7 +487,9 @@ impl Delivery {
             bus.announce(std::slice::from_ref(&dead));
         }
         if unblocks {
-            consumer.signal.changed.notify(usize::MAX);
+            // A nack makes the message deliverable again; an ack may let
+            // the next of an ordered group (or a shared group's slot) go.
+            bus.wakeups.freed(&consumer.topic, &consumer.group, 1);
         }
         Ok(())
     }

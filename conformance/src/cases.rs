@@ -10,5 +10,6 @@ pub mod listeners;
 pub mod ordering;
 pub mod publish;
 pub mod redelivery;
+pub mod sharing;
 pub mod wakeups;
 pub mod watermill;

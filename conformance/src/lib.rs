@@ -132,6 +132,13 @@ impl<'f, F: Factory> Env<'f, F> {
         }
     }
 
+    /// Opens another bus on the same store, beside this one: on a clone of
+    /// the driver for an in-memory store, on a second driver of the file
+    /// for a file.
+    pub async fn another_bus(&self) -> Bus {
+        open_bus(self.factory, &self.store, &self.clock).await
+    }
+
     /// Closes the bus and opens a new one on the same store.
     pub async fn reopen(&mut self) {
         self.bus.close().await.expect("close");

@@ -151,3 +151,124 @@ async fn cancelled_recv(sub: &Subscription, ms: u64) -> Option<Delivery> {
         future::poll_once(Box::pin(receive)).await.flatten()
     }
 }
+
+/// I11 under load: four consumers of one group whose `recv`s are cut at
+/// random (after one poll, or by deadlines of 1 to 5 ms) while the acks of
+/// each one's batch run side by side, over 20,000 messages (`LITEBUS_STRESS`
+/// sets another count). Every message is acked exactly once, at its first
+/// attempt (the clock never moves, so nothing comes back by a lease running
+/// out), and the run fails if no ack lands for 10 s: a stall, not slowness.
+pub async fn competing_cut_receives_lose_nothing<F: Factory>(f: &F) {
+    let env = Env::new(f, "cut_competing").await;
+    let count = stress_count();
+    for start in (0..count).step_by(500) {
+        let batch = (start..count.min(start + 500)).map(|i| msg("t", i));
+        env.bus.publish_batch("t", batch).await.unwrap();
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        consumers.push(env.sub("t", "g", shared(1000).prefetch(8)).await);
+    }
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, u32)>::new()));
+    let progress = Arc::new(AtomicU64::new(0));
+    let work: Vec<BoxFuture<'_, ()>> = consumers
+        .iter()
+        .enumerate()
+        .map(|(n, sub)| {
+            let (acked, progress) = (acked.clone(), progress.clone());
+            let future: BoxFuture<'_, ()> = Box::pin(async move {
+                let mut random = 0x9e37_79b9_7f4a_7c15_u64 ^ (n as u64 + 1);
+                let mut batch = Vec::new();
+                while (progress.load(Ordering::Acquire) as usize) < count {
+                    random ^= random << 13;
+                    random ^= random >> 7;
+                    random ^= random << 17;
+                    let cut = match cancelled_recv(sub, random % 6).await {
+                        Some(d) => Some(d),
+                        // After a cut, this consumer's next look gets what
+                        // the cut one leased; one without a deadline waits.
+                        None => sub.try_recv().await.expect("try_recv"),
+                    };
+                    if let Some(d) = cut {
+                        batch.push(d);
+                    }
+                    if batch.len() > (random as usize >> 8) % 8
+                        || cut_is_idle(&batch, &progress, count)
+                    {
+                        let settled: Vec<BoxFuture<'_, (u64, u32)>> = batch
+                            .iter()
+                            .map(|d| {
+                                let f: BoxFuture<'_, (u64, u32)> = Box::pin(async move {
+                                    d.ack().await.expect("ack");
+                                    (d.seq(), d.attempt())
+                                });
+                                f
+                            })
+                            .collect();
+                        let done = join_all(settled).await;
+                        progress.fetch_add(done.len() as u64, Ordering::AcqRel);
+                        acked.lock().unwrap().extend(done);
+                        batch.clear();
+                    }
+                }
+            });
+            future
+        })
+        .collect();
+    future::or(
+        async {
+            join_all(work).await;
+        },
+        stall_watch(&progress, count),
+    )
+    .await;
+    let acked = acked.lock().unwrap().clone();
+    let seqs: BTreeSet<u64> = acked.iter().map(|&(seq, _)| seq).collect();
+    assert_eq!(acked.len(), count, "each message acked once");
+    assert_eq!(seqs.len(), count, "no message acked twice");
+    assert!(acked.iter().all(|&(_, attempt)| attempt == 1));
+    for sub in &consumers {
+        none(sub).await;
+    }
+}
+
+/// Whether a consumer holding `batch` should ack it now: the messages left
+/// may all be in batches like it.
+fn cut_is_idle(batch: &[Delivery], progress: &AtomicU64, count: usize) -> bool {
+    !batch.is_empty() && progress.load(Ordering::Acquire) as usize + 64 >= count
+}
+
+fn stress_count() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(count) = std::env::var("LITEBUS_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return count;
+    }
+    20_000
+}
+
+/// Completes never; panics when `progress` stands still for 10 s of real
+/// time before reaching `count`.
+async fn stall_watch(progress: &AtomicU64, count: usize) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use litebus::Clock;
+        let mut last = (progress.load(Ordering::Acquire), std::time::Instant::now());
+        loop {
+            litebus::StdClock.sleep(Duration::from_millis(100)).await;
+            let now = progress.load(Ordering::Acquire);
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(10) {
+                panic!("stalled: {now} of {count} acked, nothing for 10 s");
+            }
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (progress, count);
+        future::pending::<()>().await;
+    }
+}

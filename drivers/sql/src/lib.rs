@@ -21,10 +21,12 @@ pub mod codec;
 mod file;
 mod schema;
 mod steps;
+mod store;
 
 pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use steps::{ack_many, append, claim, ensure_group, hot, release, settle, stats};
+pub use store::{FileWakeups, Handle, Handles, file_wakeups, store_key};
 
 use litebus::driver::BoxFuture;
 use litebus::{Error, Result};

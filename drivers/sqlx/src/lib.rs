@@ -56,9 +56,10 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, Settlement, TopicStats,
+    Release, Settle, Settlement, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp};
+use litebus_sql::{FileWakeups, Handle};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -123,7 +124,11 @@ impl Default for SqlxOptions {
     }
 }
 
-/// A litebus [`Driver`] on SQLite through sqlx. Clones share the connections.
+/// A litebus [`Driver`] on SQLite through sqlx. Clones share the
+/// connections, and the store closes when every clone that was not dropped
+/// has been closed. Every driver on one file in this process wakes the
+/// subscriptions of the others at once; other processes' commits are seen
+/// by polling `PRAGMA data_version` while someone waits.
 #[derive(Debug, Clone)]
 pub struct SqlxDriver {
     writer: Writer,
@@ -132,6 +137,10 @@ pub struct SqlxDriver {
     watcher: Option<Watcher>,
     memory: bool,
     runtime: Runtime,
+    handle: Handle,
+    wakeups: Wakeups,
+    /// Keeps this file's entry among the files open in this process.
+    _file: Option<Arc<FileWakeups>>,
 }
 
 fn open_error(path: &Path, e: &sqlx::Error) -> Error {
@@ -163,6 +172,7 @@ impl SqlxDriver {
         }
         // A damaged file is refused before anything writes to it.
         litebus_sql::check_file(path)?;
+        let file = litebus_sql::file_wakeups(path);
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -191,6 +201,9 @@ impl SqlxDriver {
             )),
             memory: false,
             runtime,
+            handle: Handle::new(),
+            wakeups: file.wakeups().clone(),
+            _file: Some(file),
         };
         driver.migrate().await.map_err(|e| match e {
             Error::Driver(d) => {
@@ -221,6 +234,9 @@ impl SqlxDriver {
             watcher: None,
             memory: true,
             runtime,
+            handle: Handle::new(),
+            wakeups: Wakeups::new(),
+            _file: None,
         };
         driver.migrate().await?;
         Ok(driver)
@@ -238,6 +254,7 @@ impl SqlxDriver {
                 .await
                 .map_err(|e| map_err(&e))?;
         let memory = file.is_empty();
+        let file = (!memory).then(|| litebus_sql::file_wakeups(Path::new(&file)));
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, pool.clone()),
             watcher: (!memory).then(|| {
@@ -254,6 +271,11 @@ impl SqlxDriver {
             unread: Arc::default(),
             memory,
             runtime,
+            handle: Handle::new(),
+            wakeups: file
+                .as_ref()
+                .map_or_else(Wakeups::new, |file| file.wakeups().clone()),
+            _file: file,
         };
         driver.migrate().await?;
         Ok(driver)
@@ -401,8 +423,9 @@ impl Driver for SqlxDriver {
         self.runtime.run(async move {
             // Releases of dropped subscriptions land before anything closes.
             self.runtime.join_background().await;
-            // An in-memory database lives as long as a clone of the driver.
-            if self.memory {
+            // The store closes with its last handle; an in-memory database
+            // lives as long as a clone of the driver does.
+            if !self.handle.close() || self.memory {
                 return Ok(());
             }
             self.writer.shutdown().await;
@@ -433,6 +456,10 @@ impl Driver for SqlxDriver {
             Some(watcher) => Box::pin(futures_lite::future::or(watcher.wait(), kept)),
             None => Box::pin(kept),
         })
+    }
+
+    fn wakeups(&self) -> Option<Wakeups> {
+        Some(self.wakeups.clone())
     }
 
     fn spawn_background(&self, task: BoxFuture<'static, ()>) -> Option<BoxFuture<'static, ()>> {

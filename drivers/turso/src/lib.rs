@@ -25,8 +25,12 @@
 //! - **One process per file.** turso takes an exclusive lock on the database
 //!   file and has no `PRAGMA data_version` to notice other writers: a second
 //!   process opening the file is refused with an error naming the lock
-//!   ([`Capabilities::multi_process`] is `false`). Several drivers (and
-//!   buses) in one process share the file safely.
+//!   ([`Capabilities::multi_process`] is `false`). In one process, every
+//!   [`TursoDriver::open`] of a file gives a handle of the same store (one
+//!   connection, one queue of steps, one set of wake-ups), so several
+//!   drivers and buses share the file without ever seeing it locked, and a
+//!   commit through one wakes the subscriptions of all. The store closes
+//!   when its last handle does.
 //! - **Browser.** On wasm32 [`TursoDriver::memory`] reads the time from
 //!   JavaScript (`Date.now()`, through litebus's `WasmClock`) instead of
 //!   `std::time`, which does not exist there.
@@ -41,15 +45,17 @@ mod io;
 mod merge;
 mod serial;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, Settlement,
+    Release, Settle, Settlement, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp, TopicStats};
+use litebus_sql::{Handle, Handles};
 
 use crate::conn::map_err;
 use crate::serial::Serial;
@@ -78,10 +84,12 @@ impl TursoOptions {
 }
 
 /// litebus storage in a turso database. Cheap to clone; clones share the
-/// connection.
+/// connection, and the store closes when every clone that was not dropped
+/// has been closed.
 #[derive(Clone)]
 pub struct TursoDriver {
     shared: Arc<Shared>,
+    handle: Handle,
 }
 
 struct Shared {
@@ -90,14 +98,25 @@ struct Shared {
     serial: Serial,
     merger: merge::Merger,
     memory: bool,
+    /// Of a file: the durability its connection has now.
+    durability: Mutex<Option<Durability>>,
+    handles: Handles,
+    wakeups: Wakeups,
+    /// The last handle closed: the store is closed.
     closed: AtomicBool,
 }
+
+/// The files open in this process, by [`litebus_sql::store_key`]: a second
+/// open of a file joins the store already open on it. (turso locks a file
+/// for one `Database`: a second one on it fails with "database is locked".)
+static FILES: async_lock::Mutex<BTreeMap<PathBuf, Weak<Shared>>> =
+    async_lock::Mutex::new(BTreeMap::new());
 
 impl std::fmt::Debug for TursoDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TursoDriver")
             .field("memory", &self.shared.memory)
-            .field("closed", &self.shared.closed.load(Ordering::Acquire))
+            .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -134,9 +153,48 @@ impl TursoDriver {
         TursoDriver::open_with(path, TursoOptions::new()).await
     }
 
-    /// Opens (creating if needed) the database file at `path`.
+    /// Opens (creating if needed) the database file at `path`. If this
+    /// process has the file open already, the new driver is another handle of
+    /// that store; its durability becomes the stronger of the two.
     pub async fn open_with(path: impl AsRef<Path>, options: TursoOptions) -> Result<Self> {
         let path = path.as_ref();
+        let key = litebus_sql::store_key(path);
+        let mut files = FILES.lock().await;
+        files.retain(|_, shared| shared.strong_count() > 0);
+        if let Some(shared) = files.get(&key).and_then(Weak::upgrade)
+            && !shared.closed.load(Ordering::Acquire)
+        {
+            let driver = TursoDriver {
+                handle: shared.handles.open(),
+                shared,
+            };
+            driver.at_least(options.durability).await?;
+            return Ok(driver);
+        }
+        let driver = TursoDriver::open_file(path, options).await?;
+        files.insert(key, Arc::downgrade(&driver.shared));
+        Ok(driver)
+    }
+
+    /// Makes commits at least as durable as `durability`.
+    async fn at_least(&self, durability: Durability) -> Result<()> {
+        let now = *self
+            .shared
+            .durability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if durability == Durability::Full && now != Some(Durability::Full) {
+            self.shared.serial.plain(durability.pragma()).await?;
+            *self
+                .shared
+                .durability
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(durability);
+        }
+        Ok(())
+    }
+
+    async fn open_file(path: &Path, options: TursoOptions) -> Result<Self> {
         if path.is_dir() {
             return Err(DriverError::fatal(format!(
                 "cannot open {}: it is a directory",
@@ -202,12 +260,17 @@ impl TursoDriver {
                 .await
                 .map_err(map_err)?;
         }
+        let handles = Handles::new();
         let driver = TursoDriver {
+            handle: handles.open(),
             shared: Arc::new(Shared {
                 _db: db,
                 serial: Serial::new(conn, memory),
                 merger: merge::Merger::default(),
                 memory,
+                durability: Mutex::new(durability),
+                handles,
+                wakeups: Wakeups::new(),
                 closed: AtomicBool::new(false),
             }),
         };
@@ -228,9 +291,13 @@ impl TursoDriver {
         ran.await
     }
 
-    /// Refuses work once closed.
+    fn is_closed(&self) -> bool {
+        self.handle.is_closed() || self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Refuses work once this handle (or the store) is closed.
     fn check_open(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -300,8 +367,12 @@ impl Driver for TursoDriver {
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            // An in-memory database lives as long as a clone of the driver.
-            if self.shared.memory || self.shared.closed.swap(true, Ordering::AcqRel) {
+            // The store closes with its last handle; an in-memory database
+            // lives as long as a clone of the driver does.
+            if !self.handle.close()
+                || self.shared.memory
+                || self.shared.closed.swap(true, Ordering::AcqRel)
+            {
                 return Ok(());
             }
             // Everything committed moves into the main file, and the log
@@ -311,5 +382,9 @@ impl Driver for TursoDriver {
                 .plain("PRAGMA wal_checkpoint(TRUNCATE)")
                 .await
         })
+    }
+
+    fn wakeups(&self) -> Option<Wakeups> {
+        Some(self.shared.wakeups.clone())
     }
 }
