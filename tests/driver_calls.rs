@@ -11,9 +11,13 @@ use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
     Release, Settle,
 };
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use futures_lite::future::poll_once;
 use litebus::{
-    Bus, BusOptions, GroupOptions, ManualClock, MemoryDriver, Message, Outcome, Result, Timestamp,
-    TopicStats,
+    Bus, BusOptions, DriverError, Error, GroupOptions, ManualClock, MemoryDriver, Message, Outcome,
+    Result, Timestamp, TopicStats,
 };
 
 /// A `MemoryDriver` that counts releases and, when asked, makes each release
@@ -25,11 +29,18 @@ struct Recording {
     releases: Arc<AtomicUsize>,
     released: Arc<Mutex<Vec<String>>>,
     slow_release: Arc<AtomicBool>,
+    claims: Arc<AtomicUsize>,
+    /// What the next claims fail with, in order.
+    claim_errors: Arc<Mutex<Vec<Error>>>,
 }
 
 impl Recording {
     fn releases(&self) -> usize {
         self.releases.load(Ordering::SeqCst)
+    }
+
+    fn claims(&self) -> usize {
+        self.claims.load(Ordering::SeqCst)
     }
 }
 
@@ -47,6 +58,12 @@ impl Driver for Recording {
     }
 
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        let mut errors = self.claim_errors.lock().unwrap();
+        if !errors.is_empty() {
+            let e = errors.remove(0);
+            return Box::pin(async move { Err(e) });
+        }
         self.inner.claim(claim)
     }
 
@@ -89,8 +106,55 @@ impl Driver for Recording {
 }
 
 fn bus(driver: &Recording) -> Bus {
-    let clock = ManualClock::new(Timestamp::from_millis(1_000));
-    Bus::open(driver.clone(), BusOptions::new().clock(clock)).unwrap()
+    bus_on(driver, &ManualClock::new(Timestamp::from_millis(1_000)))
+}
+
+fn bus_on(driver: &Recording, clock: &ManualClock) -> Bus {
+    Bus::open(driver.clone(), BusOptions::new().clock(clock.clone())).unwrap()
+}
+
+#[test]
+fn the_stream_pauses_after_retryable_errors_and_ends_after_a_fatal_one() {
+    run(async {
+        let driver = Recording::default();
+        let clock = ManualClock::new(Timestamp::from_millis(1_000));
+        let bus = bus_on(&driver, &clock);
+        bus.publish("t", Message::new("m")).await.unwrap();
+        let mut sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+        *driver.claim_errors.lock().unwrap() = vec![
+            DriverError::retryable("busy").into(),
+            DriverError::retryable("busy").into(),
+        ];
+        let first = sub.next().await.unwrap().unwrap_err();
+        assert!(first.is_retryable(), "{first}");
+        assert_eq!(driver.claims(), 1);
+        // 10 ms before the next look, then 20 ms: no claim in between.
+        for pause in [10, 20] {
+            for _ in 0..3 {
+                assert!(poll_once(sub.next()).await.is_none(), "pausing");
+            }
+            assert_eq!(driver.claims(), if pause == 10 { 1 } else { 2 });
+            clock.advance(Duration::from_millis(pause - 1));
+            assert!(poll_once(sub.next()).await.is_none(), "still pausing");
+            clock.advance(Duration::from_millis(1));
+            let next = sub.next().await.unwrap();
+            if pause == 10 {
+                assert!(next.unwrap_err().is_retryable());
+            } else {
+                next.unwrap().ack().await.unwrap();
+            }
+        }
+        assert_eq!(driver.claims(), 3);
+
+        // After a delivery the pause starts again from nothing; a fatal
+        // error ends the stream.
+        bus.publish("t", Message::new("n")).await.unwrap();
+        *driver.claim_errors.lock().unwrap() = vec![DriverError::fatal("gone").into()];
+        let fatal = sub.next().await.unwrap().unwrap_err();
+        assert!(!fatal.is_retryable(), "{fatal}");
+        assert!(sub.next().await.is_none(), "the stream ended");
+        assert_eq!(driver.claims(), 4);
+    });
 }
 
 fn run<F: Future>(f: F) -> F::Output {

@@ -204,6 +204,50 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
     });
 }
 
+/// Publishes `count` messages with ids `<name>-<i>` one call each;
+/// any error fails the test, naming it.
+async fn publish_each(bus: &Bus, name: &str, count: usize) {
+    for i in 0..count {
+        let message = Message::new(name.to_owned()).with_id(format!("{name}-{i}"));
+        if let Err(e) = bus.publish("t", message).await {
+            panic!("publish {name}-{i}: {e}");
+        }
+    }
+}
+
+/// Publishes as [`publish_each`] does, on a thread of its own.
+fn publish_on_a_thread(bus: &Bus, name: &'static str, count: usize) -> std::thread::JoinHandle<()> {
+    let bus = bus.clone();
+    std::thread::spawn(move || futures_lite::future::block_on(publish_each(&bus, name, count)))
+}
+
+/// Two drivers on one file in one process, publishing on two threads at
+/// once, the second opened while the first writes: no call fails (a busy
+/// file is waited for, never reported as locked), and every message is
+/// stored once.
+pub fn two_drivers_on_one_file_never_see_it_locked<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("two-drivers");
+        let path = dir.file("two.db");
+        let first = Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        let writer = publish_on_a_thread(&first, "early", 200);
+        let driver = D::open(&path).await.unwrap_or_else(|e| panic!("open: {e}"));
+        let second = Bus::open(driver, BusOptions::new()).unwrap();
+        let writers = [
+            writer,
+            publish_on_a_thread(&first, "a", 300),
+            publish_on_a_thread(&second, "b", 300),
+        ];
+        for writer in writers {
+            writer.join().expect("no publish failed");
+        }
+        assert_eq!(first.stats("t").await.unwrap().messages, 800);
+        assert_eq!(second.stats("t").await.unwrap().messages, 800);
+        second.close().await.unwrap();
+        first.close().await.unwrap();
+    });
+}
+
 /// Expands the kit's file tests into `#[test]`s, in a module named
 /// `file_tests`, for one [`FileDriver`]:
 /// `litebus_conformance::file_tests!(my_driver::conformance::Files);`.
@@ -223,6 +267,11 @@ macro_rules! file_tests {
             #[test]
             fn a_cut_file_is_refused_and_left_alone() {
                 t::a_cut_file_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn two_drivers_on_one_file_never_see_it_locked() {
+                t::two_drivers_on_one_file_never_see_it_locked::<$driver>();
             }
 
             #[test]
