@@ -181,6 +181,7 @@ fn workloads(p: &Params) -> Vec<Workload> {
     list.extend([
         w("consume.1x1", "claim + ack, 1 group × 1 consumer", false),
         w("consume.1x4", "claim + ack, 1 group × 4 consumers", false),
+        w("consume.1x50", "claim + ack, 1 group × 50 consumers", false),
         w(
             "consume.fanout4",
             "claim + ack, 4 groups (per group)",
@@ -252,6 +253,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
         "publish.16",
         "consume.1x1",
         "consume.1x4",
+        "consume.1x50",
         "consume.fanout4",
         "consume.ordered",
         "latency",
@@ -284,7 +286,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     jobs
 }
 
-const LITEBUS_SHAPES: [(&str, Shape); 4] = [
+const LITEBUS_SHAPES: [(&str, Shape); 5] = [
     (
         "consume.1x1",
         Shape {
@@ -298,6 +300,14 @@ const LITEBUS_SHAPES: [(&str, Shape); 4] = [
         Shape {
             groups: 1,
             consumers: 4,
+            ordered: false,
+        },
+    ),
+    (
+        "consume.1x50",
+        Shape {
+            groups: 1,
+            consumers: 50,
             ordered: false,
         },
     ),
@@ -375,6 +385,7 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
             one(channel_recv(p, p.backlog, 1, 1).await)
         }
         ("async-channel", "consume.1x4", ..) => one(channel_recv(p, p.backlog, 1, 4).await),
+        ("async-channel", "consume.1x50", ..) => one(channel_recv(p, p.backlog, 1, 50).await),
         ("async-channel", "consume.fanout4", ..) => one(channel_recv(p, p.backlog, 4, 1).await),
         ("async-channel", "latency", ..) => latency(channel_latency(p).await),
         ("async-channel", _, _, Some(d)) => Ok(vec![(

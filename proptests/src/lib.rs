@@ -50,6 +50,28 @@ macro_rules! sql_model_tests {
     };
 }
 
+/// Like [`sql_model_tests!`], on one store per test that every case
+/// empties and uses again ([`check_on_reused_store`], as the fuzz targets
+/// do): `name: FactoryType, executor;`.
+#[macro_export]
+macro_rules! sql_reused_store_tests {
+    ($($name:ident: $factory:ty, $run:path;)*) => {
+        proptest::proptest! {
+            #![proptest_config($crate::sql_config())]
+            $(
+                #[test]
+                fn $name(ops in proptest::collection::vec($crate::ops::op(), 1..60)) {
+                    static FACTORY: std::sync::LazyLock<$factory> =
+                        std::sync::LazyLock::new(<$factory>::default);
+                    let store = stringify!($name);
+                    let result = $run($crate::check_on_reused_store(&*FACTORY, store, &ops));
+                    proptest::prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+                }
+            )*
+        }
+    };
+}
+
 /// A unique store name for one run.
 pub fn fresh_store(prefix: &str) -> String {
     static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -59,8 +81,40 @@ pub fn fresh_store(prefix: &str) -> String {
 /// Applies `ops` to the model and to a bus on a fresh store of `factory`,
 /// comparing every observation. Returns the first difference.
 pub async fn check_against_model<F: Factory>(factory: &F, ops: &[ops::Op]) -> Result<(), String> {
+    check_in(factory, fresh_store("check"), ops).await
+}
+
+/// What empties a SQL store and starts its seqs again from 1, one
+/// statement each.
+const EMPTY_SQL_STORE: [&str; 4] = [
+    "DELETE FROM litebus_handouts",
+    "DELETE FROM litebus_groups",
+    "DELETE FROM litebus_messages",
+    "DELETE FROM sqlite_sequence WHERE name = 'litebus_messages'",
+];
+
+/// Like [`check_against_model`], on the one SQL store `store` of `factory`
+/// for every call: it is emptied first (with [`Factory::run_sql`]), so a
+/// fuzzer pays for a database once per process, not once per input.
+pub async fn check_on_reused_store<F: Factory>(
+    factory: &F,
+    store: &str,
+    ops: &[ops::Op],
+) -> Result<(), String> {
+    // Opened once, so that the store exists for the statements below.
+    drop(factory.open(store).await.expect("open driver"));
+    for sql in EMPTY_SQL_STORE {
+        let run = factory
+            .run_sql(store, sql)
+            .expect("a store with SQL: its factory runs statements");
+        run.await.map_err(|e| format!("{sql}: {e}"))?;
+    }
+    check_in(factory, store.to_owned(), ops).await
+}
+
+async fn check_in<F: Factory>(factory: &F, store: String, ops: &[ops::Op]) -> Result<(), String> {
     let mut model = model::Model::new();
-    let mut sut = harness::Harness::new(factory, fresh_store("check")).await;
+    let mut sut = harness::Harness::new(factory, store).await;
     for (step, op) in ops.iter().enumerate() {
         model.apply(op);
         let got = sut.apply(op).await;

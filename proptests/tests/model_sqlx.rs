@@ -14,3 +14,7 @@ litebus_proptests::sql_model_tests! {
     sqlx_memory_matches_model: Memory::default(), run::block_on;
     sqlx_file_matches_model: Files::default(), run::smol;
 }
+
+litebus_proptests::sql_reused_store_tests! {
+    sqlx_memory_reused_matches_model: Memory, run::block_on;
+}

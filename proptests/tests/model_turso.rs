@@ -13,3 +13,7 @@ litebus_proptests::sql_model_tests! {
     turso_memory_matches_model: Memory::default(), run::block_on;
     turso_file_matches_model: Files::default(), run::tokio;
 }
+
+litebus_proptests::sql_reused_store_tests! {
+    turso_memory_reused_matches_model: Memory, run::block_on;
+}

@@ -5,6 +5,32 @@
 
 use crate::prelude::*;
 
+/// One message, held by a subscription on another bus of the store.
+struct Elsewhere {
+    other: Bus,
+    there: Subscription,
+    held: Delivery,
+    /// A consumer of the same group on the case's bus.
+    here: Subscription,
+}
+
+async fn held_elsewhere<F: Factory>(env: &Env<'_, F>) -> Elsewhere {
+    let other = env.another_bus().await;
+    env.publish_n("t", 0, 1).await;
+    let there = other
+        .subscribe("t", "g", GroupOptions::new().lease(LEASE))
+        .await
+        .unwrap();
+    let held = recv(&there).await;
+    let here = env.sub("t", "g", GroupOptions::new()).await;
+    Elsewhere {
+        other,
+        there,
+        held,
+        here,
+    }
+}
+
 /// A publish through one bus wakes a `recv` waiting on another bus of the
 /// store.
 pub async fn a_publish_wakes_another_bus_on_the_store<F: Factory>(f: &F) {
@@ -71,14 +97,12 @@ pub async fn settles_and_drops_wake_another_bus_on_the_store<F: Factory>(f: &F) 
 /// bus at once, and leaves that bus working.
 pub async fn closing_one_bus_leaves_the_others_working<F: Factory>(f: &F) {
     let env = Env::new(f, "share_close").await;
-    let other = env.another_bus().await;
-    env.publish_n("t", 0, 1).await;
-    let there = other
-        .subscribe("t", "g", GroupOptions::new().lease(LEASE))
-        .await
-        .unwrap();
-    let held = recv(&there).await;
-    let here = env.sub("t", "g", GroupOptions::new()).await;
+    let Elsewhere {
+        other,
+        there,
+        held,
+        here,
+    } = held_elsewhere(&env).await;
     let (got, closed) = within(future::zip(here.recv(), async {
         future::yield_now().await;
         other.close().await
@@ -101,14 +125,13 @@ pub async fn closing_one_bus_leaves_the_others_working<F: Factory>(f: &F) {
 /// released.
 pub async fn concurrent_closes_return_after_the_release<F: Factory>(f: &F) {
     let env = Env::new(f, "share_close_twice").await;
-    let other = env.another_bus().await;
-    env.publish_n("t", 0, 1).await;
-    let there = other
-        .subscribe("t", "g", GroupOptions::new().lease(LEASE))
-        .await
-        .unwrap();
-    let _held = recv(&there).await;
-    let here = env.sub("t", "g", GroupOptions::new()).await;
+    let Elsewhere {
+        other,
+        // Kept: dropping it would release the lease.
+        there: _there,
+        here,
+        ..
+    } = held_elsewhere(&env).await;
     let (first, second) = within(future::zip(other.close(), async {
         let closed = other.close().await;
         // The first close is still under way or done: either way the lease

@@ -190,12 +190,13 @@ impl SqlxDriver {
             .map_err(|e| open_error(path, &e))?;
         let driver = SqlxDriver {
             writer: Writer::start(&runtime, writer.clone()),
-            writer_pool: writer,
+            writer_pool: writer.clone(),
             unread: Arc::default(),
             watcher: Some(Watcher::new(
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_lazy_with(connect.read_only(true)),
+                Some(writer.clone()),
                 options.watch_interval,
                 runtime.clone(),
             )),
@@ -263,6 +264,7 @@ impl SqlxDriver {
                     SqlitePoolOptions::new()
                         .max_connections(1)
                         .connect_lazy_with(connect),
+                    None,
                     SqlxOptions::new().watch_interval,
                     runtime.clone(),
                 )

@@ -4,7 +4,12 @@
 //! `data_version` changes when another connection (another process, or an
 //! application's own pool publishing with plain SQL) commits. One task polls
 //! it at the configured interval while there are waiters and wakes them all
-//! on a change. When it starts, it wakes everyone once after reading its
+//! on a change made elsewhere. The driver's own commits change it too (the
+//! writer is another connection), and they have woken their waiters already
+//! through the store's wake-ups: so on a change the watcher also reads
+//! `data_version` on the writer's connection, which changes only for other
+//! connections' commits, and wakes nobody if that one stands still. (Without
+//! this, fifty waiting consumers would all claim after every publish.) When it starts, it wakes everyone once after reading its
 //! first value: a commit that slipped in before that read is then seen by
 //! the waiters' next look at the store, so none is missed.
 
@@ -33,6 +38,8 @@ struct Shared {
 pub(crate) struct Watcher {
     shared: Arc<Shared>,
     pool: SqlitePool,
+    /// The pool of the writer's one connection, when it is the driver's own.
+    writer: Option<SqlitePool>,
     interval: Duration,
     runtime: Runtime,
 }
@@ -47,8 +54,15 @@ impl Drop for Waiting {
 }
 
 impl Watcher {
-    /// A watcher polling through `pool` (one connection of its own).
-    pub(crate) fn new(pool: SqlitePool, interval: Duration, runtime: Runtime) -> Self {
+    /// A watcher polling through `pool` (one connection of its own);
+    /// `writer`: the pool of the driver's one write connection, if it has
+    /// one of its own (not an application's pool).
+    pub(crate) fn new(
+        pool: SqlitePool,
+        writer: Option<SqlitePool>,
+        interval: Duration,
+        runtime: Runtime,
+    ) -> Self {
         Watcher {
             shared: Arc::new(Shared {
                 changed: Event::new(),
@@ -56,6 +70,7 @@ impl Watcher {
                 polling: AtomicBool::new(false),
             }),
             pool,
+            writer,
             interval,
             runtime,
         }
@@ -77,6 +92,7 @@ impl Watcher {
             drop(self.runtime.spawn_untracked(Box::pin(poll(
                 self.shared.clone(),
                 self.pool.clone(),
+                self.writer.clone(),
                 self.interval,
                 self.runtime.clone(),
             ))));
@@ -95,8 +111,18 @@ async fn data_version(pool: &SqlitePool) -> Option<i64> {
         .ok()
 }
 
-async fn poll(shared: Arc<Shared>, pool: SqlitePool, interval: Duration, runtime: Runtime) {
+async fn poll(
+    shared: Arc<Shared>,
+    pool: SqlitePool,
+    writer: Option<SqlitePool>,
+    interval: Duration,
+    runtime: Runtime,
+) {
     let mut last = data_version(&pool).await;
+    let mut last_writer = match &writer {
+        Some(writer) => data_version(writer).await,
+        None => None,
+    };
     shared.changed.notify(usize::MAX);
     let mut idle = 0;
     loop {
@@ -126,7 +152,19 @@ async fn poll(shared: Arc<Shared>, pool: SqlitePool, interval: Duration, runtime
         let now = data_version(&pool).await;
         if now != last {
             last = now;
-            shared.changed.notify(usize::MAX);
+            let elsewhere = match &writer {
+                Some(writer) => {
+                    let now = data_version(writer).await;
+                    // Unreadable: say it changed.
+                    let changed = now.is_none() || now != last_writer;
+                    last_writer = now;
+                    changed
+                }
+                None => true,
+            };
+            if elsewhere {
+                shared.changed.notify(usize::MAX);
+            }
         }
     }
 }
