@@ -195,6 +195,21 @@ fn workloads(p: &Params) -> Vec<Workload> {
         w("latency.p50", "live latency p50 (µs)", true),
         w("latency.p99", "live latency p99 (µs)", true),
         w("latency.p999", "live latency p999 (µs)", true),
+        w(
+            "xlatency.p50",
+            "live latency from another process p50 (µs)",
+            true,
+        ),
+        w(
+            "xlatency.p99",
+            "live latency from another process p99 (µs)",
+            true,
+        ),
+        w(
+            "xlatency.p999",
+            "live latency from another process p999 (µs)",
+            true,
+        ),
     ]);
     for &d in &p.depths {
         list.push(w(
@@ -261,6 +276,8 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     for store in Store::ALL {
         add(store.name(), &everything, true);
     }
+    // Across processes: the driver that is made for it.
+    add("sqlx file", &["xlatency"], false);
     add(
         "apalis-sqlite",
         &["publish.1", "publish.16", "consume.1x1", "consume.1x4"],
@@ -280,8 +297,9 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     add("raw turso file", &["publish.1", "consume.1x1"], false);
     add("raw turso mem", &["publish.1", "consume.1x1"], false);
     if mode == Mode::Smoke {
-        // Every system once: one publish and one consume workload.
-        jobs.retain(|job| job.key == "publish.1" || job.key == "consume.1x1");
+        // Every system once: one publish and one consume workload, and the
+        // one workload of two processes.
+        jobs.retain(|job| ["publish.1", "consume.1x1", "xlatency"].contains(&job.key.as_str()));
     }
     jobs
 }
@@ -338,11 +356,11 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
     let depth: Option<usize> = key.strip_prefix("depth").and_then(|d| d.parse().ok());
     let path = p.fresh(&format!("{system}-{key}").replace(' ', "-"));
     let file = |yes: bool| yes.then_some(path.as_path());
-    let latency = |lat: [f64; 3]| {
-        Ok(["latency.p50", "latency.p99", "latency.p999"]
+    let latency = |name: &str, lat: [f64; 3]| {
+        Ok(["p50", "p99", "p999"]
             .iter()
             .zip(lat)
-            .map(|(k, v)| ((*k).to_owned(), v))
+            .map(|(k, v)| (format!("{name}.{k}"), v))
             .collect())
     };
     if let Some(store) = Store::ALL.into_iter().find(|s| s.name() == system) {
@@ -351,7 +369,8 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
             ("publish.1", ..) => one(runs::publish(&bus, p, 1).await),
             ("publish.16", ..) => one(runs::publish(&bus, p, 16).await),
             (_, Some(b), _) => one(runs::publish_batches(&bus, p, b).await),
-            ("latency", ..) => latency(runs::latency(&bus, p).await),
+            ("latency", ..) => latency(key, runs::latency(&bus, p).await),
+            ("xlatency", ..) => latency(key, runs::cross_process_latency(&bus, &path, p).await),
             (_, _, Some(d)) => {
                 let (claim_us, rate) = runs::depth(&bus, p, d).await;
                 Ok(vec![
@@ -387,7 +406,7 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
         ("async-channel", "consume.1x4", ..) => one(channel_recv(p, p.backlog, 1, 4).await),
         ("async-channel", "consume.1x50", ..) => one(channel_recv(p, p.backlog, 1, 50).await),
         ("async-channel", "consume.fanout4", ..) => one(channel_recv(p, p.backlog, 4, 1).await),
-        ("async-channel", "latency", ..) => latency(channel_latency(p).await),
+        ("async-channel", "latency", ..) => latency(key, channel_latency(p).await),
         ("async-channel", _, _, Some(d)) => Ok(vec![(
             format!("consume.depth{d}"),
             channel_recv(p, d, 1, 1).await,
@@ -527,6 +546,11 @@ fn honker_peer(p: &Params, results: &mut Results) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = Mode::from_args(&args);
+    if let Some(at) = args.iter().position(|a| a == "--publish-to") {
+        let samples = args[at + 2].parse().expect("a number of samples");
+        runs::publish_timestamps(std::path::Path::new(&args[at + 1]), samples).await;
+        return;
+    }
     if let Some(at) = args.iter().position(|a| a == "--job") {
         let (system, key) = (&args[at + 1], &args[at + 2]);
         let p = Params::new(mode, Some(&format!("{system}-{key}")));

@@ -266,3 +266,56 @@ pub fn fresh(dir: &Path, name: &str) -> PathBuf {
     }
     path
 }
+
+/// The wall-clock time now, in ns since the Unix epoch: what a message
+/// published by another process carries, so that the receiver can tell how
+/// long it took (both processes read the same clock).
+fn wall_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// The publishing side of [`cross_process_latency`], run as a process of
+/// its own: `samples` messages to the sqlx file at `path`, one every
+/// millisecond, each carrying the time it was published.
+pub async fn publish_timestamps(path: &Path, samples: usize) {
+    let bus = Bus::open(SqlxDriver::open(path).await.unwrap(), BusOptions::new()).unwrap();
+    for _ in 0..samples {
+        let sent = wall_nanos().to_le_bytes();
+        bus.publish("bench", Message::new(sent.to_vec()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bus.close().await.unwrap();
+}
+
+/// Publish in another process → receive here, on a sqlx file, for a
+/// caught-up subscriber: p50, p99, p999 in µs. The other process is this
+/// binary again (`--publish-to <file> <samples>`).
+pub async fn cross_process_latency(bus: &Bus, path: &Path, p: &Params) -> [f64; 3] {
+    let sub = bus
+        .subscribe("bench", "live", GroupOptions::new())
+        .await
+        .unwrap();
+    let mut publisher = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--publish-to",
+            path.to_str().unwrap(),
+            &p.samples.to_string(),
+        ])
+        .spawn()
+        .expect("the publishing process");
+    let mut micros = Vec::with_capacity(p.samples);
+    while micros.len() < p.samples {
+        let delivery = sub.recv().await.unwrap();
+        let received = wall_nanos();
+        let sent: [u8; 16] = delivery.message().payload().try_into().unwrap();
+        micros.push(received.saturating_sub(u128::from_le_bytes(sent)) as f64 / 1e3);
+        delivery.ack().await.unwrap();
+    }
+    assert!(publisher.wait().unwrap().success(), "the publisher failed");
+    crate::percentiles(micros)
+}
