@@ -272,3 +272,43 @@ async fn stall_watch(progress: &AtomicU64, count: usize) {
         future::pending::<()>().await;
     }
 }
+
+/// Wake-ups are counted, not lost: with three consumers of one group
+/// waiting (prefetch 1), a batch of three wakes all three, and so do three
+/// single publishes made while they wait.
+pub async fn each_new_message_wakes_a_waiting_consumer<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_counted").await;
+    let subs = [
+        env.sub("t", "g", shared(10).prefetch(1)).await,
+        env.sub("t", "g", shared(10).prefetch(1)).await,
+        env.sub("t", "g", shared(10).prefetch(1)).await,
+    ];
+    for round in 0..2 {
+        let receives: Vec<BoxFuture<'_, Delivery>> = subs
+            .iter()
+            .map(|sub| {
+                let f: BoxFuture<'_, Delivery> = Box::pin(async move { sub.recv().await.unwrap() });
+                f
+            })
+            .collect();
+        let (got, ()) = within(future::zip(join_all(receives), async {
+            future::yield_now().await;
+            if round == 0 {
+                env.bus
+                    .publish_batch("t", (0..3).map(|i| msg("t", i)))
+                    .await
+                    .unwrap();
+            } else {
+                env.publish_n("t", 3, 3).await;
+            }
+        }))
+        .await;
+        let mut seqs: Vec<u64> = got.iter().map(Delivery::seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 3, "one message each, round {round}");
+        for d in got {
+            d.ack().await.unwrap();
+        }
+    }
+}
