@@ -248,6 +248,48 @@ pub fn two_drivers_on_one_file_never_see_it_locked<D: FileDriver>() {
     });
 }
 
+/// Two drivers on one file publishing the same ids at once, on two
+/// threads: each id is stored once, one publish of it is `Published` and
+/// the other a `Duplicate` naming the same seq, and no call fails.
+pub fn two_drivers_publishing_the_same_ids_store_each_once<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("same-ids");
+        let path = dir.file("same.db");
+        let buses = [
+            Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap(),
+            Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap(),
+        ];
+        let count = 300;
+        let threads = buses.clone().map(|bus| {
+            std::thread::spawn(move || {
+                futures_lite::future::block_on(async {
+                    let mut outcomes = Vec::new();
+                    for i in 0..count {
+                        let message = Message::new("same").with_id(format!("same-{i}"));
+                        match bus.publish("t", message).await {
+                            Ok(outcome) => outcomes.push(outcome),
+                            Err(e) => panic!("publish same-{i}: {e}"),
+                        }
+                    }
+                    outcomes
+                })
+            })
+        });
+        let [a, b] = threads.map(|t| t.join().expect("no publish failed"));
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(a.seq(), b.seq(), "same-{i}: one seq");
+            assert!(
+                a.is_duplicate() != b.is_duplicate(),
+                "same-{i}: one stored, one duplicate: {a:?} {b:?}"
+            );
+        }
+        assert_eq!(buses[0].stats("t").await.unwrap().messages, count as u64);
+        for bus in buses {
+            bus.close().await.unwrap();
+        }
+    });
+}
+
 /// Expands the kit's file tests into `#[test]`s, in a module named
 /// `file_tests`, for one [`FileDriver`]:
 /// `litebus_conformance::file_tests!(my_driver::conformance::Files);`.
@@ -272,6 +314,11 @@ macro_rules! file_tests {
             #[test]
             fn two_drivers_on_one_file_never_see_it_locked() {
                 t::two_drivers_on_one_file_never_see_it_locked::<$driver>();
+            }
+
+            #[test]
+            fn two_drivers_publishing_the_same_ids_store_each_once() {
+                t::two_drivers_publishing_the_same_ids_store_each_once::<$driver>();
             }
 
             #[test]

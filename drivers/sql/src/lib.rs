@@ -25,7 +25,10 @@ mod store;
 
 pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use steps::{ack_many, append, claim, ensure_group, hot, release, settle, stats};
+pub use steps::{
+    ONE_STATEMENT_APPEND, ack_many, append, claim, ensure_group, hot, insert_new, is_known_id,
+    release, settle, stats,
+};
 pub use store::{FileWakeups, Handle, Handles, file_wakeups, store_key};
 
 use litebus::driver::BoxFuture;

@@ -22,6 +22,9 @@ use hot::{
 /// Rows per multi-row `INSERT`: six parameters each stays far below
 /// SQLite's parameter limit.
 const INSERT_CHUNK: usize = 100;
+
+/// The most messages [`insert_new`] stores with its one statement.
+pub const ONE_STATEMENT_APPEND: usize = INSERT_CHUNK;
 /// Messages a group takes in per round of a claim.
 const TAKE_IN: u64 = 256;
 
@@ -221,42 +224,7 @@ async fn insert_messages(
                 fresh.push(m);
             }
         }
-        let mut seqs: Vec<u64> = Vec::with_capacity(fresh.len());
-        if !fresh.is_empty() {
-            let mut sql = String::from(
-                "INSERT INTO litebus_messages (topic, id, payload, metadata, msg_key, deliver_at) VALUES ",
-            );
-            let mut params = Vec::with_capacity(fresh.len() * 6);
-            for (i, m) in fresh.iter().enumerate() {
-                // Bare `?`, values in text order: see `placeholders`.
-                sql.push_str(if i == 0 {
-                    "(?,?,?,?,?,?)"
-                } else {
-                    ",(?,?,?,?,?,?)"
-                });
-                params.push(Value::from(topic));
-                params.push(Value::from(m.id()));
-                params.push(Value::from(m.payload()));
-                params.push(Value::Text(encode_metadata(m.metadata())));
-                params.push(Value::from(m.key()));
-                params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
-            }
-            if conn.slow_returning() {
-                seqs = returning::insert(conn, topic, &sql, params).await?;
-            } else {
-                sql.push_str(" RETURNING seq");
-                for row in conn.query(&sql, params).await? {
-                    seqs.push(row.uint(0)?);
-                }
-            }
-            // Row ids are given in insertion order.
-            seqs.sort_unstable();
-            if seqs.len() != fresh.len() {
-                return Err(Error::Internal(
-                    "an insert returned the wrong number of seqs".into(),
-                ));
-            }
-        }
+        let seqs = insert_rows(conn, topic, &fresh).await?;
         let mut published = vec![false; fresh.len()];
         for step in plan {
             outcomes.push(match step {
@@ -270,6 +238,75 @@ async fn insert_messages(
         }
     }
     Ok(outcomes)
+}
+
+/// Inserts `messages` with one statement; their seqs, in order.
+async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) -> Result<Vec<u64>> {
+    let mut seqs: Vec<u64> = Vec::with_capacity(messages.len());
+    if messages.is_empty() {
+        return Ok(seqs);
+    }
+    let mut sql = String::from(
+        "INSERT INTO litebus_messages (topic, id, payload, metadata, msg_key, deliver_at) VALUES ",
+    );
+    let mut params = Vec::with_capacity(messages.len() * 6);
+    for (i, m) in messages.iter().enumerate() {
+        // Bare `?`, values in text order: see `placeholders`.
+        sql.push_str(if i == 0 {
+            "(?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?)"
+        });
+        params.push(Value::from(topic));
+        params.push(Value::from(m.id()));
+        params.push(Value::from(m.payload()));
+        params.push(Value::Text(encode_metadata(m.metadata())));
+        params.push(Value::from(m.key()));
+        params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
+    }
+    if conn.slow_returning() {
+        seqs = returning::insert(conn, topic, &sql, params).await?;
+    } else {
+        sql.push_str(" RETURNING seq");
+        for row in conn.query(&sql, params).await? {
+            seqs.push(row.uint(0)?);
+        }
+    }
+    // Row ids are given in insertion order.
+    seqs.sort_unstable();
+    if seqs.len() != messages.len() {
+        return Err(Error::Internal(
+            "an insert returned the wrong number of seqs".into(),
+        ));
+    }
+    Ok(seqs)
+}
+
+/// Stores up to [`ONE_STATEMENT_APPEND`] messages of a publish with one
+/// `INSERT` and no duplicate check: all `Published`, or, if the topic holds
+/// one of their ids or two of them share one, an error naming the `UNIQUE`
+/// constraint and nothing stored (the statement is undone whole, seqs
+/// included). Then [`append`] sorts the duplicates out. One statement
+/// outside a transaction is atomic by itself.
+pub async fn insert_new(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<Outcome>> {
+    if append.expected_last.is_some() || append.messages.len() > ONE_STATEMENT_APPEND {
+        return Err(Error::Internal(
+            "insert_new takes one chunk without expected_last".into(),
+        ));
+    }
+    let messages: Vec<&Message> = append.messages.iter().map(|m| &**m).collect();
+    let seqs = insert_rows(conn, append.topic, &messages).await?;
+    Ok(seqs
+        .into_iter()
+        .map(|seq| Outcome::Published { seq })
+        .collect())
+}
+
+/// Whether `e` is SQLite refusing an id the topic holds (the unique index
+/// on `(topic, id)`).
+#[must_use]
+pub fn is_known_id(e: &Error) -> bool {
+    matches!(e, Error::Driver(_)) && e.to_string().contains("UNIQUE constraint failed")
 }
 
 async fn last_seq(conn: &mut dyn Conn, topic: &str) -> Result<u64> {

@@ -9,7 +9,10 @@
 //! - **Group commit.** Whatever steps wait when a transaction starts share
 //!   it (up to [`MAX_BATCH`]): one `BEGIN IMMEDIATE`/`COMMIT` for many
 //!   publishes, claims and acks. A step's caller hears back only after the
-//!   commit, so a returned `publish` is durable.
+//!   commit, so a returned `publish` is durable. A publish that finds
+//!   nothing else waiting (of at most `ONE_STATEMENT_APPEND` messages) is
+//!   one `INSERT` that commits by itself; if the topic holds one of its
+//!   ids, it runs again in a transaction with its duplicate check.
 //! - **Isolation.** A step that fails with a "clean" error (lease lost,
 //!   conflict, invalid options: the shared steps check before they write)
 //!   fails alone. A step that fails in the engine rolls the whole batch back
@@ -319,7 +322,43 @@ async fn run(pool: SqlitePool, queue: async_channel::Receiver<Item>) {
                 Err(_) => break,
             }
         }
+        if let [Item::Publish(lone)] = batch.as_slice()
+            && lone.messages.len() <= litebus_sql::ONE_STATEMENT_APPEND
+            && let Some(Item::Publish(lone)) = batch.pop()
+        {
+            match run_lone_publish(&pool, lone).await {
+                Ok(()) => continue,
+                Err(lone) => batch.push(Item::Publish(lone)),
+            }
+        }
         run_batch(&pool, batch).await;
+    }
+}
+
+/// A publish with nothing else waiting: one `INSERT` that commits by
+/// itself, atomically (one statement instead of `BEGIN`, a duplicate check,
+/// the `INSERT` and `COMMIT`). When the topic already holds one of its ids
+/// the `INSERT` stores nothing and the publish is given back, to run in a
+/// transaction with its duplicate check.
+async fn run_lone_publish(pool: &SqlitePool, publish: Publish) -> std::result::Result<(), Publish> {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = publish.reply.send(Err(map_err(&e)));
+            return Ok(());
+        }
+    };
+    let append = Append {
+        topic: &publish.topic,
+        messages: &publish.messages,
+        expected_last: None,
+    };
+    match litebus_sql::insert_new(&mut SqlxConn::new(&mut conn), append).await {
+        Err(e) if litebus_sql::is_known_id(&e) => Err(publish),
+        result => {
+            let _ = publish.reply.send(result);
+            Ok(())
+        }
     }
 }
 
