@@ -18,11 +18,13 @@
 //! time as a parameter.
 
 pub mod codec;
+pub mod engine;
 mod file;
 mod schema;
 mod steps;
 mod store;
 
+pub use engine::{Backend, Engine};
 pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use steps::{

@@ -6,17 +6,36 @@ use std::sync::Arc;
 use litebus::driver::{Append, BoxFuture};
 use litebus::{DriverError, Error, Message, Outcome, Result};
 use litebus_sql::{Conn, Row, Value};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{AssertSqlSafe, Row as _, SqliteConnection, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Row as _, Sqlite, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use std::ops::DerefMut;
 
-/// A sqlx connection (inside a transaction) as a [`Conn`].
-pub(crate) struct SqlxConn<'c> {
-    conn: &'c mut SqliteConnection,
+/// A sqlx connection as a [`Conn`]: a borrowed one (an application's
+/// transaction) or one of the pool's.
+pub(crate) struct SqlxConn<C> {
+    conn: C,
 }
 
-impl<'c> SqlxConn<'c> {
-    pub(crate) fn new(conn: &'c mut SqliteConnection) -> Self {
+impl<C: DerefMut<Target = SqliteConnection> + Send> SqlxConn<C> {
+    pub(crate) fn new(conn: C) -> Self {
         SqlxConn { conn }
+    }
+}
+
+/// The engine's view of the driver: the pool its writes go through.
+pub(crate) struct SqlxBackend {
+    pub(crate) pool: SqlitePool,
+}
+
+impl litebus_sql::Backend for SqlxBackend {
+    type Connection = SqlxConn<PoolConnection<Sqlite>>;
+
+    fn connect(&self) -> BoxFuture<'_, Result<Self::Connection>> {
+        Box::pin(async move {
+            let conn = self.pool.acquire().await.map_err(|e| map_err(&e))?;
+            Ok(SqlxConn::new(conn))
+        })
     }
 }
 
@@ -86,7 +105,7 @@ fn read_row(row: &SqliteRow) -> Result<Row> {
     Ok(Row(values))
 }
 
-impl Conn for SqlxConn<'_> {
+impl<C: DerefMut<Target = SqliteConnection> + Send> Conn for SqlxConn<C> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let query = bind(sqlx::query(AssertSqlSafe(sql)), params);

@@ -41,9 +41,7 @@
 //!   async-io and its background tasks on smol's global executor.
 
 mod runtime;
-mod unread;
 mod watch;
-mod writer;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -56,7 +54,7 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, Settlement, TopicStats, Wakeups,
+    Release, Settle, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp};
 use litebus_sql::{FileWakeups, Handle};
@@ -65,12 +63,10 @@ use sqlx::sqlite::{
 };
 
 pub use conn::publish_in;
-use conn::{SqlxConn, map_err};
-use runtime::Runtime;
-use sqlx::SqliteConnection;
-use unread::Unread;
+use conn::{SqlxBackend, map_err};
+use litebus_sql::Engine;
+use runtime::{Runtime, Task};
 use watch::Watcher;
-use writer::Writer;
 
 pub use litebus_sql::Durability;
 
@@ -131,9 +127,10 @@ impl Default for SqlxOptions {
 /// by polling `PRAGMA data_version` while someone waits.
 #[derive(Debug, Clone)]
 pub struct SqlxDriver {
-    writer: Writer,
+    engine: Engine<SqlxBackend>,
+    /// The task that runs the engine.
+    pump: Arc<std::sync::Mutex<Option<Task>>>,
     writer_pool: SqlitePool,
-    unread: Arc<Unread>,
     watcher: Option<Watcher>,
     memory: bool,
     runtime: Runtime,
@@ -188,10 +185,11 @@ impl SqlxDriver {
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(path, &e))?;
+        let (engine, pump) = start(&runtime, writer.clone());
         let driver = SqlxDriver {
-            writer: Writer::start(&runtime, writer.clone()),
+            engine,
+            pump,
             writer_pool: writer.clone(),
-            unread: Arc::default(),
             watcher: Some(Watcher::new(
                 SqlitePoolOptions::new()
                     .max_connections(1)
@@ -228,10 +226,11 @@ impl SqlxDriver {
             .connect_with(connect)
             .await
             .map_err(|e| map_err(&e))?;
+        let (engine, pump) = start(&runtime, pool.clone());
         let driver = SqlxDriver {
-            writer: Writer::start(&runtime, pool.clone()),
+            engine,
+            pump,
             writer_pool: pool,
-            unread: Arc::default(),
             watcher: None,
             memory: true,
             runtime,
@@ -256,8 +255,10 @@ impl SqlxDriver {
                 .map_err(|e| map_err(&e))?;
         let memory = file.is_empty();
         let file = (!memory).then(|| litebus_sql::file_wakeups(Path::new(&file)));
+        let (engine, pump) = start(&runtime, pool.clone());
         let driver = SqlxDriver {
-            writer: Writer::start(&runtime, pool.clone()),
+            engine,
+            pump,
             watcher: (!memory).then(|| {
                 let connect = (*pool.connect_options()).clone();
                 Watcher::new(
@@ -270,7 +271,6 @@ impl SqlxDriver {
                 )
             }),
             writer_pool: pool,
-            unread: Arc::default(),
             memory,
             runtime,
             handle: Handle::new(),
@@ -290,12 +290,32 @@ impl SqlxDriver {
     }
 
     async fn migrate(&self) -> Result<()> {
-        self.writer
-            .submit(|conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move { litebus_sql::migrate(&mut SqlxConn::new(conn)).await })
-            })
-            .await
+        self.engine.migrate().await
     }
+
+    /// Stops taking calls and waits until the engine has run those queued.
+    async fn shut_down(&self) {
+        self.engine.close().await;
+        let pump = self
+            .pump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(pump) = pump {
+            pump.join().await;
+        }
+    }
+}
+
+/// The engine on `pool`, and the task on `runtime` that runs it (sqlx's
+/// futures need its runtime, so callers do not drive it themselves).
+fn start(
+    runtime: &Runtime,
+    pool: SqlitePool,
+) -> (Engine<SqlxBackend>, Arc<std::sync::Mutex<Option<Task>>>) {
+    let engine = Engine::pumped(SqlxBackend { pool });
+    let task = runtime.spawn_untracked(Box::pin(engine.clone().pump()));
+    (engine, Arc::new(std::sync::Mutex::new(Some(task))))
 }
 
 impl Driver for SqlxDriver {
@@ -307,118 +327,27 @@ impl Driver for SqlxDriver {
     }
 
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
-        let (topic, messages) = (append.topic.to_owned(), append.messages.to_vec());
-        let expected_last = append.expected_last;
-        if expected_last.is_none() {
-            return self.writer.publish(topic, messages);
-        }
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let append = Append {
-                        topic: &topic,
-                        messages: &messages,
-                        expected_last,
-                    };
-                    litebus_sql::append(&mut SqlxConn::new(conn), append).await
-                })
-            })
+        self.engine.append(append)
     }
 
     fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
-        let (topic, name) = (group.topic.to_owned(), group.group.to_owned());
-        let (spec, start_after) = (group.spec.clone(), group.start_after);
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let group = EnsureGroup {
-                        topic: &topic,
-                        group: &name,
-                        spec: &spec,
-                        start_after,
-                    };
-                    litebus_sql::ensure_group(&mut SqlxConn::new(conn), group).await
-                })
-            })
+        self.engine.ensure_group(group)
     }
 
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
-        let key = (
-            claim.topic.to_owned(),
-            claim.group.to_owned(),
-            claim.consumer.to_owned(),
-        );
-        // What an abandoned claim of this consumer leased comes first.
-        if let Some(kept) = self.unread.take(&key) {
-            return Box::pin(async move { Ok(kept) });
-        }
-        self.writer.claim(claim, self.unread.clone())
+        self.engine.claim(claim)
     }
 
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
-        let (topic, group) = (settle.topic.to_owned(), settle.group.to_owned());
-        let Settle {
-            seq,
-            attempt,
-            now,
-            settlement,
-            ..
-        } = settle;
-        if settlement == Settlement::Ack {
-            return self.writer.ack(topic, group, seq, attempt);
-        }
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let settle = Settle {
-                        topic: &topic,
-                        group: &group,
-                        seq,
-                        attempt,
-                        now,
-                        settlement,
-                    };
-                    litebus_sql::settle(&mut SqlxConn::new(conn), settle).await
-                })
-            })
+        self.engine.settle(settle)
     }
 
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        let key = (
-            release.topic.to_owned(),
-            release.group.to_owned(),
-            release.consumer.to_owned(),
-        );
-        let now = release.now;
-        let unread = self.unread.clone();
-        unread.take(&key);
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    // Claims kept for this consumer are released with it.
-                    unread.take(&key);
-                    let (topic, group, consumer) = &key;
-                    let release = Release {
-                        topic,
-                        group,
-                        consumer,
-                        now,
-                    };
-                    litebus_sql::release(&mut SqlxConn::new(conn), release).await
-                })
-            })
+        self.engine.release(release)
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
-        // Through the writer, in call order: statistics see every step
-        // called before them (a release started by a drop, say).
-        let topic = topic.to_owned();
-        self.writer
-            .submit(move |conn: &mut SqliteConnection| -> BoxFuture<'_, _> {
-                Box::pin(
-                    async move { litebus_sql::stats(&mut SqlxConn::new(conn), &topic, now).await },
-                )
-            })
+        self.engine.stats(topic, now)
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
@@ -430,7 +359,7 @@ impl Driver for SqlxDriver {
             if !self.handle.close() || self.memory {
                 return Ok(());
             }
-            self.writer.shutdown().await;
+            self.shut_down().await;
             if let Some(watcher) = &self.watcher {
                 watcher.close().await;
             }
@@ -453,7 +382,7 @@ impl Driver for SqlxDriver {
     fn watch_external(&self) -> Option<BoxFuture<'static, ()>> {
         // Claims kept for a consumer whose earlier claim was abandoned wake
         // it as another process's commit does.
-        let kept = self.unread.listen();
+        let kept = self.engine.kept();
         Some(match &self.watcher {
             Some(watcher) => Box::pin(futures_lite::future::or(watcher.wait(), kept)),
             None => Box::pin(kept),

@@ -5,14 +5,29 @@ use litebus::driver::BoxFuture;
 use litebus::{DriverError, Error, Result};
 use litebus_sql::{Conn, Row, Value};
 
-/// A turso connection (inside a transaction) as a [`Conn`].
-pub(crate) struct TursoConn<'c> {
-    conn: &'c turso::Connection,
+/// A turso connection as a [`Conn`] (a clone of the driver's one
+/// connection: clones share it).
+pub(crate) struct TursoConn {
+    conn: turso::Connection,
 }
 
-impl<'c> TursoConn<'c> {
-    pub(crate) fn new(conn: &'c turso::Connection) -> Self {
-        TursoConn { conn }
+/// The engine's view of the driver: its one connection, and how its write
+/// transactions begin.
+pub(crate) struct TursoBackend {
+    pub(crate) conn: turso::Connection,
+    pub(crate) begin: &'static str,
+}
+
+impl litebus_sql::Backend for TursoBackend {
+    type Connection = TursoConn;
+
+    fn connect(&self) -> BoxFuture<'_, Result<TursoConn>> {
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(TursoConn { conn }) })
+    }
+
+    fn begin(&self) -> &'static str {
+        self.begin
     }
 }
 
@@ -62,7 +77,7 @@ fn from_turso(row: &turso::Row) -> Result<Row> {
     Ok(Row(values))
 }
 
-impl Conn for TursoConn<'_> {
+impl Conn for TursoConn {
     fn slow_returning(&self) -> bool {
         true
     }

@@ -19,9 +19,10 @@
 //!   under tokio, smol, a plain `block_on` or `wasm-bindgen-futures` alike.
 //! - **The same SQL as the sqlx driver.** Schema, migrations and statements
 //!   are `litebus-sql`'s; a file written by one driver opens in the other.
-//! - **One connection**, its steps taken in turn, each in its own
-//!   transaction (`BEGIN IMMEDIATE` on files). A step whose caller stopped waiting
-//!   half-way is rolled back before the next one starts.
+//! - **One connection**, run by `litebus-sql`'s commit engine: callers take
+//!   turns, and whoever has the turn commits what waits as one transaction
+//!   (`BEGIN IMMEDIATE` on files). A transaction whose caller stopped
+//!   waiting is driven on by the next caller, never cut in half.
 //! - **One process per file.** turso takes an exclusive lock on the database
 //!   file and has no `PRAGMA data_version` to notice other writers: a second
 //!   process opening the file is refused with an error naming the lock
@@ -42,8 +43,6 @@
 pub mod conformance;
 mod conn;
 mod io;
-mod merge;
-mod serial;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,13 +51,12 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, Settlement, Wakeups,
+    Release, Settle, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp, TopicStats};
-use litebus_sql::{Handle, Handles};
+use litebus_sql::{Engine, Handle, Handles};
 
-use crate::conn::map_err;
-use crate::serial::Serial;
+use crate::conn::{TursoBackend, map_err};
 
 pub use litebus_sql::Durability;
 
@@ -95,8 +93,7 @@ pub struct TursoDriver {
 struct Shared {
     /// Keeps the database open as long as the driver lives.
     _db: turso::Database,
-    serial: Serial,
-    merger: merge::Merger,
+    engine: Engine<TursoBackend>,
     memory: bool,
     /// Of a file: the durability its connection has now.
     durability: Mutex<Option<Durability>>,
@@ -130,20 +127,16 @@ fn cannot_open(path: &Path, e: Error) -> Error {
     }
 }
 
-/// Runs one step of `litebus-sql` in its own transaction: `$call` is called
-/// with the transaction's connection.
-macro_rules! step {
-    ($driver:expr, |$conn:ident| $call:expr) => {
-        Box::pin(async move {
-            $driver.check_open()?;
-            let tx = $driver.shared.serial.begin().await?;
-            let result = {
-                let $conn = &mut tx.conn();
-                $call.await
-            };
-            tx.end(result).await
-        })
-    };
+/// Runs a call on the store's engine unless this handle is closed.
+macro_rules! call {
+    ($driver:expr, |$engine:ident| $call:expr) => {{
+        let driver = $driver;
+        if driver.is_closed() {
+            return Box::pin(async { Err(Error::Closed) });
+        }
+        let $engine = &driver.shared.engine;
+        $call
+    }};
 }
 
 impl TursoDriver {
@@ -184,7 +177,7 @@ impl TursoDriver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if durability == Durability::Full && now != Some(Durability::Full) {
-            self.shared.serial.plain(durability.pragma()).await?;
+            self.shared.engine.plain(durability.pragma()).await?;
             *self
                 .shared
                 .durability
@@ -265,8 +258,18 @@ impl TursoDriver {
             handle: handles.open(),
             shared: Arc::new(Shared {
                 _db: db,
-                serial: Serial::new(conn, memory),
-                merger: merge::Merger::default(),
+                engine: Engine::new(TursoBackend {
+                    conn,
+                    // A file may have other connections (other drivers in
+                    // this process): take the write lock up front so that
+                    // two transactions never deadlock upgrading a read lock.
+                    // An in-memory database has this one connection, so a
+                    // plain `BEGIN` is as safe, and it is the only form
+                    // turso runs on wasm32: `BEGIN IMMEDIATE` also begins a
+                    // write on the temp database, whose lazy creation reads
+                    // `std::time::Instant`, which panics there.
+                    begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
+                }),
                 memory,
                 durability: Mutex::new(durability),
                 handles,
@@ -274,9 +277,7 @@ impl TursoDriver {
                 closed: AtomicBool::new(false),
             }),
         };
-        let this = &driver;
-        let migrated: BoxFuture<'_, Result<()>> = step!(this, |conn| litebus_sql::migrate(conn));
-        migrated.await?;
+        driver.shared.engine.migrate().await?;
         Ok(driver)
     }
     /// Runs one statement of plain SQL on the driver's connection, in a
@@ -285,10 +286,8 @@ impl TursoDriver {
     /// API: a subscription waiting on a bus would not hear of such a write.)
     #[doc(hidden)]
     pub async fn execute(&self, sql: &str) -> Result<u64> {
-        use litebus_sql::Conn as _;
-        let this = self;
-        let ran: BoxFuture<'_, Result<u64>> = step!(this, |conn| conn.execute(sql, Vec::new()));
-        ran.await
+        self.check_open()?;
+        self.shared.engine.execute(sql).await
     }
 
     fn is_closed(&self) -> bool {
@@ -311,58 +310,27 @@ impl Driver for TursoDriver {
     }
 
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
-        if append.expected_last.is_some() {
-            return step!(self, |conn| litebus_sql::append(conn, append));
-        }
-        let work = merge::Work::Publish {
-            topic: append.topic.to_owned(),
-            messages: append.messages.to_vec(),
-        };
-        Box::pin(async move {
-            self.check_open()?;
-            match self.shared.merger.submit(&self.shared.serial, work).await? {
-                merge::Answer::Published(outcomes) => Ok(outcomes),
-                merge::Answer::Acked => Err(Error::Internal("an ack answered a publish".into())),
-            }
-        })
+        call!(self, |engine| engine.append(append))
     }
 
     fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
-        step!(self, |conn| litebus_sql::ensure_group(conn, group))
+        call!(self, |engine| engine.ensure_group(group))
     }
 
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
-        step!(self, |conn| litebus_sql::claim(conn, claim))
+        call!(self, |engine| engine.claim(claim))
     }
 
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
-        if settle.settlement != Settlement::Ack {
-            return step!(self, |conn| litebus_sql::settle(conn, settle));
-        }
-        let work = merge::Work::Ack {
-            topic: settle.topic.to_owned(),
-            group: settle.group.to_owned(),
-            seq: settle.seq,
-            attempt: settle.attempt,
-            now: settle.now,
-        };
-        Box::pin(async move {
-            self.check_open()?;
-            match self.shared.merger.submit(&self.shared.serial, work).await? {
-                merge::Answer::Acked => Ok(None),
-                merge::Answer::Published(_) => {
-                    Err(Error::Internal("a publish answered an ack".into()))
-                }
-            }
-        })
+        call!(self, |engine| engine.settle(settle))
     }
 
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        step!(self, |conn| litebus_sql::release(conn, release))
+        call!(self, |engine| engine.release(release))
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
-        step!(self, |conn| litebus_sql::stats(conn, topic, now))
+        call!(self, |engine| engine.stats(topic, now))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
@@ -377,11 +345,20 @@ impl Driver for TursoDriver {
             }
             // Everything committed moves into the main file, and the log
             // is emptied, so the file alone holds the store.
-            self.shared
-                .serial
+            let checkpoint = self
+                .shared
+                .engine
                 .plain("PRAGMA wal_checkpoint(TRUNCATE)")
-                .await
+                .await;
+            self.shared.engine.close().await;
+            checkpoint
         })
+    }
+
+    fn watch_external(&self) -> Option<BoxFuture<'static, ()>> {
+        // A claim whose caller left is kept for its consumer, which then
+        // looks again at once.
+        Some(Box::pin(self.shared.engine.kept()))
     }
 
     fn wakeups(&self) -> Option<Wakeups> {

@@ -1,0 +1,956 @@
+//! The commit engine every SQL driver runs: callers queue their calls as
+//! plain data, and whoever holds the connection's turn runs what waits as
+//! one transaction (group commit). A driver supplies a [`Backend`]: how to
+//! get a connection and how a write transaction begins.
+//!
+//! - **Order.** Calls run in the order they were made (each is queued when
+//!   the driver method is called, before its future is first polled), so a
+//!   release started by dropping a subscription lands before any later ack
+//!   of the same message.
+//! - **Turns.** The turn is an `async_lock::Mutex` (fair, runtime-free,
+//!   cancel-safe). It holds the transaction in progress as a future: a
+//!   caller that stops waiting half-way through a transaction leaves it
+//!   there, and the next holder of the turn drives it on from where it was.
+//!   No transaction is ever cut in half, and no caller waits on one that
+//!   nobody drives.
+//! - **Who drives.** On an engine made with [`Engine::new`] the callers
+//!   themselves take turns (no runtime needed: turso, wasm32); with
+//!   [`Engine::pumped`] one task of the driver's runtime runs
+//!   [`Engine::pump`] and callers only wait for their answers (sqlx, whose
+//!   futures need its runtime).
+//! - **Backpressure.** At most [`QUEUE_LIMIT`] calls wait at once; a call
+//!   beyond that waits for room before it is queued.
+//! - **Group commit.** One transaction takes up to [`MAX_BATCH`] calls.
+//!   Consecutive publishes to a topic share one duplicate check and one
+//!   multi-row `INSERT`; consecutive acks of a group share one `DELETE`
+//!   where `RETURNING` is cheap. A caller hears back only after the commit,
+//!   so a returned publish is durable.
+//! - **Failure.** A call failing with an error known to have written
+//!   nothing (lease lost, conflict, bad options, unknown group) fails alone.
+//!   One failing in the engine rolls the transaction back, which then runs
+//!   again with a `SAVEPOINT` around each call: the failing call is rolled
+//!   back alone and gets its error, the others commit. If `BEGIN` or
+//!   `COMMIT` fails, every call of the transaction gets that error.
+//! - **Fast path.** A lone publish of at most [`ONE_STATEMENT_APPEND`]
+//!   messages, where `RETURNING` is cheap, is one `INSERT` that commits by
+//!   itself; if the topic holds one of its ids, the unique index refuses it
+//!   whole and it runs again in a transaction with its duplicate check.
+//! - **Cancel safety.** A call whose caller left before it ran does not run.
+//!   A claim whose caller left after it ran keeps what it leased for that
+//!   consumer's next claim (see [`Unread`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_lock::{Semaphore, SemaphoreGuardArc};
+use event_listener::{Event, EventListener};
+use litebus::driver::{
+    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Release, Settle,
+    Settlement, TopicStats,
+};
+use litebus::{DriverError, Error, Message, Outcome, Result, Timestamp};
+
+use crate::{Conn, ONE_STATEMENT_APPEND};
+
+/// The most calls one transaction takes.
+pub const MAX_BATCH: usize = 256;
+/// The most calls waiting at once; more wait for room.
+pub const QUEUE_LIMIT: usize = 4096;
+
+/// What a driver gives the engine.
+pub trait Backend: Send + Sync + 'static {
+    /// A connection for one transaction.
+    type Connection: Conn + Send + 'static;
+
+    /// A connection to run the next transaction on.
+    fn connect(&self) -> BoxFuture<'_, Result<Self::Connection>>;
+
+    /// The statement that begins a write transaction.
+    fn begin(&self) -> &'static str {
+        "BEGIN IMMEDIATE"
+    }
+}
+
+/// A consumer of a group: topic, group, consumer id.
+pub type ConsumerKey = (String, String, String);
+
+/// A call, as plain data so that it can run again.
+enum Work {
+    Publish {
+        topic: String,
+        messages: Vec<Arc<Message>>,
+        expected_last: Option<u64>,
+    },
+    EnsureGroup {
+        topic: String,
+        group: String,
+        spec: GroupSpec,
+        start_after: Option<u64>,
+    },
+    Claim {
+        key: ConsumerKey,
+        now: Timestamp,
+        lease_until: Timestamp,
+        max: u32,
+    },
+    Settle {
+        topic: String,
+        group: String,
+        seq: u64,
+        attempt: u32,
+        now: Timestamp,
+        settlement: Settlement,
+    },
+    Release {
+        key: ConsumerKey,
+        now: Timestamp,
+    },
+    Stats {
+        topic: String,
+        now: Timestamp,
+    },
+    Migrate,
+    /// A statement in a transaction of its own.
+    Execute(String),
+    /// A statement outside any transaction (a pragma, a checkpoint).
+    Plain(String),
+}
+
+impl Work {
+    fn lone_publish(&self) -> Option<Append<'_>> {
+        match self {
+            Work::Publish {
+                topic,
+                messages,
+                expected_last: None,
+            } if messages.len() <= ONE_STATEMENT_APPEND => Some(Append {
+                topic,
+                messages,
+                expected_last: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Calls that share statements with their neighbours of the same kind.
+    fn merge_kind(&self, cheap_returning: bool) -> Option<u8> {
+        match self {
+            Work::Publish {
+                expected_last: None,
+                ..
+            } => Some(0),
+            Work::Settle {
+                settlement: Settlement::Ack,
+                ..
+            } if cheap_returning => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// What a call gives back.
+enum Answer {
+    Published(Vec<Outcome>),
+    Claimed(ClaimOutcome),
+    Settled(Option<DeadLettered>),
+    Released(Vec<DeadLettered>),
+    Stats(TopicStats),
+    Changed(u64),
+    Done,
+}
+
+enum State {
+    Queued,
+    Answered(Result<Answer>),
+    Taken,
+    Abandoned,
+}
+
+struct Job {
+    work: Work,
+    state: Mutex<State>,
+    done: Event,
+    /// Room in the queue, given back when the call is over.
+    _room: SemaphoreGuardArc,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Job {
+    fn abandoned(&self) -> bool {
+        matches!(*lock(&self.state), State::Abandoned)
+    }
+
+    /// Gives the caller its answer; if the caller has gone, keeps what a
+    /// claim leased for the consumer's next claim.
+    fn answer(&self, answer: Result<Answer>, unread: &Unread) {
+        let mut state = lock(&self.state);
+        if let State::Queued = *state {
+            *state = State::Answered(answer);
+            drop(state);
+            self.done.notify(usize::MAX);
+        } else {
+            drop(state);
+            self.keep(answer, unread);
+        }
+    }
+
+    fn keep(&self, answer: Result<Answer>, unread: &Unread) {
+        if let (Ok(Answer::Claimed(outcome)), Work::Claim { key, .. }) = (answer, &self.work) {
+            unread.keep(key.clone(), outcome);
+        }
+    }
+}
+
+/// Claims whose caller stopped waiting (a `recv` cut by a deadline or a
+/// `select!`), by consumer: given to that consumer's next claim instead of
+/// staying leased to nobody until the lease runs out.
+#[derive(Debug, Default)]
+pub struct Unread {
+    kept: Mutex<HashMap<ConsumerKey, ClaimOutcome>>,
+    /// Fires when a claim is kept, so a consumer already waiting again
+    /// looks at once.
+    arrived: Event,
+}
+
+impl Unread {
+    fn keep(&self, key: ConsumerKey, outcome: ClaimOutcome) {
+        if outcome.deliveries.is_empty() && outcome.dead_lettered.is_empty() {
+            return;
+        }
+        {
+            let mut kept = lock(&self.kept);
+            let entry = kept.entry(key).or_default();
+            entry.deliveries.extend(outcome.deliveries);
+            entry.deliveries.sort_by_key(|d| d.seq);
+            entry.dead_lettered.extend(outcome.dead_lettered);
+        }
+        self.arrived.notify(usize::MAX);
+    }
+
+    fn take(&self, key: &ConsumerKey) -> Option<ClaimOutcome> {
+        lock(&self.kept).remove(key)
+    }
+}
+
+/// The transaction in progress, owned by the turn.
+type Step = Option<BoxFuture<'static, ()>>;
+
+struct Inner<B: Backend> {
+    backend: B,
+    queue: Mutex<VecDeque<Arc<Job>>>,
+    room: Arc<Semaphore>,
+    turn: async_lock::Mutex<Step>,
+    /// Something was queued (for the pump) or the engine closed.
+    queued: Event,
+    /// Callers wait for a pump instead of driving.
+    pumped: bool,
+    closed: AtomicBool,
+    unread: Unread,
+}
+
+/// The commit engine of one store. Cheap to clone; clones share it.
+pub struct Engine<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Backend> Clone for Engine<B> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("queued", &lock(&self.inner.queue).len())
+            .field("pumped", &self.inner.pumped)
+            .field("closed", &self.inner.closed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for a job's answer; marks the job abandoned if dropped first.
+struct Waiter<B: Backend> {
+    inner: Arc<Inner<B>>,
+    job: Arc<Job>,
+}
+
+impl<B: Backend> Drop for Waiter<B> {
+    fn drop(&mut self) {
+        let old = std::mem::replace(&mut *lock(&self.job.state), State::Abandoned);
+        match old {
+            State::Answered(answer) => self.job.keep(answer, &self.inner.unread),
+            State::Taken => *lock(&self.job.state) = State::Taken,
+            State::Queued | State::Abandoned => {}
+        }
+    }
+}
+
+impl<B: Backend> Waiter<B> {
+    async fn wait(&self) -> Result<Answer> {
+        loop {
+            let done = self.job.done.listen();
+            {
+                let mut state = lock(&self.job.state);
+                if matches!(*state, State::Answered(_))
+                    && let State::Answered(answer) = std::mem::replace(&mut *state, State::Taken)
+                {
+                    return answer;
+                }
+            }
+            if self.inner.pumped {
+                done.await;
+                continue;
+            }
+            let turn =
+                futures_lite::future::or(async { Some(self.inner.turn.lock().await) }, async {
+                    done.await;
+                    None
+                })
+                .await;
+            if let Some(turn) = turn {
+                Inner::drive(&self.inner, turn).await;
+            }
+        }
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    /// Runs the transaction in progress, or else one of what waits.
+    async fn drive(this: &Arc<Self>, mut turn: async_lock::MutexGuard<'_, Step>) {
+        if turn.is_none() {
+            let batch = this.take_batch();
+            if batch.is_empty() {
+                return;
+            }
+            *turn = Some(Box::pin(run_batch(this.clone(), batch)));
+        }
+        if let Some(step) = turn.as_mut() {
+            step.await;
+        }
+        *turn = None;
+    }
+
+    /// The next transaction's calls: up to [`MAX_BATCH`], and a statement
+    /// outside any transaction alone.
+    fn take_batch(&self) -> Vec<Arc<Job>> {
+        let mut queue = lock(&self.queue);
+        let mut batch = Vec::new();
+        while let Some(job) = queue.front() {
+            let plain = matches!(job.work, Work::Plain(_));
+            if batch.len() == MAX_BATCH || (plain && !batch.is_empty()) {
+                break;
+            }
+            if let Some(job) = queue.pop_front() {
+                batch.push(job);
+            }
+            if plain {
+                break;
+            }
+        }
+        batch
+    }
+
+    fn is_idle(&self) -> bool {
+        lock(&self.queue).is_empty()
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// An engine whose callers take turns driving it (no runtime needed).
+    pub fn new(backend: B) -> Self {
+        Engine::with(backend, false)
+    }
+
+    /// An engine driven by [`Engine::pump`], which the driver runs on its
+    /// runtime; callers only wait for their answers.
+    pub fn pumped(backend: B) -> Self {
+        Engine::with(backend, true)
+    }
+
+    fn with(backend: B, pumped: bool) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                backend,
+                queue: Mutex::new(VecDeque::new()),
+                room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+                turn: async_lock::Mutex::new(None),
+                queued: Event::new(),
+                pumped,
+                closed: AtomicBool::new(false),
+                unread: Unread::default(),
+            }),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// Runs queued calls until [`Engine::close`] and then the last of them.
+    pub async fn pump(self) {
+        let inner = self.inner;
+        loop {
+            let queued = inner.queued.listen();
+            if inner.is_idle() {
+                if inner.closed.load(Ordering::Acquire) {
+                    // A transaction left in the turn is finished first.
+                    let turn = inner.turn.lock().await;
+                    Inner::drive(&inner, turn).await;
+                    if inner.is_idle() {
+                        return;
+                    }
+                    continue;
+                }
+                queued.await;
+                continue;
+            }
+            let turn = inner.turn.lock().await;
+            Inner::drive(&inner, turn).await;
+        }
+    }
+
+    /// Refuses further calls. On an engine whose callers drive it, runs
+    /// what is queued; a pumped one's pump does, then ends.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.queued.notify(usize::MAX);
+        if self.inner.pumped {
+            return;
+        }
+        loop {
+            let turn = self.inner.turn.lock().await;
+            let busy = turn.is_some();
+            Inner::drive(&self.inner, turn).await;
+            if !busy && self.inner.is_idle() {
+                return;
+            }
+        }
+    }
+
+    /// Completes when a claim whose caller left is kept for its consumer.
+    pub fn kept(&self) -> EventListener {
+        self.inner.unread.arrived.listen()
+    }
+
+    /// Queues `work` now and waits for its answer.
+    fn submit(&self, work: Work) -> BoxFuture<'static, Result<Answer>> {
+        let inner = self.inner.clone();
+        if inner.closed.load(Ordering::Acquire) {
+            return Box::pin(async { Err(Error::Closed) });
+        }
+        let mut work = Some(work);
+        let queued = inner
+            .room
+            .try_acquire_arc()
+            .and_then(|room| work.take().map(|work| enqueue(&inner, work, room)));
+        Box::pin(async move {
+            let job = match (queued, work) {
+                (Some(job), _) => job,
+                (None, Some(work)) => {
+                    let room = inner.room.acquire_arc().await;
+                    if inner.closed.load(Ordering::Acquire) {
+                        return Err(Error::Closed);
+                    }
+                    enqueue(&inner, work, room)
+                }
+                (None, None) => return Err(Error::Internal("a call was queued twice".into())),
+            };
+            Waiter { inner, job }.wait().await
+        })
+    }
+
+    /// [`Driver::append`](litebus::driver::Driver::append).
+    pub fn append(&self, append: Append<'_>) -> BoxFuture<'static, Result<Vec<Outcome>>> {
+        let answer = self.submit(Work::Publish {
+            topic: append.topic.to_owned(),
+            messages: append.messages.to_vec(),
+            expected_last: append.expected_last,
+        });
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Published(outcomes) => Ok(outcomes),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// [`Driver::ensure_group`](litebus::driver::Driver::ensure_group).
+    pub fn ensure_group(&self, group: EnsureGroup<'_>) -> BoxFuture<'static, Result<()>> {
+        self.done(Work::EnsureGroup {
+            topic: group.topic.to_owned(),
+            group: group.group.to_owned(),
+            spec: group.spec.clone(),
+            start_after: group.start_after,
+        })
+    }
+
+    /// [`Driver::claim`](litebus::driver::Driver::claim). What an earlier
+    /// claim of this consumer leased after its caller left comes first.
+    pub fn claim(&self, claim: Claim<'_>) -> BoxFuture<'static, Result<ClaimOutcome>> {
+        let key = (
+            claim.topic.to_owned(),
+            claim.group.to_owned(),
+            claim.consumer.to_owned(),
+        );
+        if let Some(kept) = self.inner.unread.take(&key) {
+            return Box::pin(async move { Ok(kept) });
+        }
+        let answer = self.submit(Work::Claim {
+            key,
+            now: claim.now,
+            lease_until: claim.lease_until,
+            max: claim.max,
+        });
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Claimed(outcome) => Ok(outcome),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// [`Driver::settle`](litebus::driver::Driver::settle).
+    pub fn settle(&self, settle: Settle<'_>) -> BoxFuture<'static, Result<Option<DeadLettered>>> {
+        let answer = self.submit(Work::Settle {
+            topic: settle.topic.to_owned(),
+            group: settle.group.to_owned(),
+            seq: settle.seq,
+            attempt: settle.attempt,
+            now: settle.now,
+            settlement: settle.settlement,
+        });
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Settled(dead) => Ok(dead),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// [`Driver::release`](litebus::driver::Driver::release). Claims kept
+    /// for the consumer are released with it.
+    pub fn release(&self, release: Release<'_>) -> BoxFuture<'static, Result<Vec<DeadLettered>>> {
+        let key = (
+            release.topic.to_owned(),
+            release.group.to_owned(),
+            release.consumer.to_owned(),
+        );
+        self.inner.unread.take(&key);
+        let answer = self.submit(Work::Release {
+            key,
+            now: release.now,
+        });
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Released(dead) => Ok(dead),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// [`Driver::stats`](litebus::driver::Driver::stats), in call order:
+    /// they see every call made before them.
+    pub fn stats(&self, topic: &str, now: Timestamp) -> BoxFuture<'static, Result<TopicStats>> {
+        let answer = self.submit(Work::Stats {
+            topic: topic.to_owned(),
+            now,
+        });
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Stats(stats) => Ok(stats),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// Creates or upgrades the schema ([`crate::migrate`]).
+    pub fn migrate(&self) -> BoxFuture<'static, Result<()>> {
+        self.done(Work::Migrate)
+    }
+
+    /// Runs one statement in a transaction of its own; how many rows it
+    /// changed.
+    pub fn execute(&self, sql: &str) -> BoxFuture<'static, Result<u64>> {
+        let answer = self.submit(Work::Execute(sql.to_owned()));
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Changed(n) => Ok(n),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// Runs one statement outside any transaction (a pragma, a
+    /// checkpoint), between two transactions.
+    pub fn plain(&self, sql: &str) -> BoxFuture<'static, Result<()>> {
+        self.done(Work::Plain(sql.to_owned()))
+    }
+
+    fn done(&self, work: Work) -> BoxFuture<'static, Result<()>> {
+        let answer = self.submit(work);
+        Box::pin(async move {
+            match answer.await? {
+                Answer::Done => Ok(()),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Internal("a call got another call's answer".into())
+}
+
+fn enqueue<B: Backend>(inner: &Inner<B>, work: Work, room: SemaphoreGuardArc) -> Arc<Job> {
+    let job = Arc::new(Job {
+        work,
+        state: Mutex::new(State::Queued),
+        done: Event::new(),
+        _room: room,
+    });
+    lock(&inner.queue).push_back(job.clone());
+    inner.queued.notify(usize::MAX);
+    job
+}
+
+/// Errors after which a call is known to have written nothing.
+fn is_clean(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::LeaseLost
+            | Error::Conflict { .. }
+            | Error::InvalidOptions(_)
+            | Error::UnknownGroup { .. }
+            | Error::InvalidName { .. }
+            | Error::MessageTooLarge { .. }
+    )
+}
+
+/// The same error for another caller.
+fn copy(e: &Error) -> Error {
+    match e {
+        Error::Closed => Error::Closed,
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::Driver(d) if d.is_retryable() => DriverError::retryable(d.to_string()).into(),
+        Error::Driver(d) => DriverError::fatal(d.to_string()).into(),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+/// Each call of a transaction that did not commit gets why.
+fn rolled_back(e: &Error) -> Error {
+    let message = format!("transaction rolled back: {e}");
+    if e.is_retryable() || !matches!(e, Error::Driver(_)) {
+        DriverError::retryable(message).into()
+    } else {
+        DriverError::fatal(message).into()
+    }
+}
+
+async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
+    // Calls whose callers left before they ran do not run.
+    let jobs: Vec<Arc<Job>> = batch.into_iter().filter(|job| !job.abandoned()).collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let answers = run_jobs(&inner, &jobs).await;
+    for (job, answer) in jobs.iter().zip(answers) {
+        job.answer(answer, &inner.unread);
+    }
+}
+
+async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result<Answer>> {
+    let mut conn = match inner.backend.connect().await {
+        Ok(conn) => conn,
+        Err(e) => return jobs.iter().map(|_| Err(copy(&e))).collect(),
+    };
+    if let [job] = jobs {
+        if let Work::Plain(sql) = &job.work {
+            return vec![plain(&mut conn, sql).await];
+        }
+        if let Some(append) = job.work.lone_publish()
+            && !conn.slow_returning()
+        {
+            match crate::insert_new(&mut conn, append).await {
+                Err(e) if crate::is_known_id(&e) => {}
+                result => return vec![result.map(Answer::Published)],
+            }
+        }
+    }
+    let begin = inner.backend.begin();
+    match transaction(&mut conn, begin, jobs, &inner.unread, false).await {
+        Some(answers) => answers,
+        None => transaction(&mut conn, begin, jobs, &inner.unread, true)
+            .await
+            .unwrap_or_else(|| {
+                jobs.iter()
+                    .map(|_| Err(Error::Internal("an isolated transaction ran again".into())))
+                    .collect()
+            }),
+    }
+}
+
+async fn plain(conn: &mut dyn Conn, sql: &str) -> Result<Answer> {
+    conn.query(sql, Vec::new()).await.map(|_| Answer::Done)
+}
+
+/// Runs `jobs` in one transaction. `None`: a call failed in the engine and
+/// everything was rolled back, to run again `isolated` (each call in a
+/// savepoint of its own).
+async fn transaction(
+    conn: &mut dyn Conn,
+    begin: &str,
+    jobs: &[Arc<Job>],
+    unread: &Unread,
+    isolated: bool,
+) -> Option<Vec<Result<Answer>>> {
+    if let Err(e) = conn.execute(begin, Vec::new()).await {
+        return Some(jobs.iter().map(|_| Err(copy(&e))).collect());
+    }
+    let cheap_returning = !conn.slow_returning();
+    let mut answers: Vec<Result<Answer>> = Vec::with_capacity(jobs.len());
+    let mut i = 0;
+    while i < jobs.len() {
+        let mut end = i + 1;
+        if !isolated && let Some(kind) = jobs[i].work.merge_kind(cheap_returning) {
+            while end < jobs.len() && jobs[end].work.merge_kind(cheap_returning) == Some(kind) {
+                end += 1;
+            }
+        }
+        let group = &jobs[i..end];
+        if isolated && let Err(e) = conn.execute("SAVEPOINT litebus_call", Vec::new()).await {
+            return Some(abort(conn, jobs.len(), &e).await);
+        }
+        match run_group(conn, group, unread).await {
+            Ok(mut ran) => {
+                if isolated && let Err(e) = conn.execute("RELEASE litebus_call", Vec::new()).await {
+                    return Some(abort(conn, jobs.len(), &e).await);
+                }
+                answers.append(&mut ran);
+            }
+            Err(_) if !isolated => {
+                let _ = conn.execute("ROLLBACK", Vec::new()).await;
+                return None;
+            }
+            Err(e) => {
+                let undone = conn
+                    .execute("ROLLBACK TO litebus_call", Vec::new())
+                    .await
+                    .and(conn.execute("RELEASE litebus_call", Vec::new()).await);
+                if let Err(undo) = undone {
+                    return Some(abort(conn, jobs.len(), &undo).await);
+                }
+                answers.push(Err(e));
+            }
+        }
+        i = end;
+    }
+    if let Err(e) = conn.execute("COMMIT", Vec::new()).await {
+        let _ = conn.execute("ROLLBACK", Vec::new()).await;
+        return Some(
+            answers
+                .into_iter()
+                .map(|answer| answer.and(Err(rolled_back(&e))))
+                .collect(),
+        );
+    }
+    Some(answers)
+}
+
+/// Rolls back; every call gets `e`.
+async fn abort(conn: &mut dyn Conn, n: usize, e: &Error) -> Vec<Result<Answer>> {
+    let _ = conn.execute("ROLLBACK", Vec::new()).await;
+    (0..n).map(|_| Err(rolled_back(e))).collect()
+}
+
+/// Runs calls that share statements (or one call). `Err`: the engine
+/// failed and the transaction may hold part of their writes.
+async fn run_group(
+    conn: &mut dyn Conn,
+    group: &[Arc<Job>],
+    unread: &Unread,
+) -> Result<Vec<Result<Answer>>> {
+    if let [job] = group {
+        return match run_one(conn, &job.work, unread).await {
+            Err(e) if !is_clean(&e) => Err(e),
+            answer => Ok(vec![answer]),
+        };
+    }
+    match &group[0].work {
+        Work::Publish { .. } => publish_many(conn, group).await,
+        _ => ack_many(conn, group).await,
+    }
+}
+
+/// Publishes (without an expected last seq) by topic, each topic's as one
+/// append.
+async fn publish_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<Answer>>> {
+    let mut by_topic: Vec<(&str, Vec<Arc<Message>>)> = Vec::new();
+    for job in group {
+        if let Work::Publish {
+            topic, messages, ..
+        } = &job.work
+        {
+            match by_topic.iter_mut().find(|(t, _)| t == topic) {
+                Some((_, all)) => all.extend(messages.iter().cloned()),
+                None => by_topic.push((topic, messages.clone())),
+            }
+        }
+    }
+    let mut outcomes: HashMap<&str, std::vec::IntoIter<Outcome>> = HashMap::new();
+    for (topic, messages) in &by_topic {
+        let append = Append {
+            topic,
+            messages,
+            expected_last: None,
+        };
+        let done = crate::append(conn, append).await?;
+        outcomes.insert(topic, done.into_iter());
+    }
+    Ok(group
+        .iter()
+        .map(|job| match &job.work {
+            Work::Publish {
+                topic, messages, ..
+            } => {
+                let mine = outcomes
+                    .get_mut(topic.as_str())
+                    .map_or_else(Vec::new, |all| all.by_ref().take(messages.len()).collect());
+                Ok(Answer::Published(mine))
+            }
+            _ => Err(mismatch()),
+        })
+        .collect())
+}
+
+/// Acks by group, each group's as one statement.
+async fn ack_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<Answer>>> {
+    type Deliveries<'a> = ((&'a str, &'a str), Vec<(u64, u32)>);
+    let mut by_group: Vec<Deliveries<'_>> = Vec::new();
+    for job in group {
+        if let Work::Settle {
+            topic,
+            group,
+            seq,
+            attempt,
+            ..
+        } = &job.work
+        {
+            let key = (topic.as_str(), group.as_str());
+            match by_group.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.push((*seq, *attempt)),
+                None => by_group.push((key, vec![(*seq, *attempt)])),
+            }
+        }
+    }
+    let mut current: HashMap<(&str, &str), std::vec::IntoIter<bool>> = HashMap::new();
+    for ((topic, grp), deliveries) in &by_group {
+        let acked = crate::ack_many(conn, topic, grp, deliveries).await?;
+        current.insert((topic, grp), acked.into_iter());
+    }
+    Ok(group
+        .iter()
+        .map(|job| match &job.work {
+            Work::Settle { topic, group, .. } => {
+                match current
+                    .get_mut(&(topic.as_str(), group.as_str()))
+                    .and_then(Iterator::next)
+                {
+                    Some(true) => Ok(Answer::Settled(None)),
+                    _ => Err(Error::LeaseLost),
+                }
+            }
+            _ => Err(mismatch()),
+        })
+        .collect())
+}
+
+async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<Answer> {
+    match work {
+        Work::Publish {
+            topic,
+            messages,
+            expected_last,
+        } => {
+            let append = Append {
+                topic,
+                messages,
+                expected_last: *expected_last,
+            };
+            crate::append(conn, append).await.map(Answer::Published)
+        }
+        Work::EnsureGroup {
+            topic,
+            group,
+            spec,
+            start_after,
+        } => {
+            let group = EnsureGroup {
+                topic,
+                group,
+                spec,
+                start_after: *start_after,
+            };
+            crate::ensure_group(conn, group)
+                .await
+                .map(|()| Answer::Done)
+        }
+        Work::Claim {
+            key,
+            now,
+            lease_until,
+            max,
+        } => {
+            let claim = Claim {
+                topic: &key.0,
+                group: &key.1,
+                consumer: &key.2,
+                now: *now,
+                lease_until: *lease_until,
+                max: *max,
+            };
+            crate::claim(conn, claim).await.map(Answer::Claimed)
+        }
+        Work::Settle {
+            topic,
+            group,
+            seq,
+            attempt,
+            now,
+            settlement,
+        } => {
+            let settle = Settle {
+                topic,
+                group,
+                seq: *seq,
+                attempt: *attempt,
+                now: *now,
+                settlement: settlement.clone(),
+            };
+            crate::settle(conn, settle).await.map(Answer::Settled)
+        }
+        Work::Release { key, now } => {
+            // Claims kept for this consumer go with it.
+            unread.take(key);
+            let release = Release {
+                topic: &key.0,
+                group: &key.1,
+                consumer: &key.2,
+                now: *now,
+            };
+            crate::release(conn, release).await.map(Answer::Released)
+        }
+        Work::Stats { topic, now } => crate::stats(conn, topic, *now).await.map(Answer::Stats),
+        Work::Migrate => crate::migrate(conn).await.map(|()| Answer::Done),
+        Work::Execute(sql) => conn.execute(sql, Vec::new()).await.map(Answer::Changed),
+        Work::Plain(sql) => plain(conn, sql).await,
+    }
+}
