@@ -954,3 +954,231 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
         Work::Plain(sql) => plain(conn, sql).await,
     }
 }
+
+/// What each SQL driver's tests check on its own backend: how many
+/// statements the engine runs for a call, and that a failing call is rolled
+/// back alone.
+#[doc(hidden)]
+pub mod checks {
+    use std::sync::{Arc, Mutex};
+
+    use litebus::driver::{Append, BoxFuture, Claim, prepare_message};
+    use litebus::{Error, Message, Outcome, Result, Timestamp};
+
+    use super::{Backend, Engine, lock};
+    use crate::{Conn, Row, Value};
+
+    /// A backend whose connections write down every statement they run.
+    pub struct Counted<B> {
+        inner: B,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl<B> Counted<B> {
+        /// Wraps `inner`.
+        pub fn new(inner: B) -> Self {
+            Counted {
+                inner,
+                log: Arc::default(),
+            }
+        }
+    }
+
+    /// A connection of [`Counted`].
+    pub struct CountedConn<C> {
+        inner: C,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl<B: Backend> Backend for Counted<B> {
+        type Connection = CountedConn<B::Connection>;
+
+        fn connect(&self) -> BoxFuture<'_, Result<Self::Connection>> {
+            Box::pin(async move {
+                Ok(CountedConn {
+                    inner: self.inner.connect().await?,
+                    log: self.log.clone(),
+                })
+            })
+        }
+
+        fn begin(&self) -> &'static str {
+            self.inner.begin()
+        }
+    }
+
+    impl<C: Conn> Conn for CountedConn<C> {
+        fn execute<'a>(
+            &'a mut self,
+            sql: &'a str,
+            params: Vec<Value>,
+        ) -> BoxFuture<'a, Result<u64>> {
+            lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            self.inner.execute(sql, params)
+        }
+
+        fn query<'a>(
+            &'a mut self,
+            sql: &'a str,
+            params: Vec<Value>,
+        ) -> BoxFuture<'a, Result<Vec<Row>>> {
+            lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            self.inner.query(sql, params)
+        }
+
+        fn slow_returning(&self) -> bool {
+            self.inner.slow_returning()
+        }
+    }
+
+    /// The turn, held: nothing runs until it is dropped.
+    pub struct Hold<'a>(#[allow(dead_code)] async_lock::MutexGuard<'a, super::Step>);
+
+    impl<B: Backend> Engine<Counted<B>> {
+        /// Takes the turn, so that calls made meanwhile queue up and then
+        /// run together.
+        pub async fn hold(&self) -> Hold<'_> {
+            Hold(self.inner.turn.lock().await)
+        }
+
+        /// The statements run since the last call, emptied.
+        pub fn statements(&self) -> Vec<String> {
+            std::mem::take(&mut *lock(&self.inner.backend.log))
+        }
+    }
+
+    fn messages(topic: &str, ids: &[&str]) -> Result<Vec<Arc<Message>>> {
+        ids.iter()
+            .map(|id| {
+                let m = Message::new(id.as_bytes().to_vec()).with_id(*id);
+                prepare_message(topic, m, 1 << 20, Timestamp::ZERO).map(Arc::new)
+            })
+            .collect()
+    }
+
+    fn publish<B: Backend>(
+        engine: &Engine<B>,
+        topic: &str,
+        ids: &[&str],
+    ) -> Result<BoxFuture<'static, Result<Vec<Outcome>>>> {
+        let messages = messages(topic, ids)?;
+        Ok(engine.append(Append {
+            topic,
+            messages: &messages,
+            expected_last: None,
+        }))
+    }
+
+    fn fail(what: String) -> Error {
+        Error::Internal(what)
+    }
+
+    /// Publishes queued together share one transaction, one duplicate check
+    /// and one insert; acks queued together share one statement where
+    /// `RETURNING` is cheap. Gives the statement counts: (four publishes,
+    /// four acks), transaction included.
+    pub async fn shared_statements<B: Backend>(
+        engine: &Engine<Counted<B>>,
+    ) -> Result<(usize, usize)> {
+        engine.migrate().await?;
+        let group = litebus::driver::GroupSpec {
+            order: litebus::Order::Shared { max_in_flight: 16 },
+            max_attempts: 5,
+            dead_letter: "t.dlq".into(),
+        };
+        engine
+            .ensure_group(litebus::driver::EnsureGroup {
+                topic: "t",
+                group: "g",
+                spec: &group,
+                start_after: Some(0),
+            })
+            .await?;
+        engine.statements();
+        // Queued while the turn is held, so one transaction takes them all.
+        let hold = engine.hold().await;
+        let publishes = [
+            publish(engine, "t", &["a", "b"])?,
+            publish(engine, "t", &["c"])?,
+            publish(engine, "t", &["d", "a"])?,
+            publish(engine, "t", &["e"])?,
+        ];
+        drop(hold);
+        let mut outcomes = Vec::new();
+        for p in publishes {
+            outcomes.extend(p.await?);
+        }
+        let published = engine.statements();
+        let seqs: Vec<u64> = outcomes.iter().map(|o| o.seq()).collect();
+        if seqs != [1, 2, 3, 4, 1, 5] {
+            return Err(fail(format!("merged publishes got {outcomes:?}")));
+        }
+        let claimed = engine
+            .claim(Claim {
+                topic: "t",
+                group: "g",
+                consumer: "c",
+                now: Timestamp::ZERO,
+                lease_until: Timestamp::from_millis(60_000),
+                max: 4,
+            })
+            .await?;
+        if claimed.deliveries.len() != 4 {
+            return Err(fail(format!("claimed {:?}", claimed.deliveries)));
+        }
+        engine.statements();
+        let hold = engine.hold().await;
+        let acks: Vec<_> = claimed
+            .deliveries
+            .iter()
+            .map(|d| {
+                engine.settle(litebus::driver::Settle {
+                    topic: "t",
+                    group: "g",
+                    seq: d.seq,
+                    attempt: d.attempt,
+                    now: Timestamp::ZERO,
+                    settlement: litebus::driver::Settlement::Ack,
+                })
+            })
+            .collect();
+        drop(hold);
+        for ack in acks {
+            ack.await?;
+        }
+        let acked = engine.statements();
+        Ok((published.len(), acked.len()))
+    }
+
+    /// A call that fails in the engine, queued between two publishes, is
+    /// rolled back alone: both publishes commit, and the transaction ran
+    /// again with a savepoint around each call.
+    pub async fn a_failing_call_fails_alone<B: Backend>(engine: &Engine<Counted<B>>) -> Result<()> {
+        engine.migrate().await?;
+        engine.statements();
+        let hold = engine.hold().await;
+        let before = publish(engine, "x", &["one"])?;
+        let failing = engine.execute("INSERT INTO no_such_table VALUES (1)");
+        let after = publish(engine, "y", &["two"])?;
+        drop(hold);
+        let (before, failing, after) = (before.await, failing.await, after.await);
+        if failing.is_ok() {
+            return Err(fail("a statement on a missing table succeeded".into()));
+        }
+        let (before, after) = (before?, after?);
+        if before.len() != 1 || after.len() != 1 {
+            return Err(fail(format!("publishes got {before:?} and {after:?}")));
+        }
+        let ran = engine.statements();
+        if !ran.iter().any(|s| s.starts_with("SAVEPOINT")) {
+            return Err(fail(format!("no savepoint in {ran:?}")));
+        }
+        let stored = engine
+            .execute("UPDATE litebus_messages SET payload = payload WHERE topic IN ('x', 'y')")
+            .await?;
+        if stored != 2 {
+            return Err(fail(format!("{stored} messages stored, not 2")));
+        }
+        Ok(())
+    }
+}

@@ -398,3 +398,42 @@ impl Driver for SqlxDriver {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use litebus_sql::Engine;
+    use litebus_sql::engine::checks::{self, Counted};
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use crate::conn::SqlxBackend;
+
+    async fn counted() -> Engine<Counted<SqlxBackend>> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let engine = Engine::pumped(Counted::new(SqlxBackend { pool }));
+        tokio::spawn(engine.clone().pump());
+        engine
+    }
+
+    #[tokio::test]
+    async fn calls_queued_together_share_statements() {
+        let engine = counted().await;
+        let (published, acked) = checks::shared_statements(&engine).await.unwrap();
+        eprintln!("statements: publishes {published}, acks {acked}");
+        // BEGIN, one duplicate check, one insert, COMMIT.
+        assert!(published <= 4, "four publishes took {published} statements");
+        // BEGIN, one delete, COMMIT.
+        assert!(acked <= 3, "four acks took {acked} statements");
+    }
+
+    #[tokio::test]
+    async fn a_failing_call_is_rolled_back_alone() {
+        let engine = counted().await;
+        checks::a_failing_call_fails_alone(&engine).await.unwrap();
+    }
+}
