@@ -1075,11 +1075,11 @@ pub mod checks {
 
     /// Publishes queued together share one transaction, one duplicate check
     /// and one insert; acks queued together share one statement where
-    /// `RETURNING` is cheap. Gives the statement counts: (four publishes,
-    /// four acks), transaction included.
+    /// `RETURNING` is cheap. Gives the statement counts, transaction
+    /// included: (four publishes, a claim of four, four acks).
     pub async fn shared_statements<B: Backend>(
         engine: &Engine<Counted<B>>,
-    ) -> Result<(usize, usize)> {
+    ) -> Result<(usize, usize, usize)> {
         engine.migrate().await?;
         let group = litebus::driver::GroupSpec {
             order: litebus::Order::Shared { max_in_flight: 16 },
@@ -1126,7 +1126,7 @@ pub mod checks {
         if claimed.deliveries.len() != 4 {
             return Err(fail(format!("claimed {:?}", claimed.deliveries)));
         }
-        engine.statements();
+        let claim = engine.statements();
         let hold = engine.hold().await;
         let acks: Vec<_> = claimed
             .deliveries
@@ -1147,7 +1147,7 @@ pub mod checks {
             ack.await?;
         }
         let acked = engine.statements();
-        Ok((published.len(), acked.len()))
+        Ok((published.len(), claim.len(), acked.len()))
     }
 
     /// A call that fails in the engine, queued between two publishes, is

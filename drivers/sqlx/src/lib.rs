@@ -423,8 +423,8 @@ mod tests {
     #[tokio::test]
     async fn calls_queued_together_share_statements() {
         let engine = counted().await;
-        let (published, acked) = checks::shared_statements(&engine).await.unwrap();
-        eprintln!("statements: publishes {published}, acks {acked}");
+        let (published, claim, acked) = checks::shared_statements(&engine).await.unwrap();
+        eprintln!("statements: four publishes {published}, a claim {claim}, four acks {acked}");
         // BEGIN, one duplicate check, one insert, COMMIT.
         assert!(published <= 4, "four publishes took {published} statements");
         // BEGIN, one delete, COMMIT.
