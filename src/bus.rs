@@ -406,13 +406,7 @@ impl BusInner {
     }
 
     pub(crate) fn signal(&self, topic: &str) -> Arc<TopicSignal> {
-        let mut topics = lock(&self.topics);
-        if let Some(signal) = topics.get(topic) {
-            return signal.clone();
-        }
-        let signal = Arc::new(TopicSignal::default());
-        topics.insert(topic.to_owned(), signal.clone());
-        signal
+        crate::wake::shared(&self.topics, topic)
     }
 
     /// Announces dead letters as any publish would be announced.

@@ -25,6 +25,17 @@ pub struct Wakeups {
     topics: Arc<Mutex<HashMap<String, Arc<TopicWake>>>>,
 }
 
+/// The value of `map` under `key`, made if missing.
+pub(crate) fn shared<T: Default>(map: &Mutex<HashMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+    let mut map = lock(map);
+    if let Some(value) = map.get(key) {
+        return value.clone();
+    }
+    let value = Arc::new(T::default());
+    map.insert(key.to_owned(), value.clone());
+    value
+}
+
 #[derive(Default)]
 struct TopicWake {
     groups: Mutex<HashMap<String, Arc<Event>>>,
@@ -36,26 +47,9 @@ impl Wakeups {
         Wakeups::default()
     }
 
-    fn topic(&self, topic: &str) -> Arc<TopicWake> {
-        let mut topics = lock(&self.topics);
-        if let Some(wake) = topics.get(topic) {
-            return wake.clone();
-        }
-        let wake = Arc::new(TopicWake::default());
-        topics.insert(topic.to_owned(), wake.clone());
-        wake
-    }
-
     /// The event the consumers of one group wait on.
     pub(crate) fn group(&self, topic: &str, group: &str) -> Arc<Event> {
-        let topic = self.topic(topic);
-        let mut groups = lock(&topic.groups);
-        if let Some(event) = groups.get(group) {
-            return event.clone();
-        }
-        let event = Arc::new(Event::new());
-        groups.insert(group.to_owned(), event.clone());
-        event
+        shared(&shared(&self.topics, topic).groups, group)
     }
 
     /// `count` messages became deliverable in `topic`: wakes up to `count`

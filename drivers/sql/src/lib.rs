@@ -31,7 +31,7 @@ pub use steps::{
     ONE_STATEMENT_APPEND, ack_many, append, claim, ensure_group, hot, insert_new, is_known_id,
     release, settle, stats,
 };
-pub use store::{FileWakeups, Handle, Handles, file_wakeups, store_key};
+pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 
 use litebus::driver::BoxFuture;
 use litebus::{Error, Result};

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
+use litebus::Result;
 use litebus::driver::Wakeups;
 
 /// The open handles of one store.
@@ -125,22 +127,74 @@ impl FileWakeups {
     }
 }
 
-static FILES: Mutex<BTreeMap<PathBuf, Weak<FileWakeups>>> = Mutex::new(BTreeMap::new());
+/// What is open on each file in this process, by [`store_key`], while
+/// someone holds it.
+pub struct Files<T> {
+    open: async_lock::Mutex<BTreeMap<PathBuf, Weak<T>>>,
+}
+
+impl<T> Files<T> {
+    /// Nothing open yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Files {
+            open: async_lock::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// What is open on the file at `path` if `usable` accepts it, or else
+    /// what `make` opens, remembered. Opens of one process wait for each
+    /// other, so two never make two of one file.
+    pub async fn open<F>(
+        &self,
+        path: &Path,
+        usable: impl Fn(&T) -> bool,
+        make: impl FnOnce() -> F,
+    ) -> Result<Arc<T>>
+    where
+        F: Future<Output = Result<Arc<T>>>,
+    {
+        let key = store_key(path);
+        let mut open = self.open.lock().await;
+        open.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(found) = open.get(&key).and_then(Weak::upgrade)
+            && usable(&found)
+        {
+            return Ok(found);
+        }
+        let made = make().await?;
+        open.insert(key, Arc::downgrade(&made));
+        Ok(made)
+    }
+}
+
+impl<T> Default for Files<T> {
+    fn default() -> Self {
+        Files::new()
+    }
+}
+
+static WAKEUPS: Files<FileWakeups> = Files::new();
 
 /// The wake-ups of the store in the file at `path`, shared by every driver
 /// on that file in this process while one of them holds them.
-pub fn file_wakeups(path: &Path) -> Arc<FileWakeups> {
-    let key = store_key(path);
-    let mut files = FILES.lock().unwrap_or_else(PoisonError::into_inner);
-    files.retain(|_, weak| weak.strong_count() > 0);
-    if let Some(shared) = files.get(&key).and_then(Weak::upgrade) {
-        return shared;
-    }
-    let shared = Arc::new(FileWakeups {
-        wakeups: Wakeups::new(),
-    });
-    files.insert(key, Arc::downgrade(&shared));
-    shared
+pub async fn file_wakeups(path: &Path) -> Arc<FileWakeups> {
+    let made = WAKEUPS
+        .open(
+            path,
+            |_| true,
+            || async {
+                Ok(Arc::new(FileWakeups {
+                    wakeups: Wakeups::new(),
+                }))
+            },
+        )
+        .await;
+    made.unwrap_or_else(|_| {
+        Arc::new(FileWakeups {
+            wakeups: Wakeups::new(),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -164,9 +218,10 @@ mod tests {
     fn two_spellings_of_one_file_share_wake_ups() {
         let dir = std::env::temp_dir().join(format!("litebus-store-key-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let a = file_wakeups(&dir.join("bus.db"));
-        let b = file_wakeups(&dir.join(".").join("bus.db"));
-        let other = file_wakeups(&dir.join("other.db"));
+        let open = |path: PathBuf| futures_lite::future::block_on(file_wakeups(&path));
+        let a = open(dir.join("bus.db"));
+        let b = open(dir.join(".").join("bus.db"));
+        let other = open(dir.join("other.db"));
         assert!(a.wakeups().same(b.wakeups()));
         assert!(!a.wakeups().same(other.wakeups()));
         std::fs::remove_dir_all(&dir).unwrap();

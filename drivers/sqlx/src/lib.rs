@@ -169,7 +169,7 @@ impl SqlxDriver {
         }
         // A damaged file is refused before anything writes to it.
         litebus_sql::check_file(path)?;
-        let file = litebus_sql::file_wakeups(path);
+        let file = litebus_sql::file_wakeups(path).await;
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -254,7 +254,11 @@ impl SqlxDriver {
                 .await
                 .map_err(|e| map_err(&e))?;
         let memory = file.is_empty();
-        let file = (!memory).then(|| litebus_sql::file_wakeups(Path::new(&file)));
+        let file = if memory {
+            None
+        } else {
+            Some(litebus_sql::file_wakeups(Path::new(&file)).await)
+        };
         let (engine, pump) = start(&runtime, pool.clone());
         let driver = SqlxDriver {
             engine,

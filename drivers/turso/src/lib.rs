@@ -44,17 +44,16 @@ pub mod conformance;
 mod conn;
 mod io;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
     Release, Settle, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Result, Timestamp, TopicStats};
-use litebus_sql::{Engine, Handle, Handles};
+use litebus_sql::{Engine, Files, Handle, Handles};
 
 use crate::conn::{TursoBackend, map_err};
 
@@ -103,11 +102,10 @@ struct Shared {
     closed: AtomicBool,
 }
 
-/// The files open in this process, by [`litebus_sql::store_key`]: a second
-/// open of a file joins the store already open on it. (turso locks a file
-/// for one `Database`: a second one on it fails with "database is locked".)
-static FILES: async_lock::Mutex<BTreeMap<PathBuf, Weak<Shared>>> =
-    async_lock::Mutex::new(BTreeMap::new());
+/// The files open in this process: a second open of a file joins the store
+/// already open on it. (turso locks a file for one `Database`: a second one
+/// on it fails with "database is locked".)
+static FILES: Files<Shared> = Files::new();
 
 impl std::fmt::Debug for TursoDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,21 +149,19 @@ impl TursoDriver {
     /// that store; its durability becomes the stronger of the two.
     pub async fn open_with(path: impl AsRef<Path>, options: TursoOptions) -> Result<Self> {
         let path = path.as_ref();
-        let key = litebus_sql::store_key(path);
-        let mut files = FILES.lock().await;
-        files.retain(|_, shared| shared.strong_count() > 0);
-        if let Some(shared) = files.get(&key).and_then(Weak::upgrade)
-            && !shared.closed.load(Ordering::Acquire)
-        {
-            let driver = TursoDriver {
-                handle: shared.handles.open(),
-                shared,
-            };
-            driver.at_least(options.durability).await?;
-            return Ok(driver);
-        }
-        let driver = TursoDriver::open_file(path, options).await?;
-        files.insert(key, Arc::downgrade(&driver.shared));
+        let durability = options.durability;
+        let shared = FILES
+            .open(
+                path,
+                |shared| !shared.closed.load(Ordering::Acquire),
+                || async { Ok(TursoDriver::open_file(path, options).await?.shared) },
+            )
+            .await?;
+        let driver = TursoDriver {
+            handle: shared.handles.open(),
+            shared,
+        };
+        driver.at_least(durability).await?;
         Ok(driver)
     }
 
