@@ -108,3 +108,45 @@ pub async fn empty_batch_is_a_no_op<F: Factory>(f: &F) {
     );
     assert_eq!(env.bus.stats("t").await.unwrap().last_seq, 0);
 }
+
+/// A publish cut after any number of polls (its future dropped, as a
+/// `select!` or a timeout drops it) stores its message once or not at all,
+/// and the calls after it go on: the same ids published again to
+/// completion are each stored once, the topic holds exactly those, and a
+/// group from the beginning gets each once, in seq order.
+pub async fn publishes_cut_after_any_poll_store_once_or_not_at_all<F: Factory>(f: &F) {
+    let env = Env::new(f, "cut_publish").await;
+    let count = 120;
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..count {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        let mut cut = Box::pin(env.bus.publish("t", msg("t", i)));
+        for _ in 0..=random % 6 {
+            if future::poll_once(&mut cut).await.is_some() {
+                break;
+            }
+        }
+        drop(cut);
+        if random & 8 == 0 {
+            // A publish to another topic right after the cut one.
+            within(env.bus.publish("u", msg("u", i))).await.unwrap();
+        }
+    }
+    let mut seqs = BTreeSet::new();
+    for i in 0..count {
+        let outcome = within(env.bus.publish("t", msg("t", i))).await.unwrap();
+        assert!(seqs.insert(outcome.seq()), "{i} stored twice: {outcome:?}");
+    }
+    assert_eq!(env.bus.stats("t").await.unwrap().messages, count as u64);
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let d = recv(&sub).await;
+        got.push(d.seq());
+        d.ack().await.unwrap();
+    }
+    none(&sub).await;
+    assert_eq!(got, seqs.into_iter().collect::<Vec<_>>());
+}
