@@ -31,6 +31,8 @@
 //!   again with a `SAVEPOINT` around each call: the failing call is rolled
 //!   back alone and gets its error, the others commit. If `BEGIN` or
 //!   `COMMIT` fails, every call of the transaction gets that error.
+//!   A call that panics (a bug) stops the engine: every call waiting gets
+//!   an error and later ones `Error::Closed`, so nobody waits forever.
 //! - **Fast path.** A lone publish of at most [`ONE_STATEMENT_APPEND`]
 //!   messages, where `RETURNING` is cheap, is one `INSERT` that commits by
 //!   itself; if the topic holds one of its ids, the unique index refuses it
@@ -323,18 +325,19 @@ impl<B: Backend> Waiter<B> {
 
 impl<B: Backend> Inner<B> {
     /// Runs the transaction in progress, or else one of what waits.
-    async fn drive(this: &Arc<Self>, mut turn: async_lock::MutexGuard<'_, Step>) {
-        if turn.is_none() {
+    async fn drive(this: &Arc<Self>, turn: async_lock::MutexGuard<'_, Step>) {
+        let mut turn = Turn(turn);
+        if turn.0.is_none() {
             let batch = this.take_batch();
             if batch.is_empty() {
                 return;
             }
-            *turn = Some(Box::pin(run_batch(this.clone(), batch)));
+            *turn.0 = Some(Box::pin(run_batch(this.clone(), batch)));
         }
-        if let Some(step) = turn.as_mut() {
+        if let Some(step) = turn.0.as_mut() {
             step.await;
         }
-        *turn = None;
+        *turn.0 = None;
     }
 
     /// The next transaction's calls: up to [`MAX_BATCH`], and a statement
@@ -655,12 +658,51 @@ fn rolled_back(e: &Error) -> Error {
     }
 }
 
+/// The turn, emptied if the transaction in it panicked (a future that
+/// panicked must not be polled again).
+struct Turn<'a>(async_lock::MutexGuard<'a, Step>);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.0 = None;
+        }
+    }
+}
+
+/// Ends the engine if a transaction panics (a bug in litebus): its calls
+/// and every call queued get `Error::Internal`, later calls `Error::Closed`,
+/// so nobody waits forever for work that will not run.
+struct PanicGuard<'a, B: Backend> {
+    inner: &'a Inner<B>,
+    jobs: &'a [Arc<Job>],
+}
+
+impl<B: Backend> Drop for PanicGuard<'_, B> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.inner.closed.store(true, Ordering::Release);
+        let queued: Vec<Arc<Job>> = lock(&self.inner.queue).drain(..).collect();
+        for job in self.jobs.iter().chain(&queued) {
+            let e = Error::Internal("a call panicked in the engine, which has stopped".into());
+            job.answer(Err(e), &self.inner.unread);
+        }
+        self.inner.queued.notify(usize::MAX);
+    }
+}
+
 async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
     // Calls whose callers left before they ran do not run.
     let jobs: Vec<Arc<Job>> = batch.into_iter().filter(|job| !job.abandoned()).collect();
     if jobs.is_empty() {
         return;
     }
+    let _guard = PanicGuard {
+        inner: &inner,
+        jobs: &jobs,
+    };
     let answers = run_jobs(&inner, &jobs).await;
     for (job, answer) in jobs.iter().zip(answers) {
         job.answer(answer, &inner.unread);
@@ -984,6 +1026,9 @@ pub mod checks {
         }
     }
 
+    /// A statement holding this panics on a [`Counted`] connection.
+    pub const PANIC: &str = "litebus-panic";
+
     /// A connection of [`Counted`].
     pub struct CountedConn<C> {
         inner: C,
@@ -1014,6 +1059,7 @@ pub mod checks {
             params: Vec<Value>,
         ) -> BoxFuture<'a, Result<u64>> {
             lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            assert!(!sql.contains(PANIC), "a statement asked to panic");
             self.inner.execute(sql, params)
         }
 
@@ -1178,6 +1224,32 @@ pub mod checks {
             .await?;
         if stored != 2 {
             return Err(fail(format!("{stored} messages stored, not 2")));
+        }
+        Ok(())
+    }
+
+    /// A call that panics in the engine (a bug) ends it instead of hanging
+    /// it: the call queued beside it gets an error, and later calls get
+    /// `Error::Closed`. Whoever drove the transaction (a caller, or the
+    /// pump) sees the panic.
+    pub async fn a_panic_ends_the_engine<B: Backend>(engine: &Engine<Counted<B>>) -> Result<()> {
+        use std::panic::AssertUnwindSafe;
+        engine.migrate().await?;
+        let hold = engine.hold().await;
+        let panicking = engine.execute(&format!("SELECT '{PANIC}'"));
+        let beside = publish(engine, "t", &["beside"])?;
+        drop(hold);
+        let panicked = futures_lite::FutureExt::catch_unwind(AssertUnwindSafe(panicking)).await;
+        if matches!(panicked, Ok(Ok(_))) {
+            return Err(fail("a panicking call succeeded".into()));
+        }
+        let beside = beside.await;
+        if !matches!(beside, Err(Error::Internal(_))) {
+            return Err(fail(format!("the call beside a panic got {beside:?}")));
+        }
+        let later = publish(engine, "t", &["later"])?.await;
+        if !matches!(later, Err(Error::Closed)) {
+            return Err(fail(format!("a call after a panic got {later:?}")));
         }
         Ok(())
     }

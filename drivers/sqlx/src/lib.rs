@@ -440,4 +440,10 @@ mod tests {
         let engine = counted().await;
         checks::a_failing_call_fails_alone(&engine).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_panic_ends_the_engine() {
+        let engine = counted().await;
+        checks::a_panic_ends_the_engine(&engine).await.unwrap();
+    }
 }

@@ -400,4 +400,12 @@ mod tests {
             checks::a_failing_call_fails_alone(&engine).await.unwrap();
         });
     }
+
+    #[test]
+    fn a_panic_ends_the_engine() {
+        futures_lite::future::block_on(async {
+            let (_db, engine) = counted().await;
+            checks::a_panic_ends_the_engine(&engine).await.unwrap();
+        });
+    }
 }
