@@ -105,7 +105,25 @@ struct Shared {
 /// The files open in this process: a second open of a file joins the store
 /// already open on it. (turso locks a file for one `Database`: a second one
 /// on it fails with "database is locked".)
+#[cfg(not(target_arch = "wasm32"))]
 static FILES: Files<Shared> = Files::new();
+
+fn files() -> &'static Files<Shared> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        &FILES
+    }
+    // The engine's futures are not `Send` on wasm32 (nor need to be: there
+    // are no threads), so a store cannot sit in a `static` there; each
+    // thread keeps its own registry, made once.
+    #[cfg(target_arch = "wasm32")]
+    {
+        thread_local! {
+            static FILES: &'static Files<Shared> = Box::leak(Box::new(Files::new()));
+        }
+        FILES.with(|files| *files)
+    }
+}
 
 impl std::fmt::Debug for TursoDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,7 +168,7 @@ impl TursoDriver {
     pub async fn open_with(path: impl AsRef<Path>, options: TursoOptions) -> Result<Self> {
         let path = path.as_ref();
         let durability = options.durability;
-        let shared = FILES
+        let shared = files()
             .open(
                 path,
                 |shared| !shared.closed.load(Ordering::Acquire),
