@@ -285,11 +285,14 @@ struct Waiter<B: Backend> {
 
 impl<B: Backend> Drop for Waiter<B> {
     fn drop(&mut self) {
-        let old = std::mem::replace(&mut *lock(&self.job.state), State::Abandoned);
-        match old {
-            State::Answered(answer) => self.job.keep(answer, &self.inner.unread),
-            State::Taken => *lock(&self.job.state) = State::Taken,
-            State::Queued | State::Abandoned => {}
+        let mut state = lock(&self.job.state);
+        if matches!(*state, State::Taken) {
+            return;
+        }
+        let old = std::mem::replace(&mut *state, State::Abandoned);
+        drop(state);
+        if let State::Answered(answer) = old {
+            self.job.keep(answer, &self.inner.unread);
         }
     }
 }
@@ -472,17 +475,17 @@ impl<B: Backend> Engine<B> {
 
     /// [`Driver::append`](litebus::driver::Driver::append).
     pub fn append(&self, append: Append<'_>) -> BoxFuture<'static, Result<Vec<Outcome>>> {
-        let answer = self.submit(Work::Publish {
-            topic: append.topic.to_owned(),
-            messages: append.messages.to_vec(),
-            expected_last: append.expected_last,
-        });
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Published(outcomes) => Ok(outcomes),
-                _ => Err(mismatch()),
-            }
-        })
+        self.ask(
+            Work::Publish {
+                topic: append.topic.to_owned(),
+                messages: append.messages.to_vec(),
+                expected_last: append.expected_last,
+            },
+            |answer| match answer {
+                Answer::Published(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// [`Driver::ensure_group`](litebus::driver::Driver::ensure_group).
@@ -506,36 +509,36 @@ impl<B: Backend> Engine<B> {
         if let Some(kept) = self.inner.unread.take(&key) {
             return Box::pin(async move { Ok(kept) });
         }
-        let answer = self.submit(Work::Claim {
-            key,
-            now: claim.now,
-            lease_until: claim.lease_until,
-            max: claim.max,
-        });
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Claimed(outcome) => Ok(outcome),
-                _ => Err(mismatch()),
-            }
-        })
+        self.ask(
+            Work::Claim {
+                key,
+                now: claim.now,
+                lease_until: claim.lease_until,
+                max: claim.max,
+            },
+            |answer| match answer {
+                Answer::Claimed(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// [`Driver::settle`](litebus::driver::Driver::settle).
     pub fn settle(&self, settle: Settle<'_>) -> BoxFuture<'static, Result<Option<DeadLettered>>> {
-        let answer = self.submit(Work::Settle {
-            topic: settle.topic.to_owned(),
-            group: settle.group.to_owned(),
-            seq: settle.seq,
-            attempt: settle.attempt,
-            now: settle.now,
-            settlement: settle.settlement,
-        });
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Settled(dead) => Ok(dead),
-                _ => Err(mismatch()),
-            }
-        })
+        self.ask(
+            Work::Settle {
+                topic: settle.topic.to_owned(),
+                group: settle.group.to_owned(),
+                seq: settle.seq,
+                attempt: settle.attempt,
+                now: settle.now,
+                settlement: settle.settlement,
+            },
+            |answer| match answer {
+                Answer::Settled(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// [`Driver::release`](litebus::driver::Driver::release). Claims kept
@@ -547,31 +550,31 @@ impl<B: Backend> Engine<B> {
             release.consumer.to_owned(),
         );
         self.inner.unread.take(&key);
-        let answer = self.submit(Work::Release {
-            key,
-            now: release.now,
-        });
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Released(dead) => Ok(dead),
-                _ => Err(mismatch()),
-            }
-        })
+        self.ask(
+            Work::Release {
+                key,
+                now: release.now,
+            },
+            |answer| match answer {
+                Answer::Released(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// [`Driver::stats`](litebus::driver::Driver::stats), in call order:
     /// they see every call made before them.
     pub fn stats(&self, topic: &str, now: Timestamp) -> BoxFuture<'static, Result<TopicStats>> {
-        let answer = self.submit(Work::Stats {
-            topic: topic.to_owned(),
-            now,
-        });
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Stats(stats) => Ok(stats),
-                _ => Err(mismatch()),
-            }
-        })
+        self.ask(
+            Work::Stats {
+                topic: topic.to_owned(),
+                now,
+            },
+            |answer| match answer {
+                Answer::Stats(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// Creates or upgrades the schema ([`crate::migrate`]).
@@ -582,12 +585,9 @@ impl<B: Backend> Engine<B> {
     /// Runs one statement in a transaction of its own; how many rows it
     /// changed.
     pub fn execute(&self, sql: &str) -> BoxFuture<'static, Result<u64>> {
-        let answer = self.submit(Work::Execute(sql.to_owned()));
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Changed(n) => Ok(n),
-                _ => Err(mismatch()),
-            }
+        self.ask(Work::Execute(sql.to_owned()), |answer| match answer {
+            Answer::Changed(v) => Some(v),
+            _ => None,
         })
     }
 
@@ -598,13 +598,17 @@ impl<B: Backend> Engine<B> {
     }
 
     fn done(&self, work: Work) -> BoxFuture<'static, Result<()>> {
+        self.ask(work, |answer| matches!(answer, Answer::Done).then_some(()))
+    }
+
+    /// Queues `work` now; its answer, as `pick` reads it.
+    fn ask<T: Send + 'static>(
+        &self,
+        work: Work,
+        pick: fn(Answer) -> Option<T>,
+    ) -> BoxFuture<'static, Result<T>> {
         let answer = self.submit(work);
-        Box::pin(async move {
-            match answer.await? {
-                Answer::Done => Ok(()),
-                _ => Err(mismatch()),
-            }
-        })
+        Box::pin(async move { pick(answer.await?).ok_or_else(mismatch) })
     }
 }
 
@@ -993,7 +997,11 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
         Work::Stats { topic, now } => crate::stats(conn, topic, *now).await.map(Answer::Stats),
         Work::Migrate => crate::migrate(conn).await.map(|()| Answer::Done),
         Work::Execute(sql) => conn.execute(sql, Vec::new()).await.map(Answer::Changed),
-        Work::Plain(sql) => plain(conn, sql).await,
+        // `take_batch` gives a plain statement a batch of its own, which
+        // `run_jobs` runs outside any transaction.
+        Work::Plain(_) => Err(Error::Internal(
+            "a plain statement was queued inside a transaction".into(),
+        )),
     }
 }
 
@@ -1194,6 +1202,115 @@ pub mod checks {
         }
         let acked = engine.statements();
         Ok((published.len(), claim.len(), acked.len()))
+    }
+
+    /// The statements of claims, each alone in its transaction (`BEGIN` and
+    /// `COMMIT` included).
+    #[derive(Debug)]
+    pub struct ClaimStatements {
+        /// A claim of four from a shared group that takes messages in.
+        pub taking_in: usize,
+        /// A claim of four from a shared group whose messages are taken in.
+        pub taken_in: usize,
+        /// An ordered group's claim of its next message, taken in.
+        pub ordered: usize,
+        /// The statements that write (`INSERT`, `UPDATE`, `DELETE`) of
+        /// claims that find nothing deliverable, shared and ordered.
+        pub idle_writes: Vec<String>,
+    }
+
+    fn writes(statements: Vec<String>) -> Vec<String> {
+        statements
+            .into_iter()
+            .filter(|s| {
+                let verb = s.split_whitespace().next().unwrap_or("");
+                ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+                    .iter()
+                    .any(|w| verb.eq_ignore_ascii_case(w))
+            })
+            .collect()
+    }
+
+    /// Counts the statements of claims: see [`ClaimStatements`].
+    pub async fn claim_statements<B: Backend>(
+        engine: &Engine<Counted<B>>,
+    ) -> Result<ClaimStatements> {
+        use litebus::Order;
+        use litebus::driver::{EnsureGroup, GroupSpec, Settle, Settlement};
+        engine.migrate().await?;
+        for (group, order) in [
+            ("g", Order::Shared { max_in_flight: 16 }),
+            ("o", Order::Ordered),
+        ] {
+            let spec = GroupSpec {
+                order,
+                max_attempts: 5,
+                dead_letter: "t.dlq".into(),
+            };
+            engine
+                .ensure_group(EnsureGroup {
+                    topic: "t",
+                    group,
+                    spec: &spec,
+                    start_after: Some(0),
+                })
+                .await?;
+        }
+        publish(engine, "t", &["a", "b", "c", "d", "e", "f", "g", "h"])?.await?;
+        let claim = |group: &'static str| {
+            engine.claim(Claim {
+                topic: "t",
+                group,
+                consumer: "c",
+                now: Timestamp::ZERO,
+                lease_until: Timestamp::from_millis(60_000),
+                max: 4,
+            })
+        };
+        let claimed = async |group: &'static str, count: usize| -> Result<Vec<String>> {
+            engine.statements();
+            let outcome = claim(group).await?;
+            let ran = engine.statements();
+            if outcome.deliveries.len() != count {
+                return Err(fail(format!(
+                    "a claim of group {group} got {:?}, not {count}",
+                    outcome.deliveries
+                )));
+            }
+            // An ordered group's message is acked, so the next comes.
+            if let [d] = outcome.deliveries.as_slice()
+                && group == "o"
+            {
+                engine
+                    .settle(Settle {
+                        topic: "t",
+                        group,
+                        seq: d.seq,
+                        attempt: d.attempt,
+                        now: Timestamp::ZERO,
+                        settlement: Settlement::Ack,
+                    })
+                    .await?;
+            }
+            Ok(ran)
+        };
+        let taking_in = claimed("g", 4).await?.len();
+        let taken_in = claimed("g", 4).await?.len();
+        let mut idle_writes = writes(claimed("g", 0).await?);
+        claimed("o", 1).await?;
+        let ordered = claimed("o", 1).await?.len();
+        // The head is leased: the next claim of the group finds nothing.
+        let head = claim("o").await?;
+        if head.deliveries.len() != 1 {
+            return Err(fail(format!("ordered claim got {:?}", head.deliveries)));
+        }
+        idle_writes.extend(writes(claimed("o", 0).await?));
+        Ok(ClaimStatements {
+            taking_in,
+            taken_in,
+            ordered,
+            idle_writes,
+        })
     }
 
     /// A call that fails in the engine, queued between two publishes, is

@@ -15,8 +15,8 @@ use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
 use crate::{Conn, Row, Value};
 use hot::{
-    ACK, ACTIVE_LEASES, CANDIDATES_PER_KEY, CANDIDATES_SHARED, EXPIRED_FINALS, ORDERED_HEAD,
-    TAKE_IN_SQL,
+    ACK, CANDIDATES_PER_KEY, CANDIDATES_SHARED, CLAIM_GROUP, LEASE_PER_KEY, LEASE_SHARED,
+    ORDERED_HEAD, TAKE_IN_RETURNING, TAKE_IN_SQL,
 };
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
@@ -60,35 +60,101 @@ fn numbered(out: &mut String, from: usize, count: usize) {
 /// The statements of the hot path (claims and acks), public so that a test
 /// can prove with `EXPLAIN QUERY PLAN` that each is an index range.
 pub mod hot {
-    /// Takes the next messages of a topic into a group.
-    pub const TAKE_IN_SQL: &str =
-        "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
+    /// `INSERT … SELECT` of the next messages of topic `?1` after seq `?3`
+    /// into group `?2`, at most `?4`.
+    macro_rules! take_in {
+        () => {
+            "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
              SELECT topic, ?2, seq, msg_key, 0,
                     CASE WHEN typeof(deliver_at) = 'integer' THEN deliver_at ELSE 0 END
              FROM litebus_messages
-             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4"
+        };
+    }
+    /// The deliverable handouts of per-key group `?2` of topic `?1` at
+    /// `?3`, at most `?4`: the first of each key, and those without a key.
+    macro_rules! candidates_per_key {
+        () => {
+            "SELECT h.seq FROM litebus_handouts h
+             WHERE h.topic = ?1 AND h.grp = ?2
+               AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
+               AND (h.msg_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM litebus_handouts e
+                    WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
+                      AND e.seq < h.seq))
+             ORDER BY h.seq LIMIT ?4"
+        };
+    }
+    /// The deliverable handouts of shared group `?2` of topic `?1` at
+    /// `?3`, at most `?4`.
+    macro_rules! candidates_shared {
+        () => {
+            "SELECT seq FROM litebus_handouts
+             WHERE topic = ?1 AND grp = ?2
+               AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
+             ORDER BY seq LIMIT ?4"
+        };
+    }
+    /// Leases the handouts the candidate query leaves as `seq IN (…)` to
+    /// consumer `?5` until `?6`, returning their seqs and new attempts.
+    macro_rules! lease_candidates {
+        ($candidates:expr) => {
+            concat!(
+                "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?5, lease_until = ?6
+                 WHERE topic = ?1 AND grp = ?2 AND seq IN (",
+                $candidates,
+                ") RETURNING seq, attempt"
+            )
+        };
+    }
+
+    /// Takes the next messages of a topic into a group.
+    pub const TAKE_IN_SQL: &str = take_in!();
+    /// [`TAKE_IN_SQL`], returning the seqs it took in.
+    pub const TAKE_IN_RETURNING: &str = concat!(take_in!(), " RETURNING seq");
     /// Deliverable messages of a per-key group: the first of each key, and those without a key.
-    pub const CANDIDATES_PER_KEY: &str = "SELECT h.seq FROM litebus_handouts h
-         WHERE h.topic = ?1 AND h.grp = ?2
-           AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
-           AND (h.msg_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM litebus_handouts e
-                WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
-                  AND e.seq < h.seq))
-         ORDER BY h.seq LIMIT ?4";
+    pub const CANDIDATES_PER_KEY: &str = candidates_per_key!();
     /// Deliverable messages of a shared group.
-    pub const CANDIDATES_SHARED: &str = "SELECT seq FROM litebus_handouts
-         WHERE topic = ?1 AND grp = ?2
-           AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
-         ORDER BY seq LIMIT ?4";
-    /// Final attempts whose lease ran out, by lease end.
-    pub const EXPIRED_FINALS: &str = "SELECT seq FROM litebus_handouts
-             WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL
-               AND lease_until <= ?3 AND attempt >= ?4
-             ORDER BY lease_until, seq";
-    /// Unexpired leases of a group.
-    pub const ACTIVE_LEASES: &str = "SELECT COUNT(*) FROM litebus_handouts
-                     WHERE topic = ?1 AND grp = ?2 AND consumer IS NOT NULL AND lease_until > ?3";
+    pub const CANDIDATES_SHARED: &str = candidates_shared!();
+    /// Leases what [`CANDIDATES_PER_KEY`] finds, in one statement.
+    pub const LEASE_PER_KEY: &str = lease_candidates!(candidates_per_key!());
+    /// Leases what [`CANDIDATES_SHARED`] finds, in one statement.
+    pub const LEASE_SHARED: &str = lease_candidates!(candidates_shared!());
+    /// What a claim of group `?2` of topic `?1` at `?3` needs to know
+    /// first, in one statement: the group row; whether the topic holds
+    /// messages after the group's cursor (so a claim that finds nothing
+    /// writes nothing); the unexpired leases of a shared group (I7);
+    /// whether a shared or per-key group has a candidate (`?4` is 1); the
+    /// first handout of an ordered group (its seq, whether it is leased,
+    /// whether it is ready); and, a row each, by lease end, the final
+    /// attempts whose lease ran out (I8). One row when none did.
+    pub const CLAIM_GROUP: &str = concat!(
+        "SELECT g.ordering, g.max_in_flight, g.max_attempts,
+            g.dead_letter, g.cursor,
+            EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor),
+            CASE WHEN g.ordering = 'shared' THEN (
+                SELECT COUNT(*) FROM litebus_handouts a
+                WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
+            ) ELSE 0 END,
+            CASE g.ordering
+                WHEN 'shared' THEN EXISTS (",
+        candidates_shared!(),
+        ")
+                WHEN 'per_key' THEN EXISTS (",
+        candidates_per_key!(),
+        ")
+                ELSE 0 END,
+            o.seq, o.consumer IS NOT NULL AND o.lease_until > ?3, o.ready_at <= ?3,
+            x.seq
+         FROM litebus_groups g
+         LEFT JOIN litebus_handouts o ON g.ordering = 'ordered' AND o.topic = ?1 AND o.grp = ?2
+            AND o.seq = (SELECT f.seq FROM litebus_handouts f
+                         WHERE f.topic = ?1 AND f.grp = ?2 ORDER BY f.seq LIMIT 1)
+         LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
+            AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
+         WHERE g.topic = ?1 AND g.grp = ?2
+         ORDER BY x.lease_until, x.seq"
+    );
     /// The first unsettled message of an ordered group: is it leased, is it ready.
     pub const ORDERED_HEAD: &str =
         "SELECT seq, consumer IS NOT NULL AND lease_until > ?3, ready_at <= ?3
@@ -125,10 +191,12 @@ pub mod hot {
     pub const ALL: &[&str] = &[
         LAST_SEQ,
         TAKE_IN_SQL,
+        TAKE_IN_RETURNING,
         CANDIDATES_PER_KEY,
         CANDIDATES_SHARED,
-        EXPIRED_FINALS,
-        ACTIVE_LEASES,
+        LEASE_PER_KEY,
+        LEASE_SHARED,
+        CLAIM_GROUP,
         ORDERED_HEAD,
         ACK,
     ];
@@ -348,9 +416,12 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
             vec![Value::from(topic), Value::from(group)],
         )
         .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
+    rows.first().map(group_from).transpose()
+}
+
+/// A group from the columns `ordering, max_in_flight, max_attempts,
+/// dead_letter, cursor` of `row`.
+fn group_from(row: &Row) -> Result<Group> {
     let order = match row.text(0)? {
         "ordered" => Order::Ordered,
         "per_key" => Order::PerKey,
@@ -360,7 +431,7 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
         },
         other => return Err(Error::Corrupt(format!("unknown ordering {other:?}"))),
     };
-    Ok(Some(Group {
+    Ok(Group {
         spec: GroupSpec {
             order,
             max_attempts: u32::try_from(row.uint(2)?)
@@ -368,7 +439,7 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
             dead_letter: row.text(3)?.to_owned(),
         },
         cursor: row.uint(4)?,
-    }))
+    })
 }
 
 fn unknown_group(topic: &str, group: &str) -> Error {
@@ -412,18 +483,18 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
     Ok(())
 }
 
-/// Takes up to [`TAKE_IN`] more messages into the group; false when there
-/// were none left.
-async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -> Result<bool> {
+/// Takes up to [`TAKE_IN`] more messages into the group; how many it took.
+async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -> Result<u64> {
     let params = vec![
         Value::from(topic),
         Value::from(group),
         Value::from(g.cursor),
         Value::from(TAKE_IN),
     ];
-    let last = if conn.slow_returning() {
-        if conn.execute(TAKE_IN_SQL, params).await? == 0 {
-            return Ok(false);
+    let (taken, last) = if conn.slow_returning() {
+        let taken = conn.execute(TAKE_IN_SQL, params).await?;
+        if taken == 0 {
+            return Ok(0);
         }
         let rows = conn
             .query(
@@ -431,19 +502,18 @@ async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -
                 vec![Value::from(topic), Value::from(group)],
             )
             .await?;
-        rows.first().map_or(Ok(None), |r| r.opt_uint(0))?
+        (taken, rows.first().map_or(Ok(None), |r| r.opt_uint(0))?)
     } else {
         // The seqs taken in come back with the insert: one statement less.
-        let sql = format!("{TAKE_IN_SQL} RETURNING seq");
-        let rows = conn.query(&sql, params).await?;
+        let rows = conn.query(TAKE_IN_RETURNING, params).await?;
         let mut last = None;
         for row in &rows {
             last = last.max(Some(row.uint(0)?));
         }
-        last
+        (rows.len() as u64, last)
     };
     let Some(last) = last else {
-        return Ok(false);
+        return Ok(0);
     };
     g.cursor = g.cursor.max(last);
     conn.execute(
@@ -455,7 +525,7 @@ async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -
         ],
     )
     .await?;
-    Ok(true)
+    Ok(taken)
 }
 
 /// The last error of a dead letter made of a row that is not a message.
@@ -662,40 +732,132 @@ async fn next_due(
     })
 }
 
+/// The first handout of an ordered group: its seq, and whether it can be
+/// leased now (not under an unexpired lease, and ready).
+#[derive(Clone, Copy)]
+struct Head {
+    seq: u64,
+    deliverable: bool,
+}
+
+impl Head {
+    /// From the columns `seq, leased, ready` at `at`; `None` when the
+    /// group has no handouts (a `NULL` seq).
+    fn read(row: &Row, at: usize) -> Result<Option<Head>> {
+        Ok(match row.opt_uint(at)? {
+            Some(seq) => Some(Head {
+                seq,
+                deliverable: row.int(at + 1)? == 0 && row.int(at + 2)? != 0,
+            }),
+            None => None,
+        })
+    }
+}
+
+/// What a claim knows of an ordered group's first handout.
+#[derive(Clone, Copy)]
+enum First {
+    /// Not known: look it up.
+    Unknown,
+    /// The group has no handouts.
+    Nothing,
+    /// This one.
+    At(Head),
+}
+
+impl From<Option<Head>> for First {
+    fn from(head: Option<Head>) -> Self {
+        head.map_or(First::Nothing, First::At)
+    }
+}
+
+/// What a claim knows of its group after [`CLAIM_GROUP`].
+struct ClaimGroup {
+    g: Group,
+    /// The topic may hold messages after the group's cursor.
+    more: bool,
+    /// Unexpired leases (counted for a shared group only).
+    active: u64,
+    /// A shared or per-key group may have a candidate: when not, the claim
+    /// runs no lease statement.
+    ready: bool,
+    /// An ordered group's first handout, if known.
+    head: First,
+    /// Final attempts whose lease ran out, by lease end.
+    expired: Vec<u64>,
+}
+
+async fn claim_group(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimGroup>> {
+    let rows = conn
+        .query(
+            CLAIM_GROUP,
+            vec![
+                Value::from(c.topic),
+                Value::from(c.group),
+                ts(c.now),
+                Value::from(1u64),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let g = group_from(row)?;
+    let head = if g.spec.order == Order::Ordered {
+        Head::read(row, 8)?.into()
+    } else {
+        First::Unknown
+    };
+    let mut expired = Vec::new();
+    for row in &rows {
+        if let Some(seq) = row.opt_uint(11)? {
+            expired.push(seq);
+        }
+    }
+    Ok(Some(ClaimGroup {
+        more: row.int(5)? != 0,
+        active: row.uint(6)?,
+        ready: row.int(7)? != 0,
+        head,
+        expired,
+        g,
+    }))
+}
+
 /// [`Driver::claim`](litebus::driver::Driver::claim).
+///
+/// Statements: the group with what the claim needs to know of it
+/// ([`CLAIM_GROUP`]), one that leases (with `RETURNING`: it also chooses,
+/// [`LEASE_SHARED`]), one that reads the messages; a take-in (two more)
+/// only when there are too few candidates and the topic holds messages
+/// after the group's cursor. A claim that finds nothing deliverable writes
+/// nothing.
 pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
     let (topic, group, now) = (c.topic, c.group, c.now);
-    let mut g = load_group(conn, topic, group)
+    let mut cg = claim_group(conn, c)
         .await?
         .ok_or_else(|| unknown_group(topic, group))?;
 
     // I8: final attempts whose lease ran out leave first, by lease end.
-    let expired = conn
-        .query(
-            EXPIRED_FINALS,
-            vec![
-                Value::from(topic),
-                Value::from(group),
-                ts(now),
-                Value::from(g.spec.max_attempts),
-            ],
-        )
-        .await?;
     let mut dead_lettered = Vec::new();
-    for seq in seqs(&expired)? {
-        dead_lettered.push(dead_letter(conn, (topic, group), &g, seq, LEASE_EXPIRED, now).await?);
+    for seq in std::mem::take(&mut cg.expired) {
+        dead_lettered
+            .push(dead_letter(conn, (topic, group), &cg.g, seq, LEASE_EXPIRED, now).await?);
+        if matches!(cg.head, First::At(head) if head.seq == seq) {
+            cg.head = First::Unknown;
+        }
     }
 
     // Rows that do not decode are dead-lettered as they are met; what they
     // held back may then be deliverable, so the claim looks again.
     loop {
-        let limit = claim_limit(conn, c, &g).await?;
-        let chosen = if limit == 0 {
-            Vec::new()
+        let limit = claim_limit(c, &cg);
+        let attempts = if limit == 0 {
+            HashMap::new()
         } else {
-            choose(conn, c, &mut g, limit).await?
+            choose_and_lease(conn, c, &mut cg, limit).await?
         };
-        if chosen.is_empty() {
+        if attempts.is_empty() {
             let next_due = if limit == 0 {
                 let rows = conn
                     .query(
@@ -708,7 +870,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                     .map_or(Ok(None), |r| r.opt_uint(0))?
                     .map(Timestamp::from_millis)
             } else {
-                next_due(conn, topic, group, g.spec.order, now).await?
+                next_due(conn, topic, group, cg.g.spec.order, now).await?
             };
             return Ok(ClaimOutcome {
                 deliveries: Vec::new(),
@@ -716,7 +878,8 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                 dead_lettered,
             });
         }
-        let attempts = lease(conn, c, &chosen).await?;
+        let mut chosen: Vec<u64> = attempts.keys().copied().collect();
+        chosen.sort_unstable();
         let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM litebus_messages m WHERE m.seq IN (");
         placeholders(&mut sql, chosen.len());
         sql.push_str(") ORDER BY m.seq");
@@ -737,7 +900,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         }
         for seq in &undecodable {
             // `dead_letter` reads the row again and keeps what it can.
-            let letter = dead_letter(conn, (topic, group), &g, *seq, UNDECODABLE, now).await?;
+            let letter = dead_letter(conn, (topic, group), &cg.g, *seq, UNDECODABLE, now).await?;
             dead_lettered.push(letter);
         }
         if !deliveries.is_empty() || undecodable.is_empty() {
@@ -747,60 +910,101 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                 dead_lettered,
             });
         }
+        // What was dead-lettered held back what comes next, not yet known.
+        cg.head = First::Unknown;
+        cg.ready = true;
     }
 }
 
 /// How many messages this claim may lease (I7): one for an ordered group,
 /// what is left of `max_in_flight` for a shared one.
-async fn claim_limit(conn: &mut dyn Conn, c: Claim<'_>, g: &Group) -> Result<u64> {
-    Ok(match g.spec.order {
+fn claim_limit(c: Claim<'_>, cg: &ClaimGroup) -> u64 {
+    match cg.g.spec.order {
         Order::Ordered => 1,
         Order::PerKey => u64::from(c.max),
-        Order::Shared { max_in_flight } => {
-            let rows = conn
-                .query(
-                    ACTIVE_LEASES,
-                    vec![Value::from(c.topic), Value::from(c.group), ts(c.now)],
-                )
-                .await?;
-            let active = rows.first().map_or(Ok(0), |r| r.uint(0))?;
-            u64::from(max_in_flight)
-                .saturating_sub(active)
-                .min(u64::from(c.max))
-        }
-    })
+        Order::Shared { max_in_flight } => u64::from(max_in_flight)
+            .saturating_sub(cg.active)
+            .min(u64::from(c.max)),
+    }
 }
 
-/// The seqs to lease, in order, taking more messages into the group while
-/// there are too few candidates and more to take.
-async fn choose(conn: &mut dyn Conn, c: Claim<'_>, g: &mut Group, limit: u64) -> Result<Vec<u64>> {
+/// Leases up to `limit` deliverable messages in seq order, taking more
+/// messages into the group while there are too few candidates and the
+/// topic holds more; returns each leased seq's new attempt.
+async fn choose_and_lease(
+    conn: &mut dyn Conn,
+    c: Claim<'_>,
+    cg: &mut ClaimGroup,
+    limit: u64,
+) -> Result<HashMap<u64, u32>> {
     let (topic, group, now) = (c.topic, c.group, c.now);
+    let mut leased = HashMap::new();
     loop {
-        let chosen = match g.spec.order {
+        let wanted = limit - leased.len() as u64;
+        match cg.g.spec.order {
             Order::Ordered => {
-                let rows = conn
-                    .query(
-                        ORDERED_HEAD,
-                        vec![Value::from(topic), Value::from(group), ts(now)],
-                    )
-                    .await?;
-                match rows.first() {
-                    Some(head) => {
-                        let deliverable = head.int(1)? == 0 && head.int(2)? != 0;
-                        // The head decides, whether or not it is deliverable.
-                        return Ok(if deliverable {
-                            vec![head.uint(0)?]
-                        } else {
-                            Vec::new()
-                        });
+                let head = if let First::Unknown = cg.head {
+                    let rows = conn
+                        .query(
+                            ORDERED_HEAD,
+                            vec![Value::from(topic), Value::from(group), ts(now)],
+                        )
+                        .await?;
+                    rows.first()
+                        .map(|row| Head::read(row, 0))
+                        .transpose()?
+                        .flatten()
+                } else if let First::At(head) = cg.head {
+                    Some(head)
+                } else {
+                    None
+                };
+                cg.head = First::Unknown;
+                // The head decides, whether or not it is deliverable.
+                if let Some(head) = head {
+                    if head.deliverable {
+                        leased = lease(conn, c, &[head.seq]).await?;
                     }
-                    None => Vec::new(),
+                    return Ok(leased);
                 }
             }
-            order => candidates(conn, topic, group, order, now, limit).await?,
-        };
-        if chosen.len() as u64 >= limit || !take_in(conn, topic, group, g).await? {
-            return Ok(chosen);
+            _ if !cg.ready => {}
+            order if !conn.slow_returning() => {
+                let sql = if order == Order::PerKey {
+                    LEASE_PER_KEY
+                } else {
+                    LEASE_SHARED
+                };
+                let params = vec![
+                    Value::from(topic),
+                    Value::from(group),
+                    ts(now),
+                    Value::from(wanted),
+                    Value::from(c.consumer),
+                    ts(c.lease_until),
+                ];
+                for row in conn.query(sql, params).await? {
+                    leased.insert(
+                        row.uint(0)?,
+                        u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),
+                    );
+                }
+            }
+            order => {
+                let chosen = candidates(conn, topic, group, order, now, wanted).await?;
+                if !chosen.is_empty() {
+                    leased.extend(lease(conn, c, &chosen).await?);
+                }
+            }
+        }
+        if leased.len() as u64 >= limit || !cg.more {
+            return Ok(leased);
+        }
+        let taken = take_in(conn, topic, group, &mut cg.g).await?;
+        cg.more = taken == TAKE_IN;
+        cg.ready = true;
+        if taken == 0 {
+            return Ok(leased);
         }
     }
 }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use litebus::Result;
 use litebus::driver::Wakeups;
 
 /// The open handles of one store.
@@ -145,14 +144,14 @@ impl<T> Files<T> {
     /// What is open on the file at `path` if `usable` accepts it, or else
     /// what `make` opens, remembered. Opens of one process wait for each
     /// other, so two never make two of one file.
-    pub async fn open<F>(
+    pub async fn open<F, E>(
         &self,
         path: &Path,
         usable: impl Fn(&T) -> bool,
         make: impl FnOnce() -> F,
-    ) -> Result<Arc<T>>
+    ) -> std::result::Result<Arc<T>, E>
     where
-        F: Future<Output = Result<Arc<T>>>,
+        F: Future<Output = std::result::Result<Arc<T>, E>>,
     {
         let key = store_key(path);
         let mut open = self.open.lock().await;
@@ -184,17 +183,16 @@ pub async fn file_wakeups(path: &Path) -> Arc<FileWakeups> {
             path,
             |_| true,
             || async {
-                Ok(Arc::new(FileWakeups {
+                Ok::<_, std::convert::Infallible>(Arc::new(FileWakeups {
                     wakeups: Wakeups::new(),
                 }))
             },
         )
         .await;
-    made.unwrap_or_else(|_| {
-        Arc::new(FileWakeups {
-            wakeups: Wakeups::new(),
-        })
-    })
+    match made {
+        Ok(wakeups) => wakeups,
+        Err(never) => match never {},
+    }
 }
 
 #[cfg(test)]

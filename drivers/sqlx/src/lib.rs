@@ -446,4 +446,18 @@ mod tests {
         let engine = counted().await;
         checks::a_panic_ends_the_engine(&engine).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn claims_stay_within_their_statement_budget() {
+        let engine = counted().await;
+        let n = checks::claim_statements(&engine).await.unwrap();
+        eprintln!("claim statements: {n:?}");
+        // BEGIN, the group (nothing to lease yet), the take-in and the
+        // cursor, a lease that chooses, the messages, COMMIT.
+        assert!(n.taking_in <= 7, "{n:?}");
+        // BEGIN, the group, a lease that chooses, the messages, COMMIT.
+        assert!(n.taken_in <= 5, "{n:?}");
+        assert!(n.ordered <= 5, "{n:?}");
+        assert!(n.idle_writes.is_empty(), "{n:?}");
+    }
 }

@@ -172,7 +172,7 @@ impl TursoDriver {
             .open(
                 path,
                 |shared| !shared.closed.load(Ordering::Acquire),
-                || async { Ok(TursoDriver::open_file(path, options).await?.shared) },
+                || async { Ok::<_, Error>(TursoDriver::open_file(path, options).await?.shared) },
             )
             .await?;
         let driver = TursoDriver {
@@ -424,6 +424,20 @@ mod tests {
         futures_lite::future::block_on(async {
             let (_db, engine) = counted().await;
             checks::a_panic_ends_the_engine(&engine).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn claims_stay_within_their_statement_budget() {
+        futures_lite::future::block_on(async {
+            let (_db, engine) = counted().await;
+            let n = checks::claim_statements(&engine).await.unwrap();
+            eprintln!("claim statements: {n:?}");
+            // turso chooses, then leases and reads the attempts back.
+            assert!(n.taking_in <= 10, "{n:?}");
+            assert!(n.taken_in <= 7, "{n:?}");
+            assert!(n.ordered <= 6, "{n:?}");
+            assert!(n.idle_writes.is_empty(), "{n:?}");
         });
     }
 }
