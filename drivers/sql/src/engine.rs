@@ -722,6 +722,14 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         if let Work::Plain(sql) = &job.work {
             return vec![plain(&mut conn, sql).await];
         }
+        if let Work::Settle {
+            settlement: Settlement::Ack | Settlement::Extend { .. },
+            ..
+        } = &job.work
+        {
+            // One statement, atomic by itself: no transaction around it.
+            return vec![run_one(&mut conn, &job.work, &inner.unread).await];
+        }
         if let Some(append) = job.work.lone_publish()
             && !conn.slow_returning()
         {
@@ -1217,6 +1225,8 @@ pub mod checks {
         /// The statements that write (`INSERT`, `UPDATE`, `DELETE`) of
         /// claims that find nothing deliverable, shared and ordered.
         pub idle_writes: Vec<String>,
+        /// An ack with nothing else queued.
+        pub lone_ack: usize,
     }
 
     fn writes(statements: Vec<String>) -> Vec<String> {
@@ -1305,11 +1315,24 @@ pub mod checks {
             return Err(fail(format!("ordered claim got {:?}", head.deliveries)));
         }
         idle_writes.extend(writes(claimed("o", 0).await?));
+        let d = &head.deliveries[0];
+        engine
+            .settle(Settle {
+                topic: "t",
+                group: "o",
+                seq: d.seq,
+                attempt: d.attempt,
+                now: Timestamp::ZERO,
+                settlement: Settlement::Ack,
+            })
+            .await?;
+        let lone_ack = engine.statements().len();
         Ok(ClaimStatements {
             taking_in,
             taken_in,
             ordered,
             idle_writes,
+            lone_ack,
         })
     }
 

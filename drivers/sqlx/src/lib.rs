@@ -459,5 +459,6 @@ mod tests {
         assert!(n.taken_in <= 5, "{n:?}");
         assert!(n.ordered <= 5, "{n:?}");
         assert!(n.idle_writes.is_empty(), "{n:?}");
+        assert_eq!(n.lone_ack, 1, "an ack alone is one statement: {n:?}");
     }
 }

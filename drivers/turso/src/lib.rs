@@ -438,6 +438,7 @@ mod tests {
             assert!(n.taken_in <= 7, "{n:?}");
             assert!(n.ordered <= 6, "{n:?}");
             assert!(n.idle_writes.is_empty(), "{n:?}");
+            assert_eq!(n.lone_ack, 1, "an ack alone is one statement: {n:?}");
         });
     }
 }
