@@ -7,12 +7,17 @@
 //!   the driver method is called, before its future is first polled), so a
 //!   release started by dropping a subscription lands before any later ack
 //!   of the same message.
-//! - **Turns.** The turn is an `async_lock::Mutex` (fair, runtime-free,
+//! - **Turns.** The turn is an `async_lock::Mutex` (runtime-free,
 //!   cancel-safe). It holds the transaction in progress as a future: a
 //!   caller that stops waiting half-way through a transaction leaves it
 //!   there, and the next holder of the turn drives it on from where it was.
 //!   No transaction is ever cut in half, and no caller waits on one that
-//!   nobody drives.
+//!   nobody drives. Callers take the turn with `try_lock` and, when it is
+//!   taken, wait for an event that wakes every waiting caller when it is
+//!   let go, rather than queueing on the mutex: the mutex hands the turn to
+//!   one queued waiter, and a call future polled with a no-op waker (the
+//!   bus polls calls it runs in the background that way) would take that
+//!   hand-off and never use it, stalling every other caller.
 //! - **Who drives.** On an engine made with [`Engine::new`] the callers
 //!   themselves take turns (no runtime needed: turso, wasm32); with
 //!   [`Engine::pumped`] one task of the driver's runtime runs
@@ -246,6 +251,8 @@ struct Inner<B: Backend> {
     queue: Mutex<VecDeque<Arc<Job>>>,
     room: Arc<Semaphore>,
     turn: async_lock::Mutex<Step>,
+    /// The turn was let go.
+    freed: Event,
     /// Something was queued (for the pump) or the engine closed.
     queued: Event,
     /// Callers wait for a pump instead of driving.
@@ -313,34 +320,83 @@ impl<B: Backend> Waiter<B> {
                 done.await;
                 continue;
             }
-            let turn =
-                futures_lite::future::or(async { Some(self.inner.turn.lock().await) }, async {
-                    done.await;
-                    None
-                })
-                .await;
-            if let Some(turn) = turn {
-                Inner::drive(&self.inner, turn).await;
+            if unwakeable().await {
+                // Polled by one that cannot be woken (the bus polls calls it
+                // runs in the background so): drive only while that needs
+                // no wake-up, else leave the turn to others and the answer
+                // for a later poll.
+                if let Some(turn) = self.inner.turn.try_lock()
+                    && Inner::drive_now(&self.inner, turn)
+                {
+                    continue;
+                }
+                done.await;
+                continue;
             }
+            if let Some(turn) = self.inner.turn.try_lock() {
+                Inner::drive(&self.inner, turn).await;
+                continue;
+            }
+            // Armed before the second look, so a turn let go in between
+            // is not missed.
+            let freed = self.inner.freed.listen();
+            if let Some(turn) = self.inner.turn.try_lock() {
+                Inner::drive(&self.inner, turn).await;
+                continue;
+            }
+            futures_lite::future::or(freed, done).await;
         }
     }
 }
 
 impl<B: Backend> Inner<B> {
+    /// [`Inner::drive`] for a poller that cannot be woken: polls again as
+    /// long as the transaction asks to be polled again while it is polled;
+    /// otherwise lets the turn go, leaving the transaction in it for the
+    /// next holder (as a caller that stopped waiting does). Whether it
+    /// finished.
+    fn drive_now(this: &Arc<Self>, turn: async_lock::MutexGuard<'_, Step>) -> bool {
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut driving = std::pin::pin!(Inner::drive(this, turn));
+        loop {
+            flag.0.store(false, Ordering::Release);
+            if driving.as_mut().poll(&mut cx).is_ready() {
+                return true;
+            }
+            if !flag.0.load(Ordering::Acquire) {
+                return false;
+            }
+        }
+    }
+
     /// Runs the transaction in progress, or else one of what waits.
     async fn drive(this: &Arc<Self>, turn: async_lock::MutexGuard<'_, Step>) {
-        let mut turn = Turn(turn);
-        if turn.0.is_none() {
+        let mut turn = Turn {
+            guard: Some(turn),
+            freed: &this.freed,
+        };
+        let Some(step) = turn.guard.as_deref_mut() else {
+            return;
+        };
+        if step.is_none() {
             let batch = this.take_batch();
             if batch.is_empty() {
                 return;
             }
-            *turn.0 = Some(Box::pin(run_batch(this.clone(), batch)));
+            *step = Some(Box::pin(run_batch(this.clone(), batch)));
         }
-        if let Some(step) = turn.0.as_mut() {
-            step.await;
+        if let Some(running) = step.as_mut() {
+            running.await;
         }
-        *turn.0 = None;
+        *step = None;
     }
 
     /// The next transaction's calls: up to [`MAX_BATCH`], and a statement
@@ -387,6 +443,7 @@ impl<B: Backend> Engine<B> {
                 queue: Mutex::new(VecDeque::new()),
                 room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
                 turn: async_lock::Mutex::new(None),
+                freed: Event::new(),
                 queued: Event::new(),
                 pumped,
                 closed: AtomicBool::new(false),
@@ -612,6 +669,14 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+/// Whether this future is polled with a waker that wakes nobody.
+async fn unwakeable() -> bool {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(cx.waker().will_wake(std::task::Waker::noop()))
+    })
+    .await
+}
+
 fn mismatch() -> Error {
     Error::Internal("a call got another call's answer".into())
 }
@@ -662,15 +727,23 @@ fn rolled_back(e: &Error) -> Error {
     }
 }
 
-/// The turn, emptied if the transaction in it panicked (a future that
-/// panicked must not be polled again).
-struct Turn<'a>(async_lock::MutexGuard<'a, Step>);
+/// The turn, held: let go when dropped, and every waiting caller woken.
+/// Emptied if the transaction in it panicked (a future that panicked must
+/// not be polled again).
+struct Turn<'a> {
+    guard: Option<async_lock::MutexGuard<'a, Step>>,
+    freed: &'a Event,
+}
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            *self.0 = None;
+        if let Some(mut guard) = self.guard.take() {
+            if std::thread::panicking() {
+                *guard = None;
+            }
+            drop(guard);
         }
+        self.freed.notify(usize::MAX);
     }
 }
 
@@ -1044,6 +1117,9 @@ pub mod checks {
 
     /// A statement holding this panics on a [`Counted`] connection.
     pub const PANIC: &str = "litebus-panic";
+    /// A query holding this is pending once (asking to be polled again at
+    /// once) on a [`Counted`] connection, as turso is after its I/O.
+    pub const YIELD: &str = "litebus-yield";
 
     /// A connection of [`Counted`].
     pub struct CountedConn<C> {
@@ -1076,6 +1152,12 @@ pub mod checks {
         ) -> BoxFuture<'a, Result<u64>> {
             lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
             assert!(!sql.contains(PANIC), "a statement asked to panic");
+            if sql.contains(YIELD) {
+                return Box::pin(async move {
+                    futures_lite::future::yield_now().await;
+                    self.inner.execute(sql, params).await
+                });
+            }
             self.inner.execute(sql, params)
         }
 
@@ -1085,6 +1167,12 @@ pub mod checks {
             params: Vec<Value>,
         ) -> BoxFuture<'a, Result<Vec<Row>>> {
             lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            if sql.contains(YIELD) {
+                return Box::pin(async move {
+                    futures_lite::future::yield_now().await;
+                    self.inner.query(sql, params).await
+                });
+            }
             self.inner.query(sql, params)
         }
 
@@ -1094,13 +1182,16 @@ pub mod checks {
     }
 
     /// The turn, held: nothing runs until it is dropped.
-    pub struct Hold<'a>(#[allow(dead_code)] async_lock::MutexGuard<'a, super::Step>);
+    pub struct Hold<'a>(#[allow(dead_code)] super::Turn<'a>);
 
     impl<B: Backend> Engine<Counted<B>> {
         /// Takes the turn, so that calls made meanwhile queue up and then
         /// run together.
         pub async fn hold(&self) -> Hold<'_> {
-            Hold(self.inner.turn.lock().await)
+            Hold(super::Turn {
+                guard: Some(self.inner.turn.lock().await),
+                freed: &self.inner.freed,
+            })
         }
 
         /// The statements run since the last call, emptied.
@@ -1334,6 +1425,62 @@ pub mod checks {
             idle_writes,
             lone_ack,
         })
+    }
+
+    /// On an engine whose callers drive it: a call polled once with a no-op
+    /// waker and then left alone (as the bus polls the calls it runs in the
+    /// background) does not keep the turn from the next caller waiting for
+    /// it, which is woken when the turn is let go.
+    pub async fn a_call_polled_once_does_not_stall_others<B: Backend>(
+        engine: &Engine<Counted<B>>,
+    ) -> Result<()> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        engine.migrate().await?;
+        let hold = engine.hold().await;
+        let mut left = publish(engine, "t", &["left"])?;
+        let _ = left.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        let mut waiting = publish(engine, "t", &["waiting"])?;
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        if waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            return Err(fail("a call ran while the turn was held".into()));
+        }
+        drop(hold);
+        if count.0.load(Ordering::SeqCst) == 0 {
+            return Err(fail(
+                "the caller waiting for the turn was not woken when it was let go".into(),
+            ));
+        }
+        waiting.await?;
+        left.await?;
+
+        // A call so polled that takes the turn, in a transaction that asks
+        // to be polled again, runs to its end in that poll instead of
+        // keeping the turn while nobody polls it.
+        let mut pending = engine.execute(&format!("SELECT '{YIELD}'"));
+        if pending
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            return Err(fail(
+                "a call polled with a no-op waker kept the turn in a transaction".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A call that fails in the engine, queued between two publishes, is

@@ -420,6 +420,16 @@ mod tests {
     }
 
     #[test]
+    fn a_call_polled_once_does_not_stall_others() {
+        futures_lite::future::block_on(async {
+            let (_db, engine) = counted().await;
+            checks::a_call_polled_once_does_not_stall_others(&engine)
+                .await
+                .unwrap();
+        });
+    }
+
+    #[test]
     fn a_panic_ends_the_engine() {
         futures_lite::future::block_on(async {
             let (_db, engine) = counted().await;
