@@ -151,8 +151,8 @@ pub struct Claim<'a> {
     pub now: Timestamp,
     /// When the new leases end.
     pub lease_until: Timestamp,
-    /// The most deliveries to return (ordered groups never exceed one in
-    /// flight whatever this says).
+    /// The most deliveries to return. An ordered group delivers one and
+    /// reads up to `max - 1` more ahead ([`ClaimOutcome::ahead`]).
     pub max: u32,
 }
 
@@ -181,11 +181,28 @@ pub struct DeadLettered {
     pub message: Arc<Message>,
 }
 
+/// A message an ordered group's consumer read ahead of its delivery: not
+/// leased, never delivered to the group, taken with the ack before it
+/// ([`Settle::next`]).
+#[derive(Debug, Clone)]
+pub struct Ahead {
+    /// Position in the topic.
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+}
+
 /// What a claim did.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimOutcome {
     /// The new deliveries, in seq order.
     pub deliveries: Vec<Claimed>,
+    /// Ordered groups: the messages after the one delivered, in seq order
+    /// and without gaps (up to `max - 1`; empty when nothing was
+    /// delivered). The consumer takes them one by one, each with the ack
+    /// of the one before it, so the group stays on one consumer while it
+    /// has work and pays one write per message.
+    pub ahead: Vec<Ahead>,
     /// When nothing was deliverable: the earliest time something may become
     /// deliverable without any other call (a lease ending, a delay passing).
     pub next_due: Option<Timestamp>,
@@ -234,6 +251,26 @@ pub struct Settle<'a> {
     pub now: Timestamp,
     /// What to do.
     pub settlement: Settlement,
+    /// The group is `Ordered` (as its consumer's options say, and the
+    /// stored group is the same): its deliveries are leases of the group's
+    /// first unsettled message.
+    pub ordered: bool,
+    /// With an ack of an ordered group's current delivery: in the same
+    /// step, lease the next message, which the consumer read ahead, to it
+    /// (a new delivery, attempt 1). The claim that read it guarantees it is
+    /// the group's next message.
+    pub next: Option<Next<'a>>,
+}
+
+/// The message an ordered group's consumer takes with an ack ([`Settle::next`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Next<'a> {
+    /// Who takes it: the consumer that acks.
+    pub consumer: &'a str,
+    /// Its seq: the one after the acked message, read by the claim.
+    pub seq: u64,
+    /// When its lease ends.
+    pub lease_until: Timestamp,
 }
 
 /// End every lease one consumer holds in a group (I6, I8): its

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
-    Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed, DeadLettered,
-    Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Release, Settle, Settlement,
-    TopicStats, Wakeups, dead_letter_message, generate_id,
+    Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
+    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Release,
+    Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
@@ -144,6 +144,25 @@ impl GroupState {
         {
             self.leases.remove(&(lease.until, seq));
         }
+    }
+
+    /// A new delivery of `seq`: the next attempt, leased to `consumer`.
+    fn lease_to(&mut self, seq: u64, consumer: &str, until: Timestamp) -> u32 {
+        self.end_lease(seq);
+        let entry = self.entries.entry(seq).or_insert(Entry {
+            attempt: 0,
+            retry_at: Timestamp::ZERO,
+            lease: None,
+            settled: false,
+        });
+        entry.attempt += 1;
+        entry.lease = Some(Lease {
+            consumer: consumer.to_owned(),
+            until,
+        });
+        let attempt = entry.attempt;
+        self.leases.insert((until, seq));
+        attempt
     }
 
     fn settle_entry(&mut self, seq: u64, log: &Log) {
@@ -322,6 +341,17 @@ impl Store {
                 if let Some(lease) = entry.and_then(|e| e.lease.as_ref())
                     && lease.until > now
                 {
+                    if ordered && lease.consumer == req.consumer {
+                        // The holder asks again (its ack, or a claim, was
+                        // cut): the same delivery.
+                        deliveries.push(Claimed {
+                            seq,
+                            attempt: entry.map_or(1, |e| e.attempt),
+                            lease_until: lease.until,
+                            message: message.clone(),
+                        });
+                        break;
+                    }
                     due(lease.until);
                     if ordered {
                         break;
@@ -338,20 +368,7 @@ impl Store {
                     }
                     continue;
                 }
-                group.end_lease(seq);
-                let entry = group.entries.entry(seq).or_insert(Entry {
-                    attempt: 0,
-                    retry_at: Timestamp::ZERO,
-                    lease: None,
-                    settled: false,
-                });
-                entry.attempt += 1;
-                entry.lease = Some(Lease {
-                    consumer: req.consumer.to_owned(),
-                    until: req.lease_until,
-                });
-                let attempt = entry.attempt;
-                group.leases.insert((req.lease_until, seq));
+                let attempt = group.lease_to(seq, req.consumer, req.lease_until);
                 deliveries.push(Claimed {
                     seq,
                     attempt,
@@ -363,8 +380,22 @@ impl Store {
                 }
             }
         }
+        // An ordered group's consumer reads ahead what comes next.
+        let ahead = match deliveries.first() {
+            Some(first) if ordered => messages
+                .after(first.seq)
+                .iter()
+                .take((req.max as usize).saturating_sub(1))
+                .map(|(seq, message)| Ahead {
+                    seq: *seq,
+                    message: message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let dead_lettered = self.append_dead_letters(pending, now);
         Ok(ClaimOutcome {
+            ahead,
             next_due: if deliveries.is_empty() {
                 next_due
             } else {
@@ -384,6 +415,11 @@ impl Store {
         let pending = match req.settlement {
             Settlement::Ack => {
                 group.settle_entry(req.seq, messages);
+                if let Some(next) = req.next
+                    && group.spec.order == Order::Ordered
+                {
+                    group.lease_to(next.seq, next.consumer, next.lease_until);
+                }
                 None
             }
             Settlement::Nack { retry_at, reason } => {

@@ -169,8 +169,11 @@ impl GroupOptions {
         self
     }
 
-    /// How many deliveries one claim fetches and buffers (ordered groups
-    /// always take one).
+    /// How many deliveries one claim fetches and buffers. An ordered group
+    /// delivers one at a time: its claim reads `prefetch - 1` messages
+    /// ahead, and each ack takes the next of them in the same step, so the
+    /// group stays with this consumer while it has work (prefetch 1: every
+    /// ack lets the group go to whichever consumer claims first).
     #[must_use]
     pub fn prefetch(mut self, messages: u32) -> Self {
         self.prefetch = messages;

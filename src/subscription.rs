@@ -14,10 +14,10 @@ use event_listener::Event;
 
 use crate::bus::BusInner;
 use crate::clock::{Timestamp, lock};
-use crate::driver::{BoxFuture, Claim, Claimed, Release, Settle, Settlement};
+use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Settlement};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::options::{GroupOptions, NackOptions};
+use crate::options::{GroupOptions, NackOptions, Order};
 use crate::wake::Taken;
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
@@ -61,8 +61,68 @@ struct Consumer {
     id: String,
     lease: Duration,
     prefetch: u32,
-    buffer: Mutex<VecDeque<Delivery>>,
+    /// The group is `Ordered`: one delivery out at a time, the next ones
+    /// read ahead and taken with each ack.
+    ordered: bool,
+    buffer: Mutex<Buffer>,
+    /// Fires when this consumer's ordered delivery is settled, for its own
+    /// waiting `recv` (the group's event may wake another consumer).
+    settled: Event,
     closed: AtomicBool,
+}
+
+/// What a consumer holds between claims.
+#[derive(Default)]
+struct Buffer {
+    /// Claimed (leased), not yet handed out.
+    ready: VecDeque<Delivery>,
+    /// Ordered groups: the messages after the delivery out, read by the
+    /// claim, not leased.
+    ahead: VecDeque<Ahead>,
+    /// Ordered groups: the delivery handed out and not yet settled.
+    out: Option<Out>,
+}
+
+impl Buffer {
+    fn clear(&mut self) {
+        *self = Buffer::default();
+    }
+
+    /// The first ready delivery whose lease has not run out (one that ran
+    /// out may belong to someone else already), as handed out now.
+    fn pop_ready(&mut self, now: Timestamp, ordered: bool) -> Option<Delivery> {
+        let delivery =
+            std::iter::from_fn(|| self.ready.pop_front()).find(|d| d.lease_until() > now)?;
+        if ordered {
+            self.out = Some(Out::of(&delivery));
+        }
+        Some(delivery)
+    }
+
+    /// Whether `delivery` is the ordered delivery out.
+    fn is_out(&self, delivery: &Delivery) -> bool {
+        self.out
+            .as_ref()
+            .is_some_and(|o| o.seq == delivery.seq && o.attempt == delivery.attempt)
+    }
+}
+
+/// An ordered group's delivery out: while its lease runs, nothing else of
+/// the group is deliverable to anyone (I7).
+struct Out {
+    seq: u64,
+    attempt: u32,
+    lease_until: Arc<AtomicU64>,
+}
+
+impl Out {
+    fn of(delivery: &Delivery) -> Self {
+        Out {
+            seq: delivery.seq,
+            attempt: delivery.attempt,
+            lease_until: delivery.lease_until.clone(),
+        }
+    }
 }
 
 impl Subscription {
@@ -85,7 +145,9 @@ impl Subscription {
                 id: consumer,
                 lease: options.lease,
                 prefetch: options.prefetch,
-                buffer: Mutex::new(VecDeque::new()),
+                ordered: options.order == Order::Ordered,
+                buffer: Mutex::new(Buffer::default()),
+                settled: Event::new(),
                 closed: AtomicBool::new(false),
             }),
             next: Mutex::new(None),
@@ -183,6 +245,7 @@ impl Consumer {
             // Armed before looking at the store, so no commit can slip
             // between the look and the wait.
             let changed = self.wake.listen();
+            let settled = self.settled.listen();
             let closing = self.bus.closing.listen();
             // Commits by other processes, watched from before the look at
             // the store so that none falls between the look and the wait.
@@ -195,7 +258,7 @@ impl Consumer {
             };
             let woken = async {
                 let changed = async {
-                    changed.await;
+                    futures_lite::future::or(changed, settled).await;
                     true
                 };
                 let others = async {
@@ -230,8 +293,20 @@ impl Consumer {
             }
             self.bus.check_open()?;
             let now = self.bus.now();
-            if let Some(delivery) = self.pop_buffered(now) {
-                return Ok(Fetched::Delivery(delivery));
+            {
+                let mut buffer = lock(&self.buffer);
+                if let Some(delivery) = buffer.pop_ready(now, self.ordered) {
+                    return Ok(Fetched::Delivery(delivery));
+                }
+                if let Some(out) = &buffer.out {
+                    // I7: nothing else of an ordered group until the
+                    // delivery out is settled or its lease runs out.
+                    let until = Timestamp::from_millis(out.lease_until.load(Ordering::Acquire));
+                    if until > now {
+                        return Ok(Fetched::Nothing(Some(until)));
+                    }
+                    buffer.clear();
+                }
             }
             self.bus.drive_deferred();
             let lease_until = now + self.lease;
@@ -258,37 +333,36 @@ impl Consumer {
             if outcome.deliveries.is_empty() {
                 return Ok(Fetched::Nothing(outcome.next_due));
             }
-            if outcome.deliveries.len() >= self.prefetch as usize {
+            if !self.ordered && outcome.deliveries.len() >= self.prefetch as usize {
                 // A full batch: there may be more for another consumer.
                 self.bus.wakeups.freed(&self.topic, &self.group, 1);
             }
             let mut buffer = lock(&self.buffer);
-            buffer.extend(
+            buffer.ready.extend(
                 outcome
                     .deliveries
                     .into_iter()
                     .map(|c| Delivery::new(self.clone(), c)),
             );
+            buffer.ahead = outcome.ahead.into();
             // A driver may hand over what an earlier, abandoned claim of this
             // consumer leased, whose lease may have run out since (a lease
             // this claim took is current, even at `Timestamp::MAX`).
             while buffer
+                .ready
                 .front()
                 .is_some_and(|d| d.lease_until() != lease_until && d.lease_until() <= now)
             {
-                buffer.pop_front();
+                buffer.ready.pop_front();
             }
-            if let Some(delivery) = buffer.pop_front() {
+            if let Some(delivery) = buffer.ready.pop_front() {
+                if self.ordered {
+                    buffer.out = Some(Out::of(&delivery));
+                }
                 return Ok(Fetched::Delivery(delivery));
             }
+            buffer.ahead.clear();
         }
-    }
-
-    fn pop_buffered(&self, now: Timestamp) -> Option<Delivery> {
-        let mut buffer = lock(&self.buffer);
-        // A prefetched delivery whose lease ran out may already belong to
-        // someone else: skip it.
-        std::iter::from_fn(|| buffer.pop_front()).find(|d| d.lease_until() > now)
     }
 }
 
@@ -392,7 +466,9 @@ pub struct Delivery {
     consumer: Arc<Consumer>,
     seq: u64,
     attempt: u32,
-    lease_until: AtomicU64,
+    /// Shared with the consumer's [`Out`] while this is its ordered
+    /// delivery out.
+    lease_until: Arc<AtomicU64>,
     message: Arc<Message>,
 }
 
@@ -402,7 +478,7 @@ impl Delivery {
             consumer,
             seq: claimed.seq,
             attempt: claimed.attempt,
-            lease_until: AtomicU64::new(claimed.lease_until.as_millis()),
+            lease_until: Arc::new(AtomicU64::new(claimed.lease_until.as_millis())),
             message: claimed.message,
         }
     }
@@ -472,26 +548,92 @@ impl Delivery {
         bus.check_open()?;
         bus.drive_deferred();
         let unblocks = !matches!(settlement, Settlement::Extend { .. });
-        let dead = bus
+        let now = bus.now();
+        // An ordered group's ack takes the next message read ahead (one
+        // that is due) in the same step: the group stays with this
+        // consumer, and the next `recv` needs no claim.
+        let (out, next) = if consumer.ordered && unblocks {
+            let buffer = lock(&consumer.buffer);
+            let out = buffer.is_out(self);
+            let next = buffer
+                .ahead
+                .front()
+                .filter(|a| {
+                    out && settlement == Settlement::Ack
+                        && a.message.deliver_at().is_none_or(|t| t <= now)
+                })
+                .map(|a| a.seq);
+            (out, next)
+        } else {
+            (false, None)
+        };
+        let lease_until = now + consumer.lease;
+        // Cut before the answer: whether the step ran is unknown, so the
+        // consumer forgets what it holds and its next claim asks the store
+        // (which gives an ordered group's holder its delivery again).
+        let mut forget = ForgetOnDrop(out.then_some(consumer));
+        let settled = bus
             .driver
             .settle(Settle {
                 topic: &consumer.topic,
                 group: &consumer.group,
                 seq: self.seq,
                 attempt: self.attempt,
-                now: bus.now(),
+                now,
                 settlement,
+                ordered: consumer.ordered,
+                next: next.map(|seq| Next {
+                    consumer: &consumer.id,
+                    seq,
+                    lease_until,
+                }),
             })
-            .await?;
-        if let Some(dead) = dead {
+            .await;
+        forget.0 = None;
+        let mut handed = false;
+        if out {
+            let mut buffer = lock(&consumer.buffer);
+            buffer.out = None;
+            match (&settled, next, buffer.ahead.pop_front()) {
+                (Ok(_), Some(seq), Some(ahead)) if ahead.seq == seq => {
+                    let delivery = Delivery::new(
+                        consumer.clone(),
+                        Claimed {
+                            seq,
+                            attempt: 1,
+                            lease_until,
+                            message: ahead.message,
+                        },
+                    );
+                    buffer.ready.push_front(delivery);
+                    handed = true;
+                }
+                _ => buffer.ahead.clear(),
+            }
+            drop(buffer);
+            consumer.settled.notify(usize::MAX);
+        }
+        if let Some(dead) = settled? {
             bus.announce(std::slice::from_ref(&dead));
         }
-        if unblocks {
+        if unblocks && !handed {
             // A nack makes the message deliverable again; an ack may let
             // the next of an ordered group (or a shared group's slot) go.
             bus.wakeups.freed(&consumer.topic, &consumer.group, 1);
         }
         Ok(())
+    }
+}
+
+/// Empties an ordered consumer's buffer if a settle is cut before its answer.
+struct ForgetOnDrop<'a>(Option<&'a Arc<Consumer>>);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0 {
+            lock(&consumer.buffer).clear();
+            consumer.settled.notify(usize::MAX);
+        }
     }
 }
 

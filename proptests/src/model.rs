@@ -62,6 +62,11 @@ struct Consumer {
     buffer: VecDeque<(u64, u32, u64)>,
     /// Handed to the caller, not yet acked or nacked: (seq, attempt).
     held: Vec<(u64, u32)>,
+    /// Ordered groups: the delivery handed out and not settled through
+    /// this consumer: (seq, attempt, lease end as the consumer knows it).
+    out: Option<(u64, u32, u64)>,
+    /// Ordered groups: the messages after it that the claim read ahead.
+    ahead: VecDeque<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +94,8 @@ pub struct Model {
     pub last: Option<Obs>,
     /// Dead letters stored under a fresh id because theirs was taken.
     pub dead_letters_renamed: u64,
+    /// Acks of an ordered group that took the next message read ahead.
+    pub ordered_handovers: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -278,6 +285,8 @@ impl Model {
             epoch: self.epoch,
             buffer: VecDeque::new(),
             held: Vec::new(),
+            out: None,
+            ahead: VecDeque::new(),
         });
         Obs::Subscribed(Ok(()))
     }
@@ -315,7 +324,9 @@ impl Model {
         self.append(&dead_letter, msg);
     }
 
-    /// A claim for consumer `c` (I4, I6, I7, I8).
+    /// A claim for consumer `c` (I4, I6, I7, I8). An ordered group's
+    /// claim also reads up to `prefetch - 1` messages after the one it
+    /// delivers into the consumer's `ahead`.
     fn claim(&mut self, c: usize) -> Vec<(u64, u32, u64)> {
         let now = self.now;
         let (topic, group) = (
@@ -376,6 +387,16 @@ impl Model {
                 }
                 blocked_keys.push(k.clone());
             }
+            // I7: the holder of an ordered group's unexpired lease that
+            // claims again gets its delivery again.
+            if g.mode == Mode::Ordered
+                && let Some((holder, until)) = h.lease
+                && holder == c
+                && active(&h)
+            {
+                claimed.push((seq, h.attempt, until));
+                break;
+            }
             let deliverable = !active(&h) && h.retry_at.max(m.deliver_at) <= now;
             if deliverable {
                 let h = g.handouts.entry(seq).or_default();
@@ -387,7 +408,22 @@ impl Model {
                 break;
             }
         }
+        let ahead = match claimed.first() {
+            Some(&(first, _, _)) if g.mode == Mode::Ordered => msgs
+                .iter()
+                .map(|m| m.seq)
+                .filter(|&seq| seq > first)
+                .take(prefetch - 1)
+                .collect(),
+            _ => VecDeque::new(),
+        };
+        self.consumers[c].ahead = ahead;
         claimed
+    }
+
+    fn is_ordered(&self, c: usize) -> bool {
+        let consumer = &self.consumers[c];
+        self.groups[&(consumer.topic.clone(), consumer.group.clone())].mode == Mode::Ordered
     }
 
     fn live_consumer(&self, c: u8) -> Option<usize> {
@@ -406,20 +442,33 @@ impl Model {
         // Prefetched deliveries whose lease ran out are skipped.
         while let Some((seq, attempt, until)) = self.consumers[c].buffer.pop_front() {
             if until > now {
-                return self.hand_out(c, seq, attempt);
+                return self.hand_out(c, seq, attempt, until);
             }
+        }
+        // I7: nothing more of an ordered group while the consumer's
+        // delivery out is leased; once its lease ran out, the consumer
+        // forgets it and what it read ahead.
+        if let Some((_, _, until)) = self.consumers[c].out {
+            if until > now {
+                return Obs::Received(Ok(None));
+            }
+            self.consumers[c].out = None;
+            self.consumers[c].ahead.clear();
         }
         let mut claimed = self.claim(c).into_iter();
         match claimed.next() {
             None => Obs::Received(Ok(None)),
-            Some((seq, attempt, _)) => {
+            Some((seq, attempt, until)) => {
                 self.consumers[c].buffer.extend(claimed);
-                self.hand_out(c, seq, attempt)
+                self.hand_out(c, seq, attempt, until)
             }
         }
     }
 
-    fn hand_out(&mut self, c: usize, seq: u64, attempt: u32) -> Obs {
+    fn hand_out(&mut self, c: usize, seq: u64, attempt: u32, until: u64) -> Obs {
+        if self.is_ordered(c) {
+            self.consumers[c].out = Some((seq, attempt, until));
+        }
         let consumer = &mut self.consumers[c];
         if is_a_g1(&consumer.topic, &consumer.group) {
             self.a_g1 = seq;
@@ -456,9 +505,57 @@ impl Model {
         }
         let (topic, group) = (consumer.topic.clone(), consumer.group.clone());
         let now = self.now;
+        // An ordered group's delivery out is settled through the consumer:
+        // an ack takes the next message read ahead, if it is due.
+        let out = consumer
+            .out
+            .is_some_and(|(s, a, _)| (s, a) == (seq, attempt));
+        let extend = matches!(how, Settle::Extend(_));
+        let front = consumer.ahead.front().copied();
+        let lease_ms = consumer.lease_ms;
+        let next = front.filter(|&next| {
+            out && matches!(how, Settle::Ack) && self.message(&topic, next).deliver_at <= now
+        });
+        let result = self.settle_in_store(&topic, &group, (seq, attempt), &how, next, c);
+        let taken = next.filter(|_| out && matches!(result, Obs::Settled(Ok(()))));
+        if taken.is_some() {
+            self.ordered_handovers += 1;
+        }
+        let consumer = &mut self.consumers[c];
+        if out && !extend {
+            consumer.out = None;
+            match taken {
+                Some(next) => {
+                    consumer.ahead.pop_front();
+                    consumer.buffer.push_front((next, 1, now + lease_ms));
+                }
+                None => consumer.ahead.clear(),
+            }
+        }
+        if let (true, Settle::Extend(by), Obs::Settled(Ok(())), Some(out)) =
+            (out, &how, &result, consumer.out.as_mut())
+        {
+            out.2 = now + by;
+        }
+        result
+    }
+
+    /// The store's side of a settle (I5, I6, I8); an ordered group's ack
+    /// leases `next` to consumer `c`.
+    fn settle_in_store(
+        &mut self,
+        topic: &str,
+        group: &str,
+        (seq, attempt): (u64, u32),
+        how: &Settle,
+        next: Option<u64>,
+        c: usize,
+    ) -> Obs {
+        let now = self.now;
+        let lease_ms = self.consumers[c].lease_ms;
         let g = self
             .groups
-            .get_mut(&(topic.clone(), group.clone()))
+            .get_mut(&(topic.to_owned(), group.to_owned()))
             .expect("group");
         let max_attempts = g.max_attempts;
         let Some(h) = g.handouts.get_mut(&seq) else {
@@ -467,16 +564,21 @@ impl Model {
         if h.settled || h.attempt != attempt || h.lease.is_none() {
             return Obs::Settled(Err(ErrKind::LeaseLost));
         }
-        match how {
+        match *how {
             // I5
             Settle::Ack => {
                 h.settled = true;
                 h.lease = None;
+                if let Some(next) = next {
+                    let h = g.handouts.entry(next).or_default();
+                    h.attempt += 1;
+                    h.lease = Some((c, now + lease_ms));
+                }
             }
             // I6, I8
             Settle::Nack(delay) => {
                 if h.attempt >= max_attempts {
-                    self.dead_letter(&topic, &group, seq);
+                    self.dead_letter(topic, group, seq);
                 } else {
                     h.lease = None;
                     h.retry_at = now + delay;
@@ -497,6 +599,8 @@ impl Model {
         let consumer = &mut self.consumers[c];
         consumer.alive = false;
         consumer.buffer.clear();
+        consumer.out = None;
+        consumer.ahead.clear();
         let key = (consumer.topic.clone(), consumer.group.clone());
         let now = self.now;
         let g = &self.groups[&key];

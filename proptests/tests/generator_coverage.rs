@@ -1,6 +1,7 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
-//! id, when theirs was taken), lagging listeners and each error kind. A generator that stopped producing them would let the
+//! id, when theirs was taken), ordered acks that take the next message,
+//! lagging listeners and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
@@ -19,10 +20,13 @@ fn generated_sequences_reach_every_behaviour() {
         let sequence = ops.new_tree(&mut runner).expect("tree").current();
         let mut model = Model::new();
         for op in &sequence {
-            let renamed = model.dead_letters_renamed;
+            let (renamed, handovers) = (model.dead_letters_renamed, model.ordered_handovers);
             model.apply(op);
             if model.dead_letters_renamed > renamed {
                 *seen.entry("dead letter under a fresh id").or_default() += 1;
+            }
+            if model.ordered_handovers > handovers {
+                *seen.entry("ordered ack took the next").or_default() += 1;
             }
             let label = match model.last.as_ref().expect("observed") {
                 Obs::Received(Ok(Some(got))) if got.attempt > 1 => "redelivery",
@@ -54,6 +58,7 @@ fn generated_sequences_reach_every_behaviour() {
         "lagged",
         "dead letter",
         "dead letter under a fresh id",
+        "ordered ack took the next",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

@@ -17,8 +17,10 @@ struct Elsewhere {
 async fn held_elsewhere<F: Factory>(env: &Env<'_, F>) -> Elsewhere {
     let other = env.another_bus().await;
     env.publish_n("t", 0, 1).await;
+    // Prefetch 1: it reads nothing ahead, so its ack lets the ordered
+    // group go rather than take the next message itself.
     let there = other
-        .subscribe("t", "g", GroupOptions::new().lease(LEASE))
+        .subscribe("t", "g", GroupOptions::new().lease(LEASE).prefetch(1))
         .await
         .unwrap();
     let held = recv(&there).await;
@@ -56,8 +58,10 @@ pub async fn settles_and_drops_wake_another_bus_on_the_store<F: Factory>(f: &F) 
     let other = env.another_bus().await;
     env.publish_n("t", 0, 3).await;
     let here = env.sub("t", "g", GroupOptions::new()).await;
+    // Prefetch 1: it reads nothing ahead, so its ack lets the ordered
+    // group go rather than take the next message itself.
     let there = other
-        .subscribe("t", "g", GroupOptions::new().lease(LEASE))
+        .subscribe("t", "g", GroupOptions::new().lease(LEASE).prefetch(1))
         .await
         .unwrap();
 

@@ -62,7 +62,8 @@ pub async fn publish_wakes_waiting_receive<F: Factory>(f: &F) {
 pub async fn ack_wakes_ordered_waiter<F: Factory>(f: &F) {
     let env = Env::new(f, "wake_on_ack").await;
     env.publish_n("t", 0, 2).await;
-    let a = env.sub("t", "g", GroupOptions::new()).await;
+    // Prefetch 1: `a` reads nothing ahead, so its ack lets the group go.
+    let a = env.sub("t", "g", GroupOptions::new().prefetch(1)).await;
     let b = env.sub("t", "g", GroupOptions::new()).await;
     let first = recv(&a).await;
     let (got, acked) = within(future::zip(b.recv(), async {

@@ -204,6 +204,140 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
     });
 }
 
+/// A store of schema version 1, as litebus wrote it before version 2: topic
+/// `orders` (10 messages `o1`…`o10`, `o3` and `o4` with key `k`, `o5` with
+/// metadata) and five groups, at time `1_700_000_000_010` ms, left as a
+/// killed process leaves it (four leases until 60 s later): `ordered`
+/// (max 3 attempts) acked `o1`, nacked `o2` once and holds it at attempt 2;
+/// `shared` (at most 4 in flight) acked `o1` and holds `o2`; `keys`
+/// (per key) acked `o1`, `o2` and holds `o3`; `once` (max 1 attempt)
+/// dead-lettered `o1` ("broken") and holds `o2`; `late` (from the end,
+/// after `o8`) acked `o9`.
+const SCHEMA_V1: &[u8] = include_bytes!("../../fixtures/schema-v1.db");
+
+/// A version-1 store is upgraded when opened, in one step, with nothing
+/// lost: every message, group, position, attempt count, lease and dead
+/// letter is where it was, and each group goes on from there.
+pub fn a_version_1_store_is_upgraded_with_nothing_lost<D: FileDriver>() {
+    use litebus::{ManualClock, Order, Start, Timestamp};
+    use std::time::Duration;
+    D::block_on(async {
+        let dir = TempDir::new("schema-v1");
+        let path = dir.file("v1.db");
+        std::fs::write(&path, SCHEMA_V1).unwrap();
+        let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_010));
+        let options = BusOptions::new().clock(clock.clone());
+        let bus = Bus::open(D::open(&path).await.unwrap(), options).unwrap();
+        let stats = bus.stats("orders").await.unwrap();
+        assert_eq!((stats.last_seq, stats.messages), (10, 10));
+        let groups: Vec<_> = stats
+            .groups
+            .iter()
+            .map(|g| {
+                let counts = (g.ready, g.in_flight, g.acked_floor, g.dead_lettered);
+                (g.group.as_str(), counts)
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("keys", (7, 1, 2, 0)),
+                ("late", (1, 0, 9, 0)),
+                ("once", (8, 1, 1, 1)),
+                ("ordered", (8, 1, 1, 0)),
+                ("shared", (8, 1, 1, 0)),
+            ],
+            "the groups as version 1 left them"
+        );
+        let dlq = bus.stats("orders.dlq").await.unwrap();
+        assert_eq!((dlq.last_seq, dlq.messages), (11, 1));
+
+        // The leases run out; each group goes on where it was.
+        clock.advance(Duration::from_secs(61));
+        let lease = Duration::from_secs(60);
+        let take = async |group: &str, options: GroupOptions, n: usize| {
+            let sub = bus
+                .subscribe("orders", group, options.lease(lease))
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            for _ in 0..n {
+                let d = sub.try_recv().await.unwrap().expect("a message");
+                got.push((d.message().id().to_owned(), d.attempt()));
+                d.ack().await.unwrap();
+            }
+            assert!(sub.try_recv().await.unwrap().is_none(), "{group}: no more");
+            sub.close().await.unwrap();
+            got
+        };
+        let ids = |from: usize, first_attempt: u32| {
+            (from..=10)
+                .map(|i| (format!("o{i}"), if i == from { first_attempt } else { 1 }))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            take("ordered", GroupOptions::new().max_attempts(3), 9).await,
+            ids(2, 3)
+        );
+        let mut shared = take(
+            "shared",
+            GroupOptions::new()
+                .order(Order::Shared { max_in_flight: 4 })
+                .prefetch(2),
+            9,
+        )
+        .await;
+        shared.sort_by_key(|(id, _)| id[1..].parse::<u32>().unwrap());
+        assert_eq!(shared, ids(2, 2));
+        let keys = take(
+            "keys",
+            GroupOptions::new().order(Order::PerKey).prefetch(1),
+            8,
+        )
+        .await;
+        assert_eq!(keys, ids(3, 2));
+        // `o2` was held at its final attempt: the claim dead-letters it.
+        assert_eq!(
+            take("once", GroupOptions::new().max_attempts(1), 8).await,
+            ids(3, 1)
+        );
+        assert_eq!(
+            take("late", GroupOptions::new().start(Start::End), 1).await,
+            ids(10, 1)
+        );
+        let letters = bus
+            .subscribe("orders.dlq", "audit", GroupOptions::new())
+            .await
+            .unwrap();
+        let mut dead = Vec::new();
+        while let Some(d) = letters.try_recv().await.unwrap() {
+            let error = d
+                .message()
+                .metadata()
+                .get(litebus::driver::dead_letter_keys::ERROR)
+                .cloned();
+            dead.push((d.message().id().to_owned(), error));
+            d.ack().await.unwrap();
+        }
+        assert_eq!(
+            dead,
+            [
+                ("orders/once/1".to_owned(), Some("broken".to_owned())),
+                (
+                    "orders/once/2".to_owned(),
+                    Some(litebus::driver::LEASE_EXPIRED.to_owned())
+                ),
+            ]
+        );
+        bus.close().await.unwrap();
+        let version = "SELECT value FROM litebus_meta WHERE name = 'schema_version'";
+        assert_eq!(
+            D::query(&path, version, 0).await,
+            [[litebus_sql::SCHEMA_VERSION.to_string()]]
+        );
+    });
+}
+
 /// Publishes `count` messages with ids `<name>-<i>` one call each;
 /// any error fails the test, naming it.
 async fn publish_each(bus: &Bus, name: &str, count: usize) {
@@ -334,6 +468,11 @@ macro_rules! file_tests {
             #[test]
             fn a_read_only_file_is_refused_and_left_alone() {
                 t::a_read_only_file_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn a_version_1_store_is_upgraded_with_nothing_lost() {
+                t::a_version_1_store_is_upgraded_with_nothing_lost::<$driver>();
             }
 
             #[test]

@@ -53,8 +53,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
-    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Release, Settle,
-    Settlement, TopicStats,
+    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Next, Release,
+    Settle, Settlement, TopicStats,
 };
 use litebus::{DriverError, Error, Message, Outcome, Result, Timestamp};
 
@@ -108,6 +108,10 @@ enum Work {
         attempt: u32,
         now: Timestamp,
         settlement: Settlement,
+        ordered: bool,
+        /// An ordered group's next message, taken with the ack: consumer,
+        /// seq, lease end.
+        next: Option<(String, u64, Timestamp)>,
     },
     Release {
         key: ConsumerKey,
@@ -149,6 +153,7 @@ impl Work {
             } => Some(0),
             Work::Settle {
                 settlement: Settlement::Ack,
+                ordered: false,
                 ..
             } if cheap_returning => Some(1),
             _ => None,
@@ -232,7 +237,15 @@ impl Unread {
             let mut kept = lock(&self.kept);
             let entry = kept.entry(key).or_default();
             entry.deliveries.extend(outcome.deliveries);
-            entry.deliveries.sort_by_key(|d| d.seq);
+            // The latest delivery of each message (an ordered group's
+            // holder that claims again gets its delivery again).
+            entry
+                .deliveries
+                .sort_by_key(|d| (d.seq, std::cmp::Reverse(d.attempt)));
+            entry.deliveries.dedup_by_key(|d| d.seq);
+            if !outcome.ahead.is_empty() {
+                entry.ahead = outcome.ahead;
+            }
             entry.dead_lettered.extend(outcome.dead_lettered);
         }
         self.arrived.notify(usize::MAX);
@@ -590,6 +603,10 @@ impl<B: Backend> Engine<B> {
                 attempt: settle.attempt,
                 now: settle.now,
                 settlement: settle.settlement,
+                ordered: settle.ordered,
+                next: settle
+                    .next
+                    .map(|n| (n.consumer.to_owned(), n.seq, n.lease_until)),
             },
             |answer| match answer {
                 Answer::Settled(v) => Some(v),
@@ -1053,6 +1070,8 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
             attempt,
             now,
             settlement,
+            ordered,
+            next,
         } => {
             let settle = Settle {
                 topic,
@@ -1061,6 +1080,12 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
                 attempt: *attempt,
                 now: *now,
                 settlement: settlement.clone(),
+                ordered: *ordered,
+                next: next.as_ref().map(|(consumer, seq, lease_until)| Next {
+                    consumer,
+                    seq: *seq,
+                    lease_until: *lease_until,
+                }),
             };
             crate::settle(conn, settle).await.map(Answer::Settled)
         }
@@ -1292,6 +1317,8 @@ pub mod checks {
                     attempt: d.attempt,
                     now: Timestamp::ZERO,
                     settlement: litebus::driver::Settlement::Ack,
+                    ordered: false,
+                    next: None,
                 })
             })
             .collect();
@@ -1311,8 +1338,12 @@ pub mod checks {
         pub taking_in: usize,
         /// A claim of four from a shared group whose messages are taken in.
         pub taken_in: usize,
-        /// An ordered group's claim of its next message, taken in.
+        /// An ordered group's claim of its next message and those after it.
         pub ordered: usize,
+        /// The messages that ordered claim read ahead.
+        pub ahead: usize,
+        /// An ordered group's ack that hands its consumer the next message.
+        pub ordered_ack: usize,
         /// The statements that write (`INSERT`, `UPDATE`, `DELETE`) of
         /// claims that find nothing deliverable, shared and ordered.
         pub idle_writes: Vec<String>,
@@ -1358,19 +1389,38 @@ pub mod checks {
                 .await?;
         }
         publish(engine, "t", &["a", "b", "c", "d", "e", "f", "g", "h"])?.await?;
-        let claim = |group: &'static str| {
+        let claim = |group: &'static str, consumer: &'static str| {
             engine.claim(Claim {
                 topic: "t",
                 group,
-                consumer: "c",
+                consumer,
                 now: Timestamp::ZERO,
                 lease_until: Timestamp::from_millis(60_000),
                 max: 4,
             })
         };
-        let claimed = async |group: &'static str, count: usize| -> Result<Vec<String>> {
+        let ack = |d: &litebus::driver::Claimed, next: Option<u64>| {
+            engine.settle(Settle {
+                topic: "t",
+                group: "o",
+                seq: d.seq,
+                attempt: d.attempt,
+                now: Timestamp::ZERO,
+                settlement: Settlement::Ack,
+                ordered: true,
+                next: next.map(|seq| litebus::driver::Next {
+                    consumer: "c",
+                    seq,
+                    lease_until: Timestamp::from_millis(60_000),
+                }),
+            })
+        };
+        let claimed = async |group: &'static str,
+                             consumer: &'static str,
+                             count: usize|
+               -> Result<(Vec<String>, litebus::driver::ClaimOutcome)> {
             engine.statements();
-            let outcome = claim(group).await?;
+            let outcome = claim(group, consumer).await?;
             let ran = engine.statements();
             if outcome.deliveries.len() != count {
                 return Err(fail(format!(
@@ -1378,50 +1428,38 @@ pub mod checks {
                     outcome.deliveries
                 )));
             }
-            // An ordered group's message is acked, so the next comes.
-            if let [d] = outcome.deliveries.as_slice()
-                && group == "o"
-            {
-                engine
-                    .settle(Settle {
-                        topic: "t",
-                        group,
-                        seq: d.seq,
-                        attempt: d.attempt,
-                        now: Timestamp::ZERO,
-                        settlement: Settlement::Ack,
-                    })
-                    .await?;
-            }
-            Ok(ran)
+            Ok((ran, outcome))
         };
-        let taking_in = claimed("g", 4).await?.len();
-        let taken_in = claimed("g", 4).await?.len();
-        let mut idle_writes = writes(claimed("g", 0).await?);
-        claimed("o", 1).await?;
-        let ordered = claimed("o", 1).await?.len();
-        // The head is leased: the next claim of the group finds nothing.
-        let head = claim("o").await?;
-        if head.deliveries.len() != 1 {
-            return Err(fail(format!("ordered claim got {:?}", head.deliveries)));
+        let taking_in = claimed("g", "c", 4).await?.0.len();
+        let taken_in = claimed("g", "c", 4).await?.0.len();
+        let mut idle_writes = writes(claimed("g", "c", 0).await?.0);
+        let (ran, head) = claimed("o", "c", 1).await?;
+        let ordered = ran.len();
+        let ahead = head.ahead.len();
+        // The group is leased: another consumer's claim finds nothing.
+        idle_writes.extend(writes(claimed("o", "other", 0).await?.0));
+        // The ack hands the consumer the next message read ahead.
+        engine.statements();
+        let next = head.ahead.first().map(|a| a.seq);
+        ack(&head.deliveries[0], next).await?;
+        let ordered_ack = engine.statements().len();
+        // Its next claim gets that one again, as it holds it.
+        let (_, again) = claimed("o", "c", 1).await?;
+        if Some(again.deliveries[0].seq) != next || again.deliveries[0].attempt != 1 {
+            return Err(fail(format!(
+                "the holder's claim got {:?}, not {next:?} at attempt 1",
+                again.deliveries
+            )));
         }
-        idle_writes.extend(writes(claimed("o", 0).await?));
-        let d = &head.deliveries[0];
-        engine
-            .settle(Settle {
-                topic: "t",
-                group: "o",
-                seq: d.seq,
-                attempt: d.attempt,
-                now: Timestamp::ZERO,
-                settlement: Settlement::Ack,
-            })
-            .await?;
+        engine.statements();
+        ack(&again.deliveries[0], None).await?;
         let lone_ack = engine.statements().len();
         Ok(ClaimStatements {
             taking_in,
             taken_in,
             ordered,
+            ahead,
+            ordered_ack,
             idle_writes,
             lone_ack,
         })

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -55,6 +55,42 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE INDEX litebus_handouts_by_key ON litebus_handouts (topic, grp, msg_key, seq)
         WHERE msg_key IS NOT NULL",
     "INSERT INTO litebus_meta (name, value) VALUES ('schema_version', 1)",
+], &[
+    // Version 2: an ordered group's one delivery lives in its group row (a
+    // lease of the group, not of a message), and its cursor is its acked
+    // floor; it has no handouts.
+    "ALTER TABLE litebus_groups ADD COLUMN head_seq INTEGER",
+    "ALTER TABLE litebus_groups ADD COLUMN head_attempt INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_groups ADD COLUMN holder TEXT",
+    "ALTER TABLE litebus_groups ADD COLUMN lease_until INTEGER",
+    "ALTER TABLE litebus_groups ADD COLUMN ready_at INTEGER NOT NULL DEFAULT 0",
+    // A version-1 ordered group's handouts are its unsettled messages, in a
+    // row from its first: the cursor goes to the seq before them, and the
+    // first, if it was delivered, becomes the head with its attempts, lease
+    // and delay.
+    "UPDATE litebus_groups SET cursor = (
+        SELECT MIN(h.seq) - 1 FROM litebus_handouts h
+        WHERE h.topic = litebus_groups.topic AND h.grp = litebus_groups.grp)
+     WHERE ordering = 'ordered' AND EXISTS (
+        SELECT 1 FROM litebus_handouts h
+        WHERE h.topic = litebus_groups.topic AND h.grp = litebus_groups.grp)",
+    "UPDATE litebus_groups SET
+        head_seq = cursor + 1,
+        head_attempt = (SELECT h.attempt FROM litebus_handouts h WHERE h.topic = litebus_groups.topic
+                        AND h.grp = litebus_groups.grp AND h.seq = litebus_groups.cursor + 1),
+        holder = (SELECT h.consumer FROM litebus_handouts h WHERE h.topic = litebus_groups.topic
+                  AND h.grp = litebus_groups.grp AND h.seq = litebus_groups.cursor + 1),
+        lease_until = (SELECT h.lease_until FROM litebus_handouts h WHERE h.topic = litebus_groups.topic
+                       AND h.grp = litebus_groups.grp AND h.seq = litebus_groups.cursor + 1),
+        ready_at = (SELECT h.ready_at FROM litebus_handouts h WHERE h.topic = litebus_groups.topic
+                    AND h.grp = litebus_groups.grp AND h.seq = litebus_groups.cursor + 1)
+     WHERE ordering = 'ordered' AND EXISTS (
+        SELECT 1 FROM litebus_handouts h WHERE h.topic = litebus_groups.topic
+        AND h.grp = litebus_groups.grp AND h.seq = litebus_groups.cursor + 1 AND h.attempt > 0)",
+    "DELETE FROM litebus_handouts WHERE EXISTS (
+        SELECT 1 FROM litebus_groups g
+        WHERE g.topic = litebus_handouts.topic AND g.grp = litebus_handouts.grp
+          AND g.ordering = 'ordered')",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

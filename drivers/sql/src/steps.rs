@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
-    Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup, GroupSpec,
-    LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats, dead_letter_message,
+    Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
+    GroupSpec, LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats, dead_letter_message,
     generate_id, group_stats, stored_message, topic_stats,
 };
 use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
@@ -16,7 +16,7 @@ use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 use crate::{Conn, Row, Value};
 use hot::{
     ACK, CANDIDATES_PER_KEY, CANDIDATES_SHARED, CLAIM_GROUP, LEASE_PER_KEY, LEASE_SHARED,
-    ORDERED_HEAD, TAKE_IN_RETURNING, TAKE_IN_SQL,
+    ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_RETURNING, TAKE_IN_SQL,
 };
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
@@ -55,6 +55,16 @@ fn numbered(out: &mut String, from: usize, count: usize) {
         }
         let _ = write!(out, "?{}", from + i);
     }
+}
+
+/// The columns of a message row `m` (see `MESSAGE_COLUMNS`).
+macro_rules! message_columns {
+    () => {
+        "m.seq, typeof(m.id), CAST(m.id AS BLOB), \
+         typeof(m.payload), CAST(m.payload AS BLOB), typeof(m.metadata), CAST(m.metadata AS BLOB), \
+         typeof(m.msg_key), CAST(m.msg_key AS BLOB), \
+         typeof(m.deliver_at), CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at END"
+    };
 }
 
 /// The statements of the hot path (claims and acks), public so that a test
@@ -121,13 +131,13 @@ pub mod hot {
     /// Leases what [`CANDIDATES_SHARED`] finds, in one statement.
     pub const LEASE_SHARED: &str = lease_candidates!(candidates_shared!());
     /// What a claim of group `?2` of topic `?1` at `?3` needs to know
-    /// first, in one statement: the group row; whether the topic holds
-    /// messages after the group's cursor (so a claim that finds nothing
-    /// writes nothing); the unexpired leases of a shared group (I7);
-    /// whether a shared or per-key group has a candidate (`?4` is 1); the
-    /// first handout of an ordered group (its seq, whether it is leased,
-    /// whether it is ready); and, a row each, by lease end, the final
-    /// attempts whose lease ran out (I8). One row when none did.
+    /// first, in one statement: the group row (an ordered group's with its
+    /// head: seq, attempts, holder, lease end, delay); whether the topic
+    /// holds messages after the group's cursor (so a claim that finds
+    /// nothing writes nothing); the unexpired leases of a shared group
+    /// (I7); whether a shared or per-key group has a candidate (`?4` is 1);
+    /// and, a row each, by lease end, the final attempts whose lease ran
+    /// out (I8). One row when none did.
     pub const CLAIM_GROUP: &str = concat!(
         "SELECT g.ordering, g.max_in_flight, g.max_attempts,
             g.dead_letter, g.cursor,
@@ -144,22 +154,37 @@ pub mod hot {
         candidates_per_key!(),
         ")
                 ELSE 0 END,
-            o.seq, o.consumer IS NOT NULL AND o.lease_until > ?3, o.ready_at <= ?3,
+            g.head_seq, g.head_attempt, g.holder, g.lease_until, g.ready_at,
             x.seq
          FROM litebus_groups g
-         LEFT JOIN litebus_handouts o ON g.ordering = 'ordered' AND o.topic = ?1 AND o.grp = ?2
-            AND o.seq = (SELECT f.seq FROM litebus_handouts f
-                         WHERE f.topic = ?1 AND f.grp = ?2 ORDER BY f.seq LIMIT 1)
          LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
             AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
          WHERE g.topic = ?1 AND g.grp = ?2
          ORDER BY x.lease_until, x.seq"
     );
-    /// The first unsettled message of an ordered group: is it leased, is it ready.
-    pub const ORDERED_HEAD: &str =
-        "SELECT seq, consumer IS NOT NULL AND lease_until > ?3, ready_at <= ?3
-                             FROM litebus_handouts WHERE topic = ?1 AND grp = ?2
-                             ORDER BY seq LIMIT 1";
+    /// An ordered group's next messages: up to `?3` of topic `?1` after
+    /// its cursor `?2` (the first is its head), every column with its SQL
+    /// type so that any row plain SQL wrote decodes or is dead-lettered.
+    pub const ORDERED_AHEAD: &str = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+    );
+    /// Delivers ordered group `?2` of topic `?1`: its head is seq `?3`, at
+    /// attempt `?4`, leased to `?5` until `?6`.
+    pub const ORDERED_LEASE: &str = "UPDATE litebus_groups
+         SET head_seq = ?3, head_attempt = ?4, holder = ?5, lease_until = ?6, ready_at = 0
+         WHERE topic = ?1 AND grp = ?2";
+    /// Acks ordered group `?2`'s delivery `(?3, ?4)` if it is current: the
+    /// cursor moves to it, and the consumer that held it takes seq `?5`
+    /// (attempt 1, leased until `?6`) when `?5` is not `NULL`.
+    pub const ORDERED_ACK: &str = "UPDATE litebus_groups
+         SET cursor = head_seq, head_seq = ?5,
+             head_attempt = CASE WHEN ?5 IS NULL THEN 0 ELSE 1 END,
+             holder = CASE WHEN ?5 IS NULL THEN NULL ELSE holder END,
+             lease_until = ?6, ready_at = 0
+         WHERE topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4
+           AND holder IS NOT NULL";
     /// Acks one delivery if it is current. (`+consumer`: the test on the
     /// lease must not steer turso's planner to the partial index of leases,
     /// a range over every lease of the group, instead of the primary key.)
@@ -197,7 +222,9 @@ pub mod hot {
         LEASE_PER_KEY,
         LEASE_SHARED,
         CLAIM_GROUP,
-        ORDERED_HEAD,
+        ORDERED_AHEAD,
+        ORDERED_LEASE,
+        ORDERED_ACK,
         ACK,
     ];
 }
@@ -405,23 +432,68 @@ fn order_columns(order: Order) -> (&'static str, u32) {
 /// A group row.
 struct Group {
     spec: GroupSpec,
+    /// Shared and per-key groups: every message up to it has been taken
+    /// into the group (has a handout row, or had one). Ordered groups: every
+    /// message up to it is settled.
     cursor: u64,
+    /// Ordered groups: their one delivery.
+    head: Head,
 }
+
+/// An ordered group's delivery, kept in its group row: a lease of the
+/// group, whose first unsettled message (the head) is the one delivered.
+#[derive(Debug, Clone, Default)]
+struct Head {
+    /// The head, once delivered (`None`: not delivered since the cursor moved).
+    seq: Option<u64>,
+    /// Its deliveries so far.
+    attempt: u32,
+    /// Who holds the lease, if anyone.
+    holder: Option<String>,
+    lease_until: u64,
+    /// Not deliverable again before (a nack's delay).
+    ready_at: u64,
+}
+
+impl Head {
+    /// From the columns `head_seq, head_attempt, holder, lease_until,
+    /// ready_at` at `at`.
+    fn read(row: &Row, at: usize) -> Result<Self> {
+        Ok(Head {
+            seq: row.opt_uint(at)?,
+            attempt: u32::try_from(row.uint(at + 1)?).unwrap_or(u32::MAX),
+            holder: row.opt_text(at + 2)?.map(str::to_owned),
+            lease_until: row.opt_uint(at + 3)?.unwrap_or(0),
+            ready_at: row.opt_uint(at + 4)?.unwrap_or(0),
+        })
+    }
+
+    /// The attempts so far of the message at `seq`, if it is the head.
+    fn attempts_of(&self, seq: u64) -> u32 {
+        if self.seq == Some(seq) {
+            self.attempt
+        } else {
+            0
+        }
+    }
+}
+
+/// The group columns [`group_from`] reads.
+const GROUP_COLUMNS: &str = "ordering, max_in_flight, max_attempts, dead_letter, cursor, head_seq, head_attempt, holder, lease_until, ready_at";
 
 async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Option<Group>> {
     let rows = conn
         .query(
-            "SELECT ordering, max_in_flight, max_attempts, dead_letter, cursor
-             FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
+            &format!("SELECT {GROUP_COLUMNS} FROM litebus_groups WHERE topic = ?1 AND grp = ?2"),
             vec![Value::from(topic), Value::from(group)],
         )
         .await?;
-    rows.first().map(group_from).transpose()
+    rows.first().map(|row| group_from(row, 5)).transpose()
 }
 
 /// A group from the columns `ordering, max_in_flight, max_attempts,
-/// dead_letter, cursor` of `row`.
-fn group_from(row: &Row) -> Result<Group> {
+/// dead_letter, cursor` of `row`, and its head's from `head_at` on.
+fn group_from(row: &Row, head_at: usize) -> Result<Group> {
     let order = match row.text(0)? {
         "ordered" => Order::Ordered,
         "per_key" => Order::PerKey,
@@ -439,6 +511,7 @@ fn group_from(row: &Row) -> Result<Group> {
             dead_letter: row.text(3)?.to_owned(),
         },
         cursor: row.uint(4)?,
+        head: Head::read(row, head_at)?,
     })
 }
 
@@ -533,10 +606,7 @@ const UNDECODABLE: &str = "undecodable message";
 
 /// The columns of a message row, read so that any value plain SQL can
 /// store comes back (as bytes, with its type), for [`decode_message`].
-const MESSAGE_COLUMNS: &str = "m.seq, typeof(m.id), CAST(m.id AS BLOB), \
-     typeof(m.payload), CAST(m.payload AS BLOB), typeof(m.metadata), CAST(m.metadata AS BLOB), \
-     typeof(m.msg_key), CAST(m.msg_key AS BLOB), \
-     typeof(m.deliver_at), CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at END";
+const MESSAGE_COLUMNS: &str = message_columns!();
 
 /// A message row read with [`MESSAGE_COLUMNS`] from column `at` on: the
 /// message, or why it is not one (a row written by plain SQL with a wrong
@@ -633,8 +703,71 @@ async fn dead_letter(
         ))
     })?;
     let attempt = u32::try_from(row.uint(0)?).unwrap_or(u32::MAX);
+    let letter = send_dead_letter(conn, key, g, seq, attempt, (row, 1), error, now).await?;
+    conn.execute(
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
+        vec![Value::from(topic), Value::from(group), Value::from(seq)],
+    )
+    .await?;
+    conn.execute(
+        "UPDATE litebus_groups SET dead_lettered = dead_lettered + 1 WHERE topic = ?1 AND grp = ?2",
+        vec![Value::from(topic), Value::from(group)],
+    )
+    .await?;
+    Ok(letter)
+}
+
+/// [`dead_letter`] for an ordered group's head, at attempt `attempt`: the
+/// group's cursor moves past it and its lease ends.
+async fn dead_letter_head(
+    conn: &mut dyn Conn,
+    key: (&str, &str),
+    g: &mut Group,
+    seq: u64,
+    error: &str,
+    now: Timestamp,
+) -> Result<DeadLettered> {
+    let (topic, group) = key;
+    let rows = conn
+        .query(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM litebus_messages m WHERE m.seq = ?1"),
+            vec![Value::from(seq)],
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| {
+        Error::Internal(format!(
+            "message {seq} of {topic} vanished inside its transaction"
+        ))
+    })?;
+    let attempt = g.head.attempts_of(seq);
+    let letter = send_dead_letter(conn, key, g, seq, attempt, (row, 0), error, now).await?;
+    conn.execute(
+        "UPDATE litebus_groups SET cursor = ?3, head_seq = NULL, head_attempt = 0, holder = NULL,
+            lease_until = NULL, ready_at = 0, dead_lettered = dead_lettered + 1
+         WHERE topic = ?1 AND grp = ?2",
+        vec![Value::from(topic), Value::from(group), Value::from(seq)],
+    )
+    .await?;
+    g.cursor = seq;
+    g.head = Head::default();
+    Ok(letter)
+}
+
+/// Stores the dead letter of the message in `row` (its
+/// [`MESSAGE_COLUMNS`] from `at` on) in the group's dead-letter topic.
+#[allow(clippy::too_many_arguments)]
+async fn send_dead_letter(
+    conn: &mut dyn Conn,
+    (topic, group): (&str, &str),
+    g: &Group,
+    seq: u64,
+    attempt: u32,
+    (row, at): (&Row, usize),
+    error: &str,
+    now: Timestamp,
+) -> Result<DeadLettered> {
     // A row that does not decode still leaves, with the reason.
-    let (original, error) = match decode_message(row, 1)? {
+    let (original, error) = match decode_message(row, at)? {
         Ok(message) => (message, error.to_owned()),
         Err((why, kept)) if error == UNDECODABLE => (kept, format!("{UNDECODABLE}: {why}")),
         Err((why, kept)) => (kept, format!("{error}; {UNDECODABLE}: {why}")),
@@ -646,16 +779,6 @@ async fn dead_letter(
             Outcome::Duplicate { .. } => letter = letter.with_id(generate_id(now)),
         }
     };
-    conn.execute(
-        "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
-        vec![Value::from(topic), Value::from(group), Value::from(seq)],
-    )
-    .await?;
-    conn.execute(
-        "UPDATE litebus_groups SET dead_lettered = dead_lettered + 1 WHERE topic = ?1 AND grp = ?2",
-        vec![Value::from(topic), Value::from(group)],
-    )
-    .await?;
     Ok(DeadLettered {
         topic: g.spec.dead_letter.clone(),
         seq: seq_there,
@@ -705,10 +828,6 @@ async fn next_due(
 ) -> Result<Option<Timestamp>> {
     let due = "CASE WHEN h.consumer IS NOT NULL AND h.lease_until > ?3 THEN h.lease_until ELSE h.ready_at END";
     let sql = match order {
-        Order::Ordered => format!(
-            "SELECT {due} FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2
-             ORDER BY h.seq LIMIT 1"
-        ),
         Order::PerKey => format!(
             "SELECT MIN({due}) FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2
                AND (h.msg_key IS NULL OR NOT EXISTS (
@@ -716,7 +835,7 @@ async fn next_due(
                     WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
                       AND e.seq < h.seq))"
         ),
-        Order::Shared { .. } => {
+        Order::Shared { .. } | Order::Ordered => {
             format!("SELECT MIN({due}) FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2")
         }
     };
@@ -732,45 +851,6 @@ async fn next_due(
     })
 }
 
-/// The first handout of an ordered group: its seq, and whether it can be
-/// leased now (not under an unexpired lease, and ready).
-#[derive(Clone, Copy)]
-struct Head {
-    seq: u64,
-    deliverable: bool,
-}
-
-impl Head {
-    /// From the columns `seq, leased, ready` at `at`; `None` when the
-    /// group has no handouts (a `NULL` seq).
-    fn read(row: &Row, at: usize) -> Result<Option<Head>> {
-        Ok(match row.opt_uint(at)? {
-            Some(seq) => Some(Head {
-                seq,
-                deliverable: row.int(at + 1)? == 0 && row.int(at + 2)? != 0,
-            }),
-            None => None,
-        })
-    }
-}
-
-/// What a claim knows of an ordered group's first handout.
-#[derive(Clone, Copy)]
-enum First {
-    /// Not known: look it up.
-    Unknown,
-    /// The group has no handouts.
-    Nothing,
-    /// This one.
-    At(Head),
-}
-
-impl From<Option<Head>> for First {
-    fn from(head: Option<Head>) -> Self {
-        head.map_or(First::Nothing, First::At)
-    }
-}
-
 /// What a claim knows of its group after [`CLAIM_GROUP`].
 struct ClaimGroup {
     g: Group,
@@ -781,8 +861,6 @@ struct ClaimGroup {
     /// A shared or per-key group may have a candidate: when not, the claim
     /// runs no lease statement.
     ready: bool,
-    /// An ordered group's first handout, if known.
-    head: First,
     /// Final attempts whose lease ran out, by lease end.
     expired: Vec<u64>,
 }
@@ -802,25 +880,18 @@ async fn claim_group(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimGr
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let g = group_from(row)?;
-    let head = if g.spec.order == Order::Ordered {
-        Head::read(row, 8)?.into()
-    } else {
-        First::Unknown
-    };
     let mut expired = Vec::new();
     for row in &rows {
-        if let Some(seq) = row.opt_uint(11)? {
+        if let Some(seq) = row.opt_uint(13)? {
             expired.push(seq);
         }
     }
     Ok(Some(ClaimGroup {
+        g: group_from(row, 8)?,
         more: row.int(5)? != 0,
         active: row.uint(6)?,
         ready: row.int(7)? != 0,
-        head,
         expired,
-        g,
     }))
 }
 
@@ -830,22 +901,24 @@ async fn claim_group(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimGr
 /// ([`CLAIM_GROUP`]), one that leases (with `RETURNING`: it also chooses,
 /// [`LEASE_SHARED`]), one that reads the messages; a take-in (two more)
 /// only when there are too few candidates and the topic holds messages
-/// after the group's cursor. A claim that finds nothing deliverable writes
+/// after the group's cursor. An ordered group: the group, its next
+/// messages ([`ORDERED_AHEAD`]), the lease of the group
+/// ([`ORDERED_LEASE`]). A claim that finds nothing deliverable writes
 /// nothing.
 pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
     let (topic, group, now) = (c.topic, c.group, c.now);
     let mut cg = claim_group(conn, c)
         .await?
         .ok_or_else(|| unknown_group(topic, group))?;
+    if cg.g.spec.order == Order::Ordered {
+        return claim_ordered(conn, c, cg).await;
+    }
 
     // I8: final attempts whose lease ran out leave first, by lease end.
     let mut dead_lettered = Vec::new();
     for seq in std::mem::take(&mut cg.expired) {
         dead_lettered
             .push(dead_letter(conn, (topic, group), &cg.g, seq, LEASE_EXPIRED, now).await?);
-        if matches!(cg.head, First::At(head) if head.seq == seq) {
-            cg.head = First::Unknown;
-        }
     }
 
     // Rows that do not decode are dead-lettered as they are met; what they
@@ -874,6 +947,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
             };
             return Ok(ClaimOutcome {
                 deliveries: Vec::new(),
+                ahead: Vec::new(),
                 next_due,
                 dead_lettered,
             });
@@ -906,18 +980,124 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
         if !deliveries.is_empty() || undecodable.is_empty() {
             return Ok(ClaimOutcome {
                 deliveries,
+                ahead: Vec::new(),
                 next_due: None,
                 dead_lettered,
             });
         }
         // What was dead-lettered held back what comes next, not yet known.
-        cg.head = First::Unknown;
         cg.ready = true;
     }
 }
 
-/// How many messages this claim may lease (I7): one for an ordered group,
-/// what is left of `max_in_flight` for a shared one.
+/// An ordered group's claim: its head, if nobody else holds the group and
+/// it is due, leased to the claiming consumer with the group; the messages
+/// after it read ahead. The holder of an unexpired lease that claims again
+/// (its ack or its claim was cut) gets its delivery again, unchanged.
+async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Result<ClaimOutcome> {
+    let (topic, group, now) = (c.topic, c.group, c.now);
+    let mut g = cg.g;
+    let mut dead_lettered = Vec::new();
+    let nothing = |next_due: Option<u64>, dead_lettered| ClaimOutcome {
+        deliveries: Vec::new(),
+        ahead: Vec::new(),
+        next_due: next_due.map(Timestamp::from_millis),
+        dead_lettered,
+    };
+    let mut again = None;
+    if let (Some(holder), Some(seq)) = (&g.head.holder, g.head.seq) {
+        if g.head.lease_until > now.as_millis() {
+            if holder != c.consumer {
+                return Ok(nothing(Some(g.head.lease_until), dead_lettered));
+            }
+            again = Some(seq);
+        } else if g.head.attempt >= g.spec.max_attempts {
+            // I8: the final attempt's lease ran out.
+            let letter =
+                dead_letter_head(conn, (topic, group), &mut g, seq, LEASE_EXPIRED, now).await?;
+            dead_lettered.push(letter);
+        }
+    }
+    if again.is_none() && g.head.ready_at > now.as_millis() {
+        return Ok(nothing(Some(g.head.ready_at), dead_lettered));
+    }
+    // Rows that do not decode are dead-lettered as they are met, and the
+    // claim goes on with the next (I12).
+    loop {
+        let rows = conn
+            .query(
+                ORDERED_AHEAD,
+                vec![
+                    Value::from(topic),
+                    Value::from(g.cursor),
+                    Value::from(u64::from(c.max.max(1))),
+                ],
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(nothing(None, dead_lettered));
+        };
+        let seq = first.uint(0)?;
+        let Ok(message) = decode_message(first, 0)? else {
+            let letter =
+                dead_letter_head(conn, (topic, group), &mut g, seq, UNDECODABLE, now).await?;
+            dead_lettered.push(letter);
+            again = None;
+            continue;
+        };
+        let ahead = rows[1..]
+            .iter()
+            .map_while(|row| {
+                let seq = row.uint(0).ok()?;
+                let message = decode_message(row, 0).ok()?.ok()?;
+                Some(Ahead {
+                    seq,
+                    message: Arc::new(message),
+                })
+            })
+            .collect();
+        let delivery = if again == Some(seq) {
+            Claimed {
+                seq,
+                attempt: g.head.attempt,
+                lease_until: Timestamp::from_millis(g.head.lease_until),
+                message: Arc::new(message),
+            }
+        } else {
+            if let Some(at) = message.deliver_at().filter(|&at| at > now) {
+                return Ok(nothing(Some(at.as_millis()), dead_lettered));
+            }
+            let attempt = g.head.attempts_of(seq) + 1;
+            conn.execute(
+                ORDERED_LEASE,
+                vec![
+                    Value::from(topic),
+                    Value::from(group),
+                    Value::from(seq),
+                    Value::from(attempt),
+                    Value::from(c.consumer),
+                    ts(c.lease_until),
+                ],
+            )
+            .await?;
+            Claimed {
+                seq,
+                attempt,
+                lease_until: c.lease_until,
+                message: Arc::new(message),
+            }
+        };
+        return Ok(ClaimOutcome {
+            deliveries: vec![delivery],
+            ahead,
+            next_due: None,
+            dead_lettered,
+        });
+    }
+}
+
+/// How many messages this claim may lease (I7): what is left of
+/// `max_in_flight` for a shared group.
 fn claim_limit(c: Claim<'_>, cg: &ClaimGroup) -> u64 {
     match cg.g.spec.order {
         Order::Ordered => 1,
@@ -928,9 +1108,10 @@ fn claim_limit(c: Claim<'_>, cg: &ClaimGroup) -> u64 {
     }
 }
 
-/// Leases up to `limit` deliverable messages in seq order, taking more
-/// messages into the group while there are too few candidates and the
-/// topic holds more; returns each leased seq's new attempt.
+/// Leases up to `limit` deliverable messages of a shared or per-key group
+/// in seq order, taking more messages into the group while there are too
+/// few candidates and the topic holds more; returns each leased seq's new
+/// attempt.
 async fn choose_and_lease(
     conn: &mut dyn Conn,
     c: Claim<'_>,
@@ -942,32 +1123,6 @@ async fn choose_and_lease(
     loop {
         let wanted = limit - leased.len() as u64;
         match cg.g.spec.order {
-            Order::Ordered => {
-                let head = if let First::Unknown = cg.head {
-                    let rows = conn
-                        .query(
-                            ORDERED_HEAD,
-                            vec![Value::from(topic), Value::from(group), ts(now)],
-                        )
-                        .await?;
-                    rows.first()
-                        .map(|row| Head::read(row, 0))
-                        .transpose()?
-                        .flatten()
-                } else if let First::At(head) = cg.head {
-                    Some(head)
-                } else {
-                    None
-                };
-                cg.head = First::Unknown;
-                // The head decides, whether or not it is deliverable.
-                if let Some(head) = head {
-                    if head.deliverable {
-                        leased = lease(conn, c, &[head.seq]).await?;
-                    }
-                    return Ok(leased);
-                }
-            }
             _ if !cg.ready => {}
             order if !conn.slow_returning() => {
                 let sql = if order == Order::PerKey {
@@ -1042,6 +1197,9 @@ async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<Hash
 
 /// [`Driver::settle`](litebus::driver::Driver::settle).
 pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
+    if s.ordered {
+        return settle_ordered(conn, s).await;
+    }
     let key = || {
         vec![
             Value::from(s.topic),
@@ -1088,6 +1246,64 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
             conn.execute(&sql, params).await?;
             Ok(None)
         }
+    }
+}
+
+/// [`settle`] in an ordered group: its delivery is the group's lease.
+async fn settle_ordered(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
+    let key = || {
+        vec![
+            Value::from(s.topic),
+            Value::from(s.group),
+            Value::from(s.seq),
+            Value::from(s.attempt),
+        ]
+    };
+    let current =
+        "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL";
+    let changed = match s.settlement {
+        Settlement::Ack => {
+            let mut params = key();
+            match s.next {
+                Some(next) => {
+                    params.push(Value::from(next.seq));
+                    params.push(ts(next.lease_until));
+                }
+                None => params.extend([Value::Null, Value::Null]),
+            }
+            conn.execute(ORDERED_ACK, params).await?
+        }
+        Settlement::Extend { lease_until } => {
+            let sql = format!("UPDATE litebus_groups SET lease_until = ?5 WHERE {current}");
+            let mut params = key();
+            params.push(ts(lease_until));
+            conn.execute(&sql, params).await?
+        }
+        Settlement::Nack { retry_at, reason } => {
+            let mut g = load_group(conn, s.topic, s.group)
+                .await?
+                .ok_or_else(|| unknown_group(s.topic, s.group))?;
+            if g.head.seq != Some(s.seq) || g.head.attempt != s.attempt || g.head.holder.is_none() {
+                return Err(Error::LeaseLost);
+            }
+            if s.attempt >= g.spec.max_attempts {
+                let error = reason.as_deref().unwrap_or(NACKED);
+                return dead_letter_head(conn, (s.topic, s.group), &mut g, s.seq, error, s.now)
+                    .await
+                    .map(Some);
+            }
+            let sql = format!(
+                "UPDATE litebus_groups SET holder = NULL, lease_until = NULL, ready_at = ?5
+                 WHERE {current}"
+            );
+            let mut params = key();
+            params.push(ts(retry_at));
+            conn.execute(&sql, params).await?
+        }
+    };
+    match changed {
+        0 => Err(Error::LeaseLost),
+        _ => Ok(None),
     }
 }
 
@@ -1144,9 +1360,29 @@ pub async fn release(conn: &mut dyn Conn, release: Release<'_>) -> Result<Vec<De
         consumer,
         now,
     } = release;
-    let Some(g) = load_group(conn, topic, group).await? else {
+    let Some(mut g) = load_group(conn, topic, group).await? else {
         return Err(unknown_group(topic, group));
     };
+    if g.spec.order == Order::Ordered {
+        let (Some(seq), Some(holder)) = (g.head.seq, g.head.holder.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        if holder != consumer {
+            return Ok(Vec::new());
+        }
+        if g.head.attempt >= g.spec.max_attempts {
+            let letter =
+                dead_letter_head(conn, (topic, group), &mut g, seq, CONSUMER_RELEASED, now).await?;
+            return Ok(vec![letter]);
+        }
+        conn.execute(
+            "UPDATE litebus_groups SET holder = NULL, lease_until = NULL, ready_at = ?3
+             WHERE topic = ?1 AND grp = ?2",
+            vec![Value::from(topic), Value::from(group), ts(now)],
+        )
+        .await?;
+        return Ok(Vec::new());
+    }
     let finals = conn
         .query(
             "SELECT seq FROM litebus_handouts
@@ -1190,14 +1426,17 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
     let count = rows.first().map_or(Ok(0), |r| r.uint(0))?;
     let groups = conn
         .query(
-            "SELECT grp, start_after, cursor, dead_lettered FROM litebus_groups
-             WHERE topic = ?1 ORDER BY grp",
-            vec![Value::from(topic)],
+            "SELECT grp, start_after, cursor, dead_lettered,
+                    holder IS NOT NULL AND lease_until > ?2
+             FROM litebus_groups WHERE topic = ?1 ORDER BY grp",
+            vec![Value::from(topic), ts(now)],
         )
         .await?;
     let mut out = Vec::with_capacity(groups.len());
     for g in &groups {
         let (name, start_after, cursor, dead) = (g.text(0)?, g.uint(1)?, g.uint(2)?, g.uint(3)?);
+        // An ordered group's delivery is its lease of the group.
+        let holds = g.uint(4)?;
         let held = conn
             .query(
                 "SELECT COUNT(*), MIN(seq),
@@ -1216,7 +1455,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             return Err(Error::Internal("an aggregate returned no row".into()));
         };
         let unsettled = held.uint(0)? + later.uint(0)?;
-        let in_flight = held.uint(2)?;
+        let in_flight = held.uint(2)? + holds;
         let first_unsettled = [held.opt_uint(1)?, later.opt_uint(1)?]
             .into_iter()
             .flatten()

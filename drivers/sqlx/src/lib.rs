@@ -457,7 +457,13 @@ mod tests {
         assert!(n.taking_in <= 7, "{n:?}");
         // BEGIN, the group, a lease that chooses, the messages, COMMIT.
         assert!(n.taken_in <= 5, "{n:?}");
+        // BEGIN, the group, its next messages, the lease of the group, COMMIT.
         assert!(n.ordered <= 5, "{n:?}");
+        assert_eq!(n.ahead, 3, "an ordered claim of 4 reads 3 ahead: {n:?}");
+        assert_eq!(
+            n.ordered_ack, 1,
+            "an ordered ack that takes the next is one statement: {n:?}"
+        );
         assert!(n.idle_writes.is_empty(), "{n:?}");
         assert_eq!(n.lone_ack, 1, "an ack alone is one statement: {n:?}");
     }

@@ -446,7 +446,12 @@ mod tests {
             // turso chooses, then leases and reads the attempts back.
             assert!(n.taking_in <= 10, "{n:?}");
             assert!(n.taken_in <= 7, "{n:?}");
-            assert!(n.ordered <= 6, "{n:?}");
+            assert!(n.ordered <= 5, "{n:?}");
+            assert_eq!(n.ahead, 3, "an ordered claim of 4 reads 3 ahead: {n:?}");
+            assert_eq!(
+                n.ordered_ack, 1,
+                "an ordered ack that takes the next is one statement: {n:?}"
+            );
             assert!(n.idle_writes.is_empty(), "{n:?}");
             assert_eq!(n.lone_ack, 1, "an ack alone is one statement: {n:?}");
         });
