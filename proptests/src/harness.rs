@@ -103,6 +103,7 @@ impl<'f, F: Factory> Harness<'f, F> {
                 obs
             }
             Op::Receive { consumer } => self.receive(*consumer).await,
+            Op::CutReceive { consumer, polls } => self.cut_receive(*consumer, *polls).await,
             Op::Ack { consumer, held } => self.settle(*consumer, *held, None).await,
             Op::Nack {
                 consumer,
@@ -222,9 +223,36 @@ impl<'f, F: Factory> Harness<'f, F> {
         let Some(c) = self.live(c) else {
             return Obs::Skipped;
         };
+        let sub = self.consumers[c].subscription.as_ref().expect("live");
+        let received = sub.try_recv().await;
+        self.received(c, received)
+    }
+
+    /// A `recv` dropped after `polls % 4` polls unless it finished first,
+    /// then a receive.
+    async fn cut_receive(&mut self, c: u8, polls: u8) -> Obs {
+        let Some(i) = self.live(c) else {
+            return Obs::Skipped;
+        };
+        let sub = self.consumers[i].subscription.as_ref().expect("live");
+        let mut recv = Box::pin(sub.recv());
+        let mut finished = None;
+        for _ in 0..polls % 4 {
+            if let Some(received) = futures_lite::future::poll_once(&mut recv).await {
+                finished = Some(received.map(Some));
+                break;
+            }
+        }
+        drop(recv);
+        match finished {
+            Some(received) => self.received(i, received),
+            None => self.receive(c).await,
+        }
+    }
+
+    fn received(&mut self, c: usize, received: litebus::Result<Option<Delivery>>) -> Obs {
         let consumer = &mut self.consumers[c];
-        let sub = consumer.subscription.as_ref().expect("live");
-        match sub.try_recv().await {
+        match received {
             Ok(Some(d)) => {
                 if is_a_g1(d.topic(), d.group()) {
                     self.a_g1 = d.seq();

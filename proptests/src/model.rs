@@ -131,7 +131,8 @@ impl Model {
             Op::Publish(topic, spec) => self.publish(*topic, std::slice::from_ref(spec)),
             Op::PublishBatch(topic, specs) => self.publish(*topic, specs),
             Op::Subscribe(topic, group, spec) => self.subscribe(*topic, *group, *spec),
-            Op::Receive { consumer } => self.receive(*consumer),
+            // I11: a cut `recv` changes nothing the next receive sees.
+            Op::Receive { consumer } | Op::CutReceive { consumer, .. } => self.receive(*consumer),
             Op::Ack { consumer, held } => self.settle(*consumer, *held, Settle::Ack),
             Op::Nack {
                 consumer,

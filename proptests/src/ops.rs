@@ -129,6 +129,16 @@ pub enum Op {
         /// Which consumer.
         consumer: u8,
     },
+    /// `subscription.recv` on a live consumer, dropped after `polls % 4`
+    /// polls if it has not finished (as a deadline or a `select!` drops
+    /// it), then `try_recv`: the model says a plain receive. A cut `recv`
+    /// leaves nothing leased that the next receive does not get (I11).
+    CutReceive {
+        /// Which consumer.
+        consumer: u8,
+        /// Polls before the cut.
+        polls: u8,
+    },
     /// `delivery.ack` on a held delivery (which is then forgotten).
     Ack {
         /// Which consumer.
@@ -349,6 +359,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (topic(), prop_oneof![5 => Just(GroupChoice::G1), 3 => Just(GroupChoice::G2), 1 => Just(GroupChoice::Invalid)], sub_spec())
             .prop_map(|(t, g, s)| Op::Subscribe(t, g, s)),
         12 => idx().prop_map(|consumer| Op::Receive { consumer }),
+        3 => (idx(), idx()).prop_map(|(consumer, polls)| Op::CutReceive { consumer, polls }),
         6 => (idx(), idx()).prop_map(|(consumer, held)| Op::Ack { consumer, held }),
         3 => (idx(), idx(), prop_oneof![Just(0u16), 1u16..2000])
             .prop_map(|(consumer, held, delay_ms)| Op::Nack { consumer, held, delay_ms }),

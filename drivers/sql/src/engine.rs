@@ -788,8 +788,24 @@ impl<B: Backend> Drop for PanicGuard<'_, B> {
 }
 
 async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
-    // Calls whose callers left before they ran do not run.
-    let jobs: Vec<Arc<Job>> = batch.into_iter().filter(|job| !job.abandoned()).collect();
+    // Calls whose callers left before they ran do not run. A claim whose
+    // consumer has a claim kept (one it cut after it ran, answered before
+    // this batch began) gets that one: checked here, when it runs, not only
+    // when it was made, since the cut claim may have been running then.
+    let jobs: Vec<Arc<Job>> = batch
+        .into_iter()
+        .filter(|job| !job.abandoned())
+        .filter(|job| match &job.work {
+            Work::Claim { key, .. } => match inner.unread.take(key) {
+                Some(kept) => {
+                    job.answer(Ok(Answer::Claimed(kept)), &inner.unread);
+                    false
+                }
+                None => true,
+            },
+            _ => true,
+        })
+        .collect();
     if jobs.is_empty() {
         return;
     }
