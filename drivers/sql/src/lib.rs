@@ -199,4 +199,14 @@ pub trait Conn: Send {
     fn slow_returning(&self) -> bool {
         false
     }
+
+    /// The row id of the last row this connection inserted. The rows of
+    /// one `INSERT` take consecutive row ids, so this gives the seqs of a
+    /// multi-row insert without `RETURNING`.
+    fn last_insert_rowid(&mut self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let rows = self.query("SELECT last_insert_rowid()", Vec::new()).await?;
+            rows.first().map_or(Ok(0), |r| r.uint(0))
+        })
+    }
 }

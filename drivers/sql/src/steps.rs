@@ -235,32 +235,25 @@ pub mod hot {
 mod returning {
     use litebus::Result;
 
-    /// The highest seq of all topics, if any (see `hot::LAST_SEQ`).
-    pub(super) const LAST_SEQ_OF_ALL: &str =
-        "SELECT seq FROM litebus_messages ORDER BY seq DESC LIMIT 1";
+    use litebus::Error;
 
     use crate::{Conn, Row, Value};
 
-    /// Runs the multi-row `insert` into `litebus_messages` (topic `?1`
-    /// among its parameters); returns the new seqs in order. New seqs are
-    /// above every seq the table held (`AUTOINCREMENT`).
+    /// Runs the multi-row `insert` of `count` rows into `litebus_messages`;
+    /// returns the new seqs in order: its rows take consecutive row ids,
+    /// the last of them the connection's last inserted one.
     pub(super) async fn insert(
         conn: &mut dyn Conn,
-        topic: &str,
         insert: &str,
         params: Vec<Value>,
+        count: usize,
     ) -> Result<Vec<u64>> {
-        let before = conn.query(LAST_SEQ_OF_ALL, Vec::new()).await?;
-        let before = before.first().map_or(Ok(0), |r| r.uint(0))?;
         conn.execute(insert, params).await?;
-        conn.query(
-            "SELECT seq FROM litebus_messages WHERE topic = ?1 AND seq > ?2 ORDER BY seq",
-            vec![Value::from(topic), Value::from(before)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.uint(0))
-        .collect()
+        let last = conn.last_insert_rowid().await?;
+        let first = (last + 1)
+            .checked_sub(count as u64)
+            .ok_or_else(|| Error::Internal("an insert took fewer row ids than rows".into()))?;
+        Ok((first..=last).collect())
     }
 
     /// Runs the claim `update` (parameters: consumer, lease end, topic,
@@ -336,11 +329,8 @@ async fn insert_messages(
 }
 
 /// Inserts `messages` with one statement; their seqs, in order.
-async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) -> Result<Vec<u64>> {
-    let mut seqs: Vec<u64> = Vec::with_capacity(messages.len());
-    if messages.is_empty() {
-        return Ok(seqs);
-    }
+/// The multi-row `INSERT` of `messages` into topic `topic`, and its values.
+fn insert_statement(topic: &str, messages: &[&Message]) -> (String, Vec<Value>) {
     let mut sql = String::from(
         "INSERT INTO litebus_messages (topic, id, payload, metadata, msg_key, deliver_at) VALUES ",
     );
@@ -359,8 +349,17 @@ async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) ->
         params.push(Value::from(m.key()));
         params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
     }
+    (sql, params)
+}
+
+async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) -> Result<Vec<u64>> {
+    let mut seqs: Vec<u64> = Vec::with_capacity(messages.len());
+    if messages.is_empty() {
+        return Ok(seqs);
+    }
+    let (mut sql, params) = insert_statement(topic, messages);
     if conn.slow_returning() {
-        seqs = returning::insert(conn, topic, &sql, params).await?;
+        seqs = returning::insert(conn, &sql, params, messages.len()).await?;
     } else {
         sql.push_str(" RETURNING seq");
         for row in conn.query(&sql, params).await? {
@@ -1195,62 +1194,37 @@ async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<Hash
     Ok(attempts)
 }
 
-/// [`Driver::settle`](litebus::driver::Driver::settle).
-pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
-    if s.ordered {
-        return settle_ordered(conn, s).await;
-    }
-    let key = || {
-        vec![
-            Value::from(s.topic),
-            Value::from(s.group),
-            Value::from(s.seq),
-            Value::from(s.attempt),
-        ]
-    };
-    let current = "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL";
-    match s.settlement {
-        Settlement::Ack => match conn.execute(ACK, key()).await? {
-            0 => Err(Error::LeaseLost),
-            _ => Ok(None),
-        },
-        Settlement::Extend { lease_until } => {
-            let sql = format!("UPDATE litebus_handouts SET lease_until = ?5 WHERE {current}");
-            let mut params = key();
-            params.push(ts(lease_until));
-            match conn.execute(&sql, params).await? {
-                0 => Err(Error::LeaseLost),
-                _ => Ok(None),
-            }
-        }
-        Settlement::Nack { retry_at, reason } => {
-            let g = load_group(conn, s.topic, s.group)
-                .await?
-                .ok_or_else(|| unknown_group(s.topic, s.group))?;
-            let sql = format!("SELECT attempt FROM litebus_handouts WHERE {current}");
-            if conn.query(&sql, key()).await?.is_empty() {
-                return Err(Error::LeaseLost);
-            }
-            if s.attempt >= g.spec.max_attempts {
-                let error = reason.as_deref().unwrap_or(NACKED);
-                return dead_letter(conn, (s.topic, s.group), &g, s.seq, error, s.now)
-                    .await
-                    .map(Some);
-            }
-            let sql = format!(
-                "UPDATE litebus_handouts SET consumer = NULL, lease_until = NULL, ready_at = ?5
-                 WHERE {current}"
-            );
-            let mut params = key();
-            params.push(ts(retry_at));
-            conn.execute(&sql, params).await?;
-            Ok(None)
-        }
-    }
+/// Where a delivery's lease is kept: a shared or per-key group's handout
+/// row, or an ordered group's own row. `current` is true of the row while
+/// delivery `(?3, ?4)` of group `?2` of topic `?1` is current; `give_back`
+/// ends its lease, deliverable again from `?5`.
+struct LeaseRow {
+    table: &'static str,
+    current: &'static str,
+    give_back: &'static str,
 }
 
-/// [`settle`] in an ordered group: its delivery is the group's lease.
-async fn settle_ordered(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
+const HANDOUT_LEASE: LeaseRow = LeaseRow {
+    table: "litebus_handouts",
+    current: "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL",
+    give_back: "consumer = NULL, lease_until = NULL, ready_at = ?5",
+};
+
+const GROUP_LEASE: LeaseRow = LeaseRow {
+    table: "litebus_groups",
+    current: "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL",
+    give_back: "holder = NULL, lease_until = NULL, ready_at = ?5",
+};
+
+/// [`Driver::settle`](litebus::driver::Driver::settle). An ordered group's
+/// delivery is its lease of the group, kept in its row.
+pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLettered>> {
+    let row = if s.ordered {
+        &GROUP_LEASE
+    } else {
+        &HANDOUT_LEASE
+    };
+    let (table, current) = (row.table, row.current);
     let key = || {
         vec![
             Value::from(s.topic),
@@ -1259,22 +1233,18 @@ async fn settle_ordered(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<Dea
             Value::from(s.attempt),
         ]
     };
-    let current =
-        "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL";
     let changed = match s.settlement {
-        Settlement::Ack => {
+        Settlement::Ack if s.ordered => {
             let mut params = key();
             match s.next {
-                Some(next) => {
-                    params.push(Value::from(next.seq));
-                    params.push(ts(next.lease_until));
-                }
+                Some(next) => params.extend([Value::from(next.seq), ts(next.lease_until)]),
                 None => params.extend([Value::Null, Value::Null]),
             }
             conn.execute(ORDERED_ACK, params).await?
         }
+        Settlement::Ack => conn.execute(ACK, key()).await?,
         Settlement::Extend { lease_until } => {
-            let sql = format!("UPDATE litebus_groups SET lease_until = ?5 WHERE {current}");
+            let sql = format!("UPDATE {table} SET lease_until = ?5 WHERE {current}");
             let mut params = key();
             params.push(ts(lease_until));
             conn.execute(&sql, params).await?
@@ -1283,19 +1253,21 @@ async fn settle_ordered(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<Dea
             let mut g = load_group(conn, s.topic, s.group)
                 .await?
                 .ok_or_else(|| unknown_group(s.topic, s.group))?;
-            if g.head.seq != Some(s.seq) || g.head.attempt != s.attempt || g.head.holder.is_none() {
+            let sql = format!("SELECT 1 FROM {table} WHERE {current}");
+            if conn.query(&sql, key()).await?.is_empty() {
                 return Err(Error::LeaseLost);
             }
             if s.attempt >= g.spec.max_attempts {
                 let error = reason.as_deref().unwrap_or(NACKED);
-                return dead_letter_head(conn, (s.topic, s.group), &mut g, s.seq, error, s.now)
-                    .await
-                    .map(Some);
+                let key = (s.topic, s.group);
+                let letter = if s.ordered {
+                    dead_letter_head(conn, key, &mut g, s.seq, error, s.now).await
+                } else {
+                    dead_letter(conn, key, &g, s.seq, error, s.now).await
+                };
+                return letter.map(Some);
             }
-            let sql = format!(
-                "UPDATE litebus_groups SET holder = NULL, lease_until = NULL, ready_at = ?5
-                 WHERE {current}"
-            );
+            let sql = format!("UPDATE {table} SET {} WHERE {current}", row.give_back);
             let mut params = key();
             params.push(ts(retry_at));
             conn.execute(&sql, params).await?

@@ -466,5 +466,7 @@ mod tests {
         );
         assert!(n.idle_writes.is_empty(), "{n:?}");
         assert_eq!(n.lone_ack, 1, "an ack alone is one statement: {n:?}");
+        // one INSERT … RETURNING.
+        assert_eq!(n.lone_publish, 1, "a publish alone: {n:?}");
     }
 }

@@ -82,6 +82,14 @@ impl Conn for TursoConn {
         true
     }
 
+    fn last_insert_rowid(&mut self) -> BoxFuture<'_, Result<u64>> {
+        // Read off the connection: no statement.
+        let id = self.conn.last_insert_rowid();
+        Box::pin(async move {
+            u64::try_from(id).map_err(|_| Error::Corrupt(format!("a negative row id {id}")))
+        })
+    }
+
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut statement = self.conn.prepare_cached(sql).await.map_err(map_err)?;
