@@ -59,6 +59,9 @@ pub(crate) struct BusInner {
     close_finished: Event,
     /// The store's wake-ups, shared with every other bus on it.
     pub(crate) wakeups: Wakeups,
+    /// The bus wakes them for its publishes: its driver has no store-wide
+    /// wake-ups, which it would wake itself on commit.
+    wakes_on_publish: bool,
     topics: Mutex<HashMap<String, Arc<TopicSignal>>>,
     next_consumer: AtomicU64,
     consumers: Mutex<HashMap<u64, ConsumerRef>>,
@@ -107,7 +110,9 @@ impl Bus {
                 )
             })?,
         };
-        let wakeups = driver.wakeups().unwrap_or_default();
+        let driver_wakes = driver.wakeups();
+        let wakes_on_publish = driver_wakes.is_none();
+        let wakeups = driver_wakes.unwrap_or_default();
         Ok(Bus {
             inner: Arc::new(BusInner {
                 driver: Box::new(driver),
@@ -118,6 +123,7 @@ impl Bus {
                 close_done: AtomicBool::new(false),
                 close_finished: Event::new(),
                 wakeups,
+                wakes_on_publish,
                 topics: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(0),
                 consumers: Mutex::new(HashMap::new()),
@@ -196,7 +202,9 @@ impl Bus {
                 published += 1;
             }
         }
-        inner.wakeups.published(topic, published);
+        if inner.wakes_on_publish {
+            inner.wakeups.published(topic, published);
+        }
         Ok(outcomes)
     }
 

@@ -408,6 +408,14 @@ pub trait Driver: MaybeSendSync + 'static {
     /// in this process. `None` (the default): each bus keeps its own, and
     /// only its own commits (and [`watch_external`](Driver::watch_external))
     /// wake its subscriptions.
+    ///
+    /// A driver that hands out its `Wakeups` also wakes them for every
+    /// commit of an [`append`](Driver::append) itself
+    /// ([`Wakeups::published`] with the count of new messages), when the
+    /// commit happens: its caller may have stopped waiting by then (a
+    /// publish dropped under a deadline), and nobody else would wake the
+    /// waiting consumers (I11). The bus wakes them itself only for a driver
+    /// that returns `None`.
     fn wakeups(&self) -> Option<Wakeups> {
         None
     }

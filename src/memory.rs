@@ -522,7 +522,12 @@ impl Driver for MemoryDriver {
     }
 
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
-        Box::pin(async move { lock(&self.store).append(append) })
+        Box::pin(async move {
+            let outcomes = lock(&self.store).append(append)?;
+            let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
+            self.wakeups.published(append.topic, new);
+            Ok(outcomes)
+        })
     }
 
     fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {

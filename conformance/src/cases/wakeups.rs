@@ -313,3 +313,26 @@ pub async fn each_new_message_wakes_a_waiting_consumer<F: Factory>(f: &F) {
         }
     }
 }
+
+/// I11: a publish dropped after the store ran it (its caller stopped
+/// waiting for the answer) still wakes the consumers waiting for it: the
+/// store wakes them when it commits, not the caller.
+pub async fn a_publish_cut_after_it_ran_still_wakes_waiters<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_cut_publish").await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    none(&sub).await;
+    let (got, ()) = within(future::zip(sub.recv(), async {
+        future::yield_now().await;
+        let mut publish = Box::pin(env.bus.publish("t", msg("t", 0)));
+        if future::poll_once(&mut publish).await.is_none() {
+            // Until the store holds it (a call queued after it runs after
+            // it), then the caller leaves without its answer.
+            while env.bus.stats("t").await.unwrap().messages == 0 {
+                future::yield_now().await;
+            }
+        }
+        drop(publish);
+    }))
+    .await;
+    assert_eq!(text(&got.unwrap()), "t-0");
+}

@@ -55,7 +55,7 @@ use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Next, Release,
-    Settle, Settlement, TopicStats,
+    Settle, Settlement, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Message, Outcome, Result, Timestamp};
 
@@ -273,6 +273,9 @@ struct Inner<B: Backend> {
     pumped: bool,
     closed: AtomicBool,
     unread: Unread,
+    /// The store's wake-ups: a committed publish wakes waiting consumers
+    /// here, whether or not its caller is still there to do it.
+    wakeups: Wakeups,
 }
 
 /// The commit engine of one store. Cheap to clone; clones share it.
@@ -439,18 +442,19 @@ impl<B: Backend> Inner<B> {
 }
 
 impl<B: Backend> Engine<B> {
-    /// An engine whose callers take turns driving it (no runtime needed).
-    pub fn new(backend: B) -> Self {
-        Engine::with(backend, false)
+    /// An engine whose callers take turns driving it (no runtime needed),
+    /// waking the consumers of the store's `wakeups` on each commit.
+    pub fn new(backend: B, wakeups: Wakeups) -> Self {
+        Engine::with(backend, wakeups, false)
     }
 
     /// An engine driven by [`Engine::pump`], which the driver runs on its
     /// runtime; callers only wait for their answers.
-    pub fn pumped(backend: B) -> Self {
-        Engine::with(backend, true)
+    pub fn pumped(backend: B, wakeups: Wakeups) -> Self {
+        Engine::with(backend, wakeups, true)
     }
 
-    fn with(backend: B, pumped: bool) -> Self {
+    fn with(backend: B, wakeups: Wakeups, pumped: bool) -> Self {
         Engine {
             inner: Arc::new(Inner {
                 backend,
@@ -462,6 +466,7 @@ impl<B: Backend> Engine<B> {
                 pumped,
                 closed: AtomicBool::new(false),
                 unread: Unread::default(),
+                wakeups,
             }),
         }
     }
@@ -816,6 +821,13 @@ async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
     };
     let answers = run_jobs(&inner, &jobs).await;
     for (job, answer) in jobs.iter().zip(answers) {
+        // Committed: new messages wake waiting consumers now, even if the
+        // publish's caller stopped waiting (I11).
+        if let (Work::Publish { topic, .. }, Ok(Answer::Published(outcomes))) = (&job.work, &answer)
+        {
+            let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
+            inner.wakeups.published(topic, new);
+        }
         job.answer(answer, &inner.unread);
     }
 }

@@ -185,7 +185,7 @@ impl SqlxDriver {
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(path, &e))?;
-        let (engine, pump) = start(&runtime, writer.clone());
+        let (engine, pump) = start(&runtime, writer.clone(), file.wakeups());
         let driver = SqlxDriver {
             engine,
             pump,
@@ -226,7 +226,8 @@ impl SqlxDriver {
             .connect_with(connect)
             .await
             .map_err(|e| map_err(&e))?;
-        let (engine, pump) = start(&runtime, pool.clone());
+        let wakeups = Wakeups::new();
+        let (engine, pump) = start(&runtime, pool.clone(), &wakeups);
         let driver = SqlxDriver {
             engine,
             pump,
@@ -235,7 +236,7 @@ impl SqlxDriver {
             memory: true,
             runtime,
             handle: Handle::new(),
-            wakeups: Wakeups::new(),
+            wakeups,
             _file: None,
         };
         driver.migrate().await?;
@@ -259,7 +260,10 @@ impl SqlxDriver {
         } else {
             Some(litebus_sql::file_wakeups(Path::new(&file)).await)
         };
-        let (engine, pump) = start(&runtime, pool.clone());
+        let wakeups = file
+            .as_ref()
+            .map_or_else(Wakeups::new, |file| file.wakeups().clone());
+        let (engine, pump) = start(&runtime, pool.clone(), &wakeups);
         let driver = SqlxDriver {
             engine,
             pump,
@@ -278,9 +282,7 @@ impl SqlxDriver {
             memory,
             runtime,
             handle: Handle::new(),
-            wakeups: file
-                .as_ref()
-                .map_or_else(Wakeups::new, |file| file.wakeups().clone()),
+            wakeups,
             _file: file,
         };
         driver.migrate().await?;
@@ -316,8 +318,9 @@ impl SqlxDriver {
 fn start(
     runtime: &Runtime,
     pool: SqlitePool,
+    wakeups: &Wakeups,
 ) -> (Engine<SqlxBackend>, Arc<std::sync::Mutex<Option<Task>>>) {
-    let engine = Engine::pumped(SqlxBackend { pool });
+    let engine = Engine::pumped(SqlxBackend { pool }, wakeups.clone());
     let task = runtime.spawn_untracked(Box::pin(engine.clone().pump()));
     (engine, Arc::new(std::sync::Mutex::new(Some(task))))
 }
@@ -419,7 +422,10 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .unwrap();
-        let engine = Engine::pumped(Counted::new(SqlxBackend { pool }));
+        let engine = Engine::pumped(
+            Counted::new(SqlxBackend { pool }),
+            litebus::driver::Wakeups::new(),
+        );
         tokio::spawn(engine.clone().pump());
         engine
     }

@@ -268,26 +268,30 @@ impl TursoDriver {
                 .map_err(map_err)?;
         }
         let handles = Handles::new();
+        let wakeups = Wakeups::new();
         let driver = TursoDriver {
             handle: handles.open(),
             shared: Arc::new(Shared {
                 _db: db,
-                engine: Engine::new(TursoBackend {
-                    conn,
-                    // A file may have other connections (other drivers in
-                    // this process): take the write lock up front so that
-                    // two transactions never deadlock upgrading a read lock.
-                    // An in-memory database has this one connection, so a
-                    // plain `BEGIN` is as safe, and it is the only form
-                    // turso runs on wasm32: `BEGIN IMMEDIATE` also begins a
-                    // write on the temp database, whose lazy creation reads
-                    // `std::time::Instant`, which panics there.
-                    begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
-                }),
+                engine: Engine::new(
+                    TursoBackend {
+                        conn,
+                        // A file may have other connections (other drivers in
+                        // this process): take the write lock up front so that
+                        // two transactions never deadlock upgrading a read lock.
+                        // An in-memory database has this one connection, so a
+                        // plain `BEGIN` is as safe, and it is the only form
+                        // turso runs on wasm32: `BEGIN IMMEDIATE` also begins a
+                        // write on the temp database, whose lazy creation reads
+                        // `std::time::Instant`, which panics there.
+                        begin: if memory { "BEGIN" } else { "BEGIN IMMEDIATE" },
+                    },
+                    wakeups.clone(),
+                ),
                 memory,
                 durability: Mutex::new(durability),
                 handles,
-                wakeups: Wakeups::new(),
+                wakeups,
                 closed: AtomicBool::new(false),
             }),
         };
@@ -394,7 +398,10 @@ mod tests {
             conn,
             begin: "BEGIN",
         };
-        (db, Engine::new(Counted::new(backend)))
+        (
+            db,
+            Engine::new(Counted::new(backend), litebus::driver::Wakeups::new()),
+        )
     }
 
     #[test]
