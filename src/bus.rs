@@ -11,8 +11,8 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Release, TopicStats, Wakeups,
-    default_dead_letter_topic,
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Release, TopicStats,
+    Wakeups, default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
@@ -186,12 +186,28 @@ impl Bus {
             return Ok(Vec::new());
         }
         inner.drive_deferred();
+        // Consumers waiting caught up may get the new messages leased in
+        // the publish's own step.
+        let handoffs: Vec<Handoff> = inner
+            .wakeups
+            .waiting(topic)
+            .into_iter()
+            .map(|w| Handoff {
+                group: w.group.clone(),
+                consumer: w.consumer.clone(),
+                now,
+                lease_until: now + w.lease,
+                max: w.max,
+                inbox: w.inbox.clone(),
+            })
+            .collect();
         let outcomes = inner
             .driver
             .append(Append {
                 topic,
                 messages: &batch,
                 expected_last,
+                handoffs: &handoffs,
             })
             .await?;
         let signal = inner.signal(topic);

@@ -23,7 +23,7 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
 use crate::options::Order;
-pub use crate::wake::Wakeups;
+pub use crate::wake::{Inbox, Wakeups};
 
 /// `Send` on native targets, nothing on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
@@ -121,6 +121,30 @@ pub struct Append<'a> {
     /// When set, the append happens only if the topic's last seq equals it
     /// (0 for an empty topic); otherwise [`Error::Conflict`](crate::Error::Conflict).
     pub expected_last: Option<u64>,
+    /// Consumers of the topic waiting caught up, one per group: in the same
+    /// step, a driver may lease new messages to them as their claim would
+    /// (a hand-off), and after the commit puts what it leased in their
+    /// [`Inbox`], so that publish → delivery costs no claim. A driver may
+    /// ignore them: they are woken either way.
+    pub handoffs: &'a [Handoff],
+}
+
+/// A waiting consumer an append may lease new messages to ([`Append::handoffs`]).
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// Its group.
+    pub group: String,
+    /// Its consumer id.
+    pub consumer: String,
+    /// The bus clock's time.
+    pub now: Timestamp,
+    /// When the leases end.
+    pub lease_until: Timestamp,
+    /// The most deliveries to lease (an ordered group: one, and up to
+    /// `max - 1` read ahead).
+    pub max: u32,
+    /// Where they go once the step has committed.
+    pub inbox: Inbox,
 }
 
 /// Create a group if it does not exist, or check its stored settings.

@@ -523,8 +523,37 @@ impl Driver for MemoryDriver {
 
     fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
         Box::pin(async move {
-            let outcomes = lock(&self.store).append(append)?;
+            let mut store = lock(&self.store);
+            let outcomes = store.append(append)?;
             let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
+            if new > 0 {
+                // Each waiting consumer gets what its claim would get now,
+                // in the same step (the store's one lock).
+                for h in append.handoffs {
+                    let per_key = store
+                        .topics
+                        .get(append.topic)
+                        .and_then(|t| t.groups.get(&h.group))
+                        .is_none_or(|g| g.spec.order == Order::PerKey);
+                    if per_key {
+                        // Left to the woken consumers' claims, as the SQL
+                        // drivers leave it.
+                        continue;
+                    }
+                    let claimed = store.claim(Claim {
+                        topic: append.topic,
+                        group: &h.group,
+                        consumer: &h.consumer,
+                        now: h.now,
+                        lease_until: h.lease_until,
+                        max: h.max,
+                    });
+                    if let Ok(outcome) = claimed {
+                        h.inbox.deliver(outcome);
+                    }
+                }
+            }
+            drop(store);
             self.wakeups.published(append.topic, new);
             Ok(outcomes)
         })

@@ -18,7 +18,7 @@ use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Set
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{GroupOptions, NackOptions, Order};
-use crate::wake::Taken;
+use crate::wake::{Inbox, Taken, Waiting};
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
 ///
@@ -68,6 +68,8 @@ struct Consumer {
     /// Fires when this consumer's ordered delivery is settled, for its own
     /// waiting `recv` (the group's event may wake another consumer).
     settled: Event,
+    /// What publishes leased to this consumer while it waited.
+    inbox: Inbox,
     closed: AtomicBool,
 }
 
@@ -148,6 +150,7 @@ impl Subscription {
                 ordered: options.order == Order::Ordered,
                 buffer: Mutex::new(Buffer::default()),
                 settled: Event::new(),
+                inbox: Inbox::default(),
                 closed: AtomicBool::new(false),
             }),
             next: Mutex::new(None),
@@ -207,6 +210,8 @@ impl Subscription {
         drop(self);
         shared.bus.forget_consumer(shared.key);
         lock(&shared.buffer).clear();
+        // The release below ends the leases of what was handed to it.
+        shared.inbox.take();
         shared.bus.check_open()?;
         let now = shared.bus.now();
         let dead = shared
@@ -246,6 +251,7 @@ impl Consumer {
             // between the look and the wait.
             let changed = self.wake.listen();
             let settled = self.settled.listen();
+            let handed = self.inbox.listen();
             let closing = self.bus.closing.listen();
             // Commits by other processes, watched from before the look at
             // the store so that none falls between the look and the wait.
@@ -256,9 +262,22 @@ impl Consumer {
                 Fetched::Delivery(delivery) => return Ok(delivery),
                 Fetched::Nothing(due) => due,
             };
+            // Caught up: a publish may lease its messages to this consumer
+            // in its own step and put them in its inbox.
+            let _waiting = self.bus.wakeups.wait_for(
+                &self.topic,
+                Waiting {
+                    group: self.group.clone(),
+                    consumer: self.id.clone(),
+                    lease: self.lease,
+                    max: self.prefetch,
+                    inbox: self.inbox.clone(),
+                },
+            );
             let woken = async {
                 let changed = async {
-                    futures_lite::future::or(changed, settled).await;
+                    futures_lite::future::or(changed, futures_lite::future::or(settled, handed))
+                        .await;
                     true
                 };
                 let others = async {
@@ -308,20 +327,25 @@ impl Consumer {
                     buffer.clear();
                 }
             }
-            self.bus.drive_deferred();
+            // What a publish leased to this consumer while it waited comes
+            // before a claim of its own.
             let lease_until = now + self.lease;
-            let outcome = self
-                .bus
-                .driver
-                .claim(Claim {
-                    topic: &self.topic,
-                    group: &self.group,
-                    consumer: &self.id,
-                    now,
-                    lease_until,
-                    max: self.prefetch,
-                })
-                .await?;
+            let outcome = if let Some(handed) = self.inbox.take() {
+                handed
+            } else {
+                self.bus.drive_deferred();
+                self.bus
+                    .driver
+                    .claim(Claim {
+                        topic: &self.topic,
+                        group: &self.group,
+                        consumer: &self.id,
+                        now,
+                        lease_until,
+                        max: self.prefetch,
+                    })
+                    .await?
+            };
             if !outcome.dead_lettered.is_empty() {
                 self.bus.announce(&outcome.dead_lettered);
                 // What the dead letters held back (the next message of an
@@ -374,6 +398,7 @@ impl Drop for Subscription {
         }
         shared.bus.forget_consumer(shared.key);
         lock(&shared.buffer).clear();
+        shared.inbox.take();
         if !shared.bus.is_closed() {
             shared.bus.release_soon(
                 shared.topic.clone(),

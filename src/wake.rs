@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use event_listener::{Event, IntoNotification};
+use event_listener::{Event, EventListener, IntoNotification};
 
 use crate::clock::lock;
+use crate::driver::ClaimOutcome;
 
 /// The waiting subscriptions of one store, by topic and group.
 ///
@@ -39,6 +41,97 @@ pub(crate) fn shared<T: Default>(map: &Mutex<HashMap<String, Arc<T>>>, key: &str
 #[derive(Default)]
 struct TopicWake {
     groups: Mutex<HashMap<String, Arc<Event>>>,
+    /// Consumers waiting caught up, oldest first.
+    waiting: Mutex<Vec<Arc<Waiting>>>,
+}
+
+/// A consumer waiting for its group's next messages, having found nothing
+/// deliverable: a publish may lease new messages to it in its own step (a
+/// hand-off, [`Append::handoffs`](crate::driver::Append::handoffs)).
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    /// Its group.
+    pub(crate) group: String,
+    /// Its consumer id.
+    pub(crate) consumer: String,
+    /// Its lease length.
+    pub(crate) lease: Duration,
+    /// The most deliveries it takes at once (its prefetch).
+    pub(crate) max: u32,
+    /// Where what is leased to it goes.
+    pub(crate) inbox: Inbox,
+}
+
+/// What a driver leased to a waiting consumer on its behalf (a hand-off),
+/// kept for that consumer's next look: it gets it without a claim. Clones
+/// share it.
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<InboxInner>);
+
+#[derive(Default)]
+struct InboxInner {
+    kept: Mutex<Option<ClaimOutcome>>,
+    arrived: Event,
+}
+
+impl Inbox {
+    /// Puts what was leased to the consumer (after the step that leased it
+    /// committed) and wakes the consumer.
+    pub fn deliver(&self, outcome: ClaimOutcome) {
+        if outcome.deliveries.is_empty() && outcome.dead_lettered.is_empty() {
+            return;
+        }
+        {
+            let mut kept = lock(&self.0.kept);
+            match kept.as_mut() {
+                Some(old) => {
+                    old.deliveries.extend(outcome.deliveries);
+                    old.deliveries.sort_by_key(|d| d.seq);
+                    if !outcome.ahead.is_empty() {
+                        old.ahead = outcome.ahead;
+                    }
+                    old.dead_lettered.extend(outcome.dead_lettered);
+                }
+                None => *kept = Some(outcome),
+            }
+        }
+        self.0.arrived.notify(usize::MAX);
+    }
+
+    /// Whether something was delivered since the last take.
+    pub(crate) fn is_full(&self) -> bool {
+        lock(&self.0.kept).is_some()
+    }
+
+    /// What was delivered since the last take.
+    pub(crate) fn take(&self) -> Option<ClaimOutcome> {
+        lock(&self.0.kept).take()
+    }
+
+    /// Fires at the next delivery.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.0.arrived.listen()
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("full", &lock(&self.0.kept).is_some())
+            .finish()
+    }
+}
+
+/// A consumer's place among the waiting, given up when dropped.
+pub(crate) struct WaitingGuard {
+    topic: Arc<TopicWake>,
+    waiting: Arc<Waiting>,
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        lock(&self.topic.waiting).retain(|w| !Arc::ptr_eq(w, &self.waiting));
+    }
 }
 
 impl Wakeups {
@@ -50,6 +143,32 @@ impl Wakeups {
     /// The event the consumers of one group wait on.
     pub(crate) fn group(&self, topic: &str, group: &str) -> Arc<Event> {
         shared(&shared(&self.topics, topic).groups, group)
+    }
+
+    /// Counts `waiting` among the consumers of `topic` waiting caught up
+    /// until the guard is dropped.
+    pub(crate) fn wait_for(&self, topic: &str, waiting: Waiting) -> WaitingGuard {
+        let topic = shared(&self.topics, topic);
+        let waiting = Arc::new(waiting);
+        lock(&topic.waiting).push(waiting.clone());
+        WaitingGuard { topic, waiting }
+    }
+
+    /// The consumers of `topic` waiting caught up: the one that waited
+    /// longest in each group.
+    pub(crate) fn waiting(&self, topic: &str) -> Vec<Arc<Waiting>> {
+        let Some(wake) = lock(&self.topics).get(topic).cloned() else {
+            return Vec::new();
+        };
+        let waiting = lock(&wake.waiting);
+        let mut first: Vec<Arc<Waiting>> = Vec::new();
+        // One that was handed something already has it to look at.
+        for w in waiting.iter().filter(|w| !w.inbox.is_full()) {
+            if !first.iter().any(|f| f.group == w.group) {
+                first.push(w.clone());
+            }
+        }
+        first
     }
 
     /// `count` messages became deliverable in `topic`: wakes up to `count`

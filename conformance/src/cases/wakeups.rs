@@ -336,3 +336,57 @@ pub async fn a_publish_cut_after_it_ran_still_wakes_waiters<F: Factory>(f: &F) {
     .await;
     assert_eq!(text(&got.unwrap()), "t-0");
 }
+
+/// A consumer waiting caught up gets a new message leased in the
+/// publish's own step (a hand-off): when the publish returns, the message
+/// is in flight already, and the consumer's `recv` returns it without a
+/// claim of its own, at attempt 1. An ordered group's consumer gets the
+/// next messages of the batch read ahead with it. (A driver that watches
+/// other processes wakes a waiting consumer once when its watch starts, so
+/// the consumer may be between two looks when the publish comes: tried a
+/// few times, it must happen at least once.)
+pub async fn a_waiting_consumer_gets_new_messages_in_the_publish_step<F: Factory>(f: &F) {
+    let env = Env::new(f, "handoff").await;
+    for (order, options, in_flight) in [
+        ("shared", shared(10).prefetch(4), 2),
+        ("ordered", GroupOptions::new().prefetch(4), 1),
+    ] {
+        let mut handed = 0;
+        for attempt in 0..5 {
+            let topic = format!("{order}-{attempt}");
+            let topic = topic.as_str();
+            let sub = env.sub(topic, "g", options.clone()).await;
+            none(&sub).await;
+            let mut waiting = Box::pin(sub.recv());
+            // Polled until it waits: its claim (which may run on a
+            // driver's own task: a call queued after it returns after it)
+            // found nothing.
+            for _ in 0..3 {
+                assert!(
+                    future::poll_once(&mut waiting).await.is_none(),
+                    "{topic}: nothing yet"
+                );
+                env.bus.stats(topic).await.unwrap();
+            }
+            env.bus
+                .publish_batch(topic, [msg(topic, 0), msg(topic, 1)])
+                .await
+                .unwrap();
+            let stats = group_stats(&env.bus, topic, "g").await;
+            if (stats.in_flight, stats.ready) == (in_flight, 2 - in_flight) {
+                handed += 1;
+            }
+            let first = within(waiting).await.unwrap();
+            assert_eq!((text(&first), first.attempt()), (format!("{topic}-0"), 1));
+            first.ack().await.unwrap();
+            let second = some(&sub).await;
+            assert_eq!((text(&second), second.attempt()), (format!("{topic}-1"), 1));
+            second.ack().await.unwrap();
+            none(&sub).await;
+            if handed > 0 {
+                break;
+            }
+        }
+        assert!(handed > 0, "{order}: never leased by the publish");
+    }
+}

@@ -54,8 +54,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
-    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Next, Release,
-    Settle, Settlement, TopicStats, Wakeups,
+    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
+    Next, Release, Settle, Settlement, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Message, Outcome, Result, Timestamp};
 
@@ -89,6 +89,8 @@ enum Work {
         topic: String,
         messages: Vec<Arc<Message>>,
         expected_last: Option<u64>,
+        /// Consumers waiting caught up, to lease new messages to.
+        handoffs: Vec<Handoff>,
     },
     EnsureGroup {
         topic: String,
@@ -136,10 +138,12 @@ impl Work {
                 topic,
                 messages,
                 expected_last: None,
-            } if messages.len() <= ONE_STATEMENT_APPEND => Some(Append {
+                handoffs,
+            } if messages.len() <= ONE_STATEMENT_APPEND && handoffs.is_empty() => Some(Append {
                 topic,
                 messages,
                 expected_last: None,
+                handoffs: &[],
             }),
             _ => None,
         }
@@ -150,8 +154,9 @@ impl Work {
         match self {
             Work::Publish {
                 expected_last: None,
+                handoffs,
                 ..
-            } => Some(0),
+            } if handoffs.is_empty() => Some(0),
             Work::Settle {
                 settlement: Settlement::Ack,
                 ordered: false,
@@ -165,6 +170,9 @@ impl Work {
 /// What a call gives back.
 enum Answer {
     Published(Vec<Outcome>),
+    /// A publish that leased new messages to waiting consumers: what each
+    /// got, for its inbox once committed.
+    PublishedHanded(Vec<Outcome>, Vec<(Inbox, ClaimOutcome)>),
     Claimed(ClaimOutcome),
     Settled(Option<DeadLettered>),
     Released(Vec<DeadLettered>),
@@ -556,6 +564,7 @@ impl<B: Backend> Engine<B> {
                 topic: append.topic.to_owned(),
                 messages: append.messages.to_vec(),
                 expected_last: append.expected_last,
+                handoffs: append.handoffs.to_vec(),
             },
             |answer| match answer {
                 Answer::Published(v) => Some(v),
@@ -820,9 +829,16 @@ async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
         jobs: &jobs,
     };
     let answers = run_jobs(&inner, &jobs).await;
-    for (job, answer) in jobs.iter().zip(answers) {
-        // Committed: new messages wake waiting consumers now, even if the
+    for (job, mut answer) in jobs.iter().zip(answers) {
+        // Committed: what was leased to waiting consumers goes to their
+        // inboxes, and new messages wake waiting consumers, even if the
         // publish's caller stopped waiting (I11).
+        if let Ok(Answer::PublishedHanded(outcomes, handed)) = answer {
+            for (inbox, outcome) in handed {
+                inbox.deliver(outcome);
+            }
+            answer = Ok(Answer::Published(outcomes));
+        }
         if let (Work::Publish { topic, .. }, Ok(Answer::Published(outcomes))) = (&job.work, &answer)
         {
             let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
@@ -982,6 +998,7 @@ async fn publish_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Res
             topic,
             messages,
             expected_last: None,
+            handoffs: &[],
         };
         let done = crate::append(conn, append).await?;
         outcomes.insert(topic, done.into_iter());
@@ -1050,13 +1067,28 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
             topic,
             messages,
             expected_last,
+            handoffs,
         } => {
             let append = Append {
                 topic,
                 messages,
                 expected_last: *expected_last,
+                handoffs: &[],
             };
-            crate::append(conn, append).await.map(Answer::Published)
+            let outcomes = crate::append(conn, append).await?;
+            if handoffs.is_empty() {
+                return Ok(Answer::Published(outcomes));
+            }
+            let new: Vec<(u64, Arc<Message>)> = outcomes
+                .iter()
+                .zip(messages)
+                .filter_map(|(outcome, message)| match outcome {
+                    Outcome::Published { seq } => Some((*seq, message.clone())),
+                    Outcome::Duplicate { .. } => None,
+                })
+                .collect();
+            let handed = crate::hand_off(conn, topic, &new, handoffs).await?;
+            Ok(Answer::PublishedHanded(outcomes, handed))
         }
         Work::EnsureGroup {
             topic,
@@ -1277,6 +1309,7 @@ pub mod checks {
             topic,
             messages: &messages,
             expected_last: None,
+            handoffs: &[],
         }))
     }
 

@@ -28,8 +28,8 @@ pub use engine::{Backend, Engine};
 pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use steps::{
-    ONE_STATEMENT_APPEND, ack_many, append, claim, ensure_group, hot, insert_new, is_known_id,
-    release, settle, stats,
+    ONE_STATEMENT_APPEND, ack_many, append, claim, ensure_group, hand_off, hot, insert_new,
+    is_known_id, release, settle, stats,
 };
 pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 

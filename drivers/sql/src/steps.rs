@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
-    GroupSpec, LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats, dead_letter_message,
-    generate_id, group_stats, stored_message, topic_stats,
+    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats,
+    dead_letter_message, generate_id, group_stats, stored_message, topic_stats,
 };
 use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
@@ -1215,6 +1215,151 @@ const GROUP_LEASE: LeaseRow = LeaseRow {
     current: "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL",
     give_back: "holder = NULL, lease_until = NULL, ready_at = ?5",
 };
+
+/// What a group with a consumer waiting caught up looks like, for
+/// [`hand_off`]: ordering, `max_in_flight`, cursor, its unexpired leases,
+/// whether it has messages older than the first new one (`?4`) not taken
+/// in (shared) or not settled (ordered), whether the group is free of
+/// holders, its head, its delay.
+const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
+        (SELECT COUNT(*) FROM litebus_handouts a WHERE a.topic = ?1 AND a.grp = ?2
+            AND a.consumer IS NOT NULL AND a.lease_until > ?3),
+        EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4),
+        g.holder IS NULL OR g.lease_until <= ?3, g.head_seq IS NULL, g.ready_at <= ?3
+     FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2";
+
+/// Leases the new messages of a publish to consumers of the topic waiting
+/// caught up (a hand-off), inside the publish's transaction, as their
+/// claim would: a shared group's first new messages that are due, within
+/// `max_in_flight`, when the group has taken in every message before them;
+/// an ordered group's first new message, when the group is free, settled
+/// up to it and not delayed, with the next ones read ahead. Per-key groups
+/// and anything else are left to the woken consumers' claims. `new`: the
+/// messages the publish stored, in seq order. Returns what each consumer
+/// got, for its inbox once the transaction commits. Three statements per
+/// shared group, two per ordered one.
+pub async fn hand_off(
+    conn: &mut dyn Conn,
+    topic: &str,
+    new: &[(u64, Arc<Message>)],
+    handoffs: &[Handoff],
+) -> Result<Vec<(Inbox, ClaimOutcome)>> {
+    let mut handed = Vec::new();
+    for h in handoffs {
+        let due = new
+            .iter()
+            .take_while(|(_, m)| m.deliver_at().is_none_or(|t| t <= h.now))
+            .count();
+        let Some(&(first, _)) = new.first().filter(|_| due > 0) else {
+            continue;
+        };
+        let rows = conn
+            .query(
+                HANDOFF_GROUP,
+                vec![
+                    Value::from(topic),
+                    Value::from(h.group.as_str()),
+                    ts(h.now),
+                    Value::from(first),
+                ],
+            )
+            .await?;
+        let Some(g) = rows.first() else {
+            continue;
+        };
+        let (ordering, max_in_flight, cursor, active) =
+            (g.text(0)?, g.uint(1)?, g.uint(2)?, g.uint(3)?);
+        let (older, free, no_head, ready) = (
+            g.int(4)? != 0,
+            g.int(5)? != 0,
+            g.int(6)? != 0,
+            g.int(7)? != 0,
+        );
+        if older || cursor >= first {
+            continue;
+        }
+        let claimed = |(seq, message): &(u64, Arc<Message>)| Claimed {
+            seq: *seq,
+            attempt: 1,
+            lease_until: h.lease_until,
+            message: message.clone(),
+        };
+        let outcome = match ordering {
+            "shared" => {
+                let room = max_in_flight.saturating_sub(active).min(u64::from(h.max));
+                let take = &new[..due.min(usize::try_from(room).unwrap_or(usize::MAX))];
+                let Some(&(last, _)) = take.last() else {
+                    continue;
+                };
+                let mut sql = String::from(
+                    "INSERT INTO litebus_handouts
+                        (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
+                );
+                let mut params = Vec::with_capacity(take.len() * 8);
+                for (i, (seq, message)) in take.iter().enumerate() {
+                    // Bare `?`, values in text order: see `placeholders`.
+                    sql.push_str(if i == 0 {
+                        "(?,?,?,?,1,0,?,?)"
+                    } else {
+                        ",(?,?,?,?,1,0,?,?)"
+                    });
+                    params.extend([
+                        Value::from(topic),
+                        Value::from(h.group.as_str()),
+                        Value::from(*seq),
+                        Value::from(message.key()),
+                        Value::from(h.consumer.as_str()),
+                        ts(h.lease_until),
+                    ]);
+                }
+                conn.execute(&sql, params).await?;
+                conn.execute(
+                    "UPDATE litebus_groups SET cursor = ?3 WHERE topic = ?1 AND grp = ?2",
+                    vec![
+                        Value::from(topic),
+                        Value::from(h.group.as_str()),
+                        Value::from(last),
+                    ],
+                )
+                .await?;
+                ClaimOutcome {
+                    deliveries: take.iter().map(claimed).collect(),
+                    ..ClaimOutcome::default()
+                }
+            }
+            "ordered" if free && no_head && ready => {
+                conn.execute(
+                    ORDERED_LEASE,
+                    vec![
+                        Value::from(topic),
+                        Value::from(h.group.as_str()),
+                        Value::from(first),
+                        Value::from(1u32),
+                        Value::from(h.consumer.as_str()),
+                        ts(h.lease_until),
+                    ],
+                )
+                .await?;
+                let ahead = (h.max as usize).saturating_sub(1);
+                ClaimOutcome {
+                    deliveries: vec![claimed(&new[0])],
+                    ahead: new[1..]
+                        .iter()
+                        .take(ahead)
+                        .map(|(seq, message)| Ahead {
+                            seq: *seq,
+                            message: message.clone(),
+                        })
+                        .collect(),
+                    ..ClaimOutcome::default()
+                }
+            }
+            _ => continue,
+        };
+        handed.push((h.inbox.clone(), outcome));
+    }
+    Ok(handed)
+}
 
 /// [`Driver::settle`](litebus::driver::Driver::settle). An ordered group's
 /// delivery is its lease of the group, kept in its row.
