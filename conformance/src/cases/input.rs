@@ -277,3 +277,33 @@ pub async fn a_group_deleted_by_sql_is_unknown<F: Factory>(f: &F) {
         "{err}"
     );
 }
+
+/// A trigger on the message table that inserts rows of its own (a copy of
+/// each message to another topic) does not change the seqs a publish
+/// reports: each names its own message, in a batch too.
+pub async fn a_trigger_inserting_messages_leaves_the_seqs_right<F: Factory>(f: &F) {
+    let env = Env::new(f, "trigger_copies").await;
+    let trigger = "CREATE TRIGGER litebus_test_copy AFTER INSERT ON litebus_messages
+         WHEN NEW.topic = 't'
+         BEGIN
+           INSERT INTO litebus_messages (topic, id, payload) VALUES ('copies', NEW.id, NEW.payload);
+         END";
+    if env.sql(trigger).await.is_none() {
+        return;
+    }
+    let sub = env.sub("t", "g", GroupOptions::new().prefetch(10)).await;
+    let mut published = Vec::new();
+    for batch in [vec![msg("t", 0)], (1..4).map(|i| msg("t", i)).collect()] {
+        let outcomes = env.bus.publish_batch("t", batch).await.unwrap();
+        published.extend(outcomes.into_iter().map(Outcome::seq));
+    }
+    let mut delivered = Vec::new();
+    for _ in 0..4 {
+        let d = recv(&sub).await;
+        delivered.push((d.seq(), text(&d)));
+        d.ack().await.unwrap();
+    }
+    let expected: Vec<(u64, String)> = published.into_iter().zip(names("t", 0..4)).collect();
+    assert_eq!(delivered, expected, "each publish names its own message");
+    assert_eq!(env.bus.stats("copies").await.unwrap().messages, 4);
+}

@@ -235,26 +235,7 @@ pub mod hot {
 mod returning {
     use litebus::Result;
 
-    use litebus::Error;
-
     use crate::{Conn, Row, Value};
-
-    /// Runs the multi-row `insert` of `count` rows into `litebus_messages`;
-    /// returns the new seqs in order: its rows take consecutive row ids,
-    /// the last of them the connection's last inserted one.
-    pub(super) async fn insert(
-        conn: &mut dyn Conn,
-        insert: &str,
-        params: Vec<Value>,
-        count: usize,
-    ) -> Result<Vec<u64>> {
-        conn.execute(insert, params).await?;
-        let last = conn.last_insert_rowid().await?;
-        let first = (last + 1)
-            .checked_sub(count as u64)
-            .ok_or_else(|| Error::Internal("an insert took fewer row ids than rows".into()))?;
-        Ok((first..=last).collect())
-    }
 
     /// Runs the claim `update` (parameters: consumer, lease end, topic,
     /// group, then `count` seqs); returns `(seq, attempt)` rows of the
@@ -352,28 +333,70 @@ fn insert_statement(topic: &str, messages: &[&Message]) -> (String, Vec<Value>) 
     (sql, params)
 }
 
+/// Inserts `messages` into `topic` with one multi-row `INSERT`; returns
+/// their seqs in order: with `RETURNING` where it is cheap; else from the
+/// connection's last inserted row id ([`Conn::last_insert_rowid`], no
+/// statement), as the rows of one `INSERT` take consecutive row ids, unless
+/// a trigger on the table inserted rows between them: one look at the
+/// first row tells, and then the seqs are read by id.
 async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) -> Result<Vec<u64>> {
-    let mut seqs: Vec<u64> = Vec::with_capacity(messages.len());
-    if messages.is_empty() {
+    let Some(first_message) = messages.first() else {
+        return Ok(Vec::new());
+    };
+    let (mut sql, params) = insert_statement(topic, messages);
+    if !conn.slow_returning() {
+        sql.push_str(" RETURNING seq");
+        let mut seqs = conn
+            .query(&sql, params)
+            .await?
+            .iter()
+            .map(|row| row.uint(0))
+            .collect::<Result<Vec<u64>>>()?;
+        // Row ids are given in insertion order.
+        seqs.sort_unstable();
+        if seqs.len() != messages.len() {
+            return Err(Error::Internal(
+                "an insert returned the wrong number of seqs".into(),
+            ));
+        }
         return Ok(seqs);
     }
-    let (mut sql, params) = insert_statement(topic, messages);
-    if conn.slow_returning() {
-        seqs = returning::insert(conn, &sql, params, messages.len()).await?;
-    } else {
-        sql.push_str(" RETURNING seq");
-        for row in conn.query(&sql, params).await? {
-            seqs.push(row.uint(0)?);
-        }
+    conn.execute(&sql, params).await?;
+    let last = conn.last_insert_rowid().await?;
+    let first = (last + 1)
+        .checked_sub(messages.len() as u64)
+        .ok_or_else(|| Error::Internal("an insert took fewer row ids than rows".into()))?;
+    if messages.len() == 1 {
+        return Ok(vec![last]);
     }
-    // Row ids are given in insertion order.
-    seqs.sort_unstable();
-    if seqs.len() != messages.len() {
-        return Err(Error::Internal(
-            "an insert returned the wrong number of seqs".into(),
-        ));
+    let at_first = conn
+        .query(
+            "SELECT id FROM litebus_messages WHERE seq = ?1 AND topic = ?2",
+            vec![Value::from(first), Value::from(topic)],
+        )
+        .await?;
+    if at_first
+        .first()
+        .is_some_and(|row| row.text(0).ok() == Some(first_message.id()))
+    {
+        return Ok((first..=last).collect());
     }
-    Ok(seqs)
+    // Rows of a trigger came in between: by id (each is unique in the topic).
+    let mut params: Vec<Value> = messages.iter().map(|m| Value::from(m.id())).collect();
+    params.push(Value::from(topic));
+    let rows = conn.query(&hot::known_ids(messages.len()), params).await?;
+    let mut by_id = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        by_id.insert(row.text(0)?.to_owned(), row.uint(1)?);
+    }
+    messages
+        .iter()
+        .map(|m| {
+            by_id.get(m.id()).copied().ok_or_else(|| {
+                Error::Internal(format!("message {} not found after its insert", m.id()))
+            })
+        })
+        .collect()
 }
 
 /// Stores up to [`ONE_STATEMENT_APPEND`] messages of a publish with one
