@@ -263,17 +263,22 @@ impl Consumer {
                 Fetched::Nothing(due) => due,
             };
             // Caught up: a publish may lease its messages to this consumer
-            // in its own step and put them in its inbox.
-            let _waiting = self.bus.wakeups.wait_for(
-                &self.topic,
-                Waiting {
-                    group: self.group.clone(),
-                    consumer: self.id.clone(),
-                    lease: self.lease,
-                    max: self.prefetch,
-                    inbox: self.inbox.clone(),
-                },
-            );
+            // in its own step and put them in its inbox. (Not while it holds
+            // its ordered group's delivery: it waits for that to be settled,
+            // and a claim would give it that delivery again.)
+            let holds_group = lock(&self.buffer).out.is_some();
+            let _waiting = (!holds_group).then(|| {
+                self.bus.wakeups.wait_for(
+                    &self.topic,
+                    Waiting {
+                        group: self.group.clone(),
+                        consumer: self.id.clone(),
+                        lease: self.lease,
+                        max: self.prefetch,
+                        inbox: self.inbox.clone(),
+                    },
+                )
+            });
             let woken = async {
                 let changed = async {
                     futures_lite::future::or(changed, futures_lite::future::or(settled, handed))

@@ -112,6 +112,17 @@ pub async fn check_on_reused_store<F: Factory>(
     check_in(factory, store.to_owned(), ops).await
 }
 
+/// A fuzz target's body: the first 100 of `ops` on the one store of
+/// `factory` that every input empties and uses again
+/// ([`check_on_reused_store`]), under `block_on`; panics with the first
+/// difference from the model.
+pub fn fuzz_on_reused_store<F: Factory>(factory: &F, ops: &[ops::Op]) {
+    let ops = &ops[..ops.len().min(100)];
+    if let Err(diff) = futures_lite::future::block_on(check_on_reused_store(factory, "fuzz", ops)) {
+        panic!("bus and model differ: {diff}");
+    }
+}
+
 async fn check_in<F: Factory>(factory: &F, store: String, ops: &[ops::Op]) -> Result<(), String> {
     let mut model = model::Model::new();
     let mut sut = harness::Harness::new(factory, store).await;

@@ -239,3 +239,28 @@ pub async fn ordered_acks_cut_after_any_poll_lose_nothing<F: Factory>(f: &F) {
     let stats = group_stats(&env.bus, "t", "g").await;
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
 }
+
+/// I7: an ordered consumer that waits while it holds its group's delivery
+/// (it called `recv` again before settling) is not handed a new message by
+/// a publish, nor its own delivery again: it gets the next message once it
+/// has acked.
+pub async fn an_ordered_consumer_holding_its_delivery_waits_for_its_ack<F: Factory>(f: &F) {
+    let env = Env::new(f, "ordered_holding").await;
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let held = recv(&sub).await;
+    let mut waiting = Box::pin(sub.recv());
+    for _ in 0..3 {
+        assert!(future::poll_once(&mut waiting).await.is_none());
+        env.bus.stats("t").await.unwrap();
+    }
+    env.publish_n("t", 1, 1).await;
+    env.bus.stats("t").await.unwrap();
+    assert!(
+        future::poll_once(&mut waiting).await.is_none(),
+        "nothing while it holds t-0"
+    );
+    held.ack().await.unwrap();
+    let next = within(waiting).await.unwrap();
+    assert_eq!((text(&next), next.attempt()), ("t-1".to_owned(), 1));
+}
