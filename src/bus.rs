@@ -59,9 +59,9 @@ pub(crate) struct BusInner {
     close_finished: Event,
     /// The store's wake-ups, shared with every other bus on it.
     pub(crate) wakeups: Wakeups,
-    /// The bus wakes them for its publishes: its driver has no store-wide
-    /// wake-ups, which it would wake itself on commit.
-    wakes_on_publish: bool,
+    /// The bus wakes them after its calls: its driver has no store-wide
+    /// wake-ups, which it would wake itself on each commit.
+    wakes_itself: bool,
     topics: Mutex<HashMap<String, Arc<TopicSignal>>>,
     next_consumer: AtomicU64,
     consumers: Mutex<HashMap<u64, ConsumerRef>>,
@@ -111,7 +111,7 @@ impl Bus {
             })?,
         };
         let driver_wakes = driver.wakeups();
-        let wakes_on_publish = driver_wakes.is_none();
+        let wakes_itself = driver_wakes.is_none();
         let wakeups = driver_wakes.unwrap_or_default();
         Ok(Bus {
             inner: Arc::new(BusInner {
@@ -123,7 +123,7 @@ impl Bus {
                 close_done: AtomicBool::new(false),
                 close_finished: Event::new(),
                 wakeups,
-                wakes_on_publish,
+                wakes_itself,
                 topics: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(0),
                 consumers: Mutex::new(HashMap::new()),
@@ -218,7 +218,7 @@ impl Bus {
                 published += 1;
             }
         }
-        if inner.wakes_on_publish {
+        if inner.wakes_itself {
             inner.wakeups.published(topic, published);
         }
         Ok(outcomes)
@@ -381,7 +381,7 @@ impl Bus {
         }
         // The leases are free: other buses on the store may take them.
         for (topic, group) in released {
-            inner.wakeups.freed(&topic, &group, usize::MAX);
+            inner.freed(&topic, &group, usize::MAX);
         }
         let closed = inner.driver.close().await;
         match first_error {
@@ -438,7 +438,18 @@ impl BusInner {
         for d in dead {
             let signal = self.signal(&d.topic);
             signal.broadcast(d.seq, &d.message);
-            self.wakeups.published(&d.topic, 1);
+            if self.wakes_itself {
+                self.wakeups.published(&d.topic, 1);
+            }
+        }
+    }
+
+    /// `count` messages of a group became deliverable through a call of
+    /// this bus: wakes its waiting consumers, unless the driver did at the
+    /// commit (see [`Driver::wakeups`]).
+    pub(crate) fn freed(&self, topic: &str, group: &str, count: usize) {
+        if self.wakes_itself {
+            self.wakeups.freed(topic, group, count);
         }
     }
 
@@ -461,7 +472,7 @@ impl BusInner {
             if let Ok(dead) = inner.driver.release(release).await {
                 inner.announce(&dead);
             }
-            inner.wakeups.freed(&topic, &group, usize::MAX);
+            inner.freed(&topic, &group, usize::MAX);
         });
         if poll_once(&mut release).is_pending()
             && let Some(release) = self.driver.spawn_background(release)

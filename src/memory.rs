@@ -42,6 +42,13 @@ impl MemoryDriver {
     pub fn new() -> Self {
         MemoryDriver::default()
     }
+
+    /// Dead letters are new messages of their topics.
+    fn dead_letters_wake(&self, dead: &[DeadLettered]) {
+        for d in dead {
+            self.wakeups.published(&d.topic, 1);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -549,6 +556,11 @@ impl Driver for MemoryDriver {
                         max: h.max,
                     });
                     if let Ok(outcome) = claimed {
+                        if !outcome.dead_lettered.is_empty() {
+                            let count = outcome.dead_lettered.len();
+                            self.wakeups.freed(append.topic, &h.group, count);
+                            self.dead_letters_wake(&outcome.dead_lettered);
+                        }
                         h.inbox.deliver(outcome);
                     }
                 }
@@ -564,11 +576,34 @@ impl Driver for MemoryDriver {
     }
 
     fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
-        Box::pin(async move { lock(&self.store).claim(claim) })
+        Box::pin(async move {
+            let outcome = lock(&self.store).claim(claim)?;
+            if !outcome.dead_lettered.is_empty() {
+                // What the dead letters held back may be deliverable now.
+                let count = outcome.dead_lettered.len();
+                self.wakeups.freed(claim.topic, claim.group, count);
+                self.dead_letters_wake(&outcome.dead_lettered);
+            }
+            Ok(outcome)
+        })
     }
 
     fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
-        Box::pin(async move { lock(&self.store).settle(settle) })
+        Box::pin(async move {
+            let (topic, group) = (settle.topic, settle.group);
+            // An ack that took the next message kept the group busy.
+            let wakes = match settle.settlement {
+                Settlement::Ack => settle.next.is_none(),
+                Settlement::Nack { .. } => true,
+                Settlement::Extend { .. } => false,
+            };
+            let dead = lock(&self.store).settle(settle)?;
+            if wakes {
+                self.wakeups.freed(topic, group, 1);
+            }
+            self.dead_letters_wake(dead.as_slice());
+            Ok(dead)
+        })
     }
 
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
@@ -579,7 +614,10 @@ impl Driver for MemoryDriver {
                 consumer,
                 now,
             } = release;
-            lock(&self.store).release(topic, group, consumer, now)
+            let dead = lock(&self.store).release(topic, group, consumer, now)?;
+            self.wakeups.freed(topic, group, usize::MAX);
+            self.dead_letters_wake(&dead);
+            Ok(dead)
         })
     }
 

@@ -225,10 +225,7 @@ impl Subscription {
             })
             .await?;
         shared.bus.announce(&dead);
-        shared
-            .bus
-            .wakeups
-            .freed(&shared.topic, &shared.group, usize::MAX);
+        shared.bus.freed(&shared.topic, &shared.group, usize::MAX);
         Ok(())
     }
 }
@@ -356,7 +353,6 @@ impl Consumer {
                 // What the dead letters held back (the next message of an
                 // ordered group, say) may be deliverable to others now.
                 self.bus
-                    .wakeups
                     .freed(&self.topic, &self.group, outcome.dead_lettered.len());
             }
             if outcome.deliveries.is_empty() {
@@ -649,7 +645,7 @@ impl Delivery {
         if unblocks && !handed {
             // A nack makes the message deliverable again; an ack may let
             // the next of an ordered group (or a shared group's slot) go.
-            bus.wakeups.freed(&consumer.topic, &consumer.group, 1);
+            bus.freed(&consumer.topic, &consumer.group, 1);
         }
         Ok(())
     }

@@ -390,3 +390,29 @@ pub async fn a_waiting_consumer_gets_new_messages_in_the_publish_step<F: Factory
         assert!(handed > 0, "{order}: never leased by the publish");
     }
 }
+
+/// I11: an ack dropped after the store ran it (its caller stopped waiting
+/// for the answer) still wakes a consumer waiting for the ordered group it
+/// held: the store wakes it when it commits, not the caller.
+pub async fn an_ack_cut_after_it_ran_still_wakes_waiters<F: Factory>(f: &F) {
+    let env = Env::new(f, "wake_cut_ack").await;
+    let seqs = env.publish_n("t", 0, 2).await;
+    // Prefetch 1: `a` reads nothing ahead, so its ack lets the group go.
+    let a = env.sub("t", "g", GroupOptions::new().prefetch(1)).await;
+    let b = env.sub("t", "g", GroupOptions::new()).await;
+    let held = recv(&a).await;
+    let (got, ()) = within(future::zip(b.recv(), async {
+        future::yield_now().await;
+        let mut ack = Box::pin(held.ack());
+        if future::poll_once(&mut ack).await.is_none() {
+            // Until the store has it, then the caller leaves without its
+            // answer.
+            while group_stats(&env.bus, "t", "g").await.acked_floor < seqs[0] {
+                future::yield_now().await;
+            }
+        }
+        drop(ack);
+    }))
+    .await;
+    assert_eq!(text(&got.unwrap()), "t-1");
+}

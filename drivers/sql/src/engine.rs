@@ -839,12 +839,55 @@ async fn run_batch<B: Backend>(inner: Arc<Inner<B>>, batch: Vec<Arc<Job>>) {
             }
             answer = Ok(Answer::Published(outcomes));
         }
-        if let (Work::Publish { topic, .. }, Ok(Answer::Published(outcomes))) = (&job.work, &answer)
-        {
-            let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
-            inner.wakeups.published(topic, new);
+        if let Ok(answer) = &answer {
+            wake(&inner.wakeups, &job.work, answer);
         }
         job.answer(answer, &inner.unread);
+    }
+}
+
+/// Wakes the consumers a committed call made work for (I11): the store
+/// does it at the commit, since the caller may have stopped waiting.
+fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
+    let dead_letters = |dead: &[DeadLettered]| {
+        for d in dead {
+            wakeups.published(&d.topic, 1);
+        }
+    };
+    match (work, answer) {
+        (Work::Publish { topic, .. }, Answer::Published(outcomes)) => {
+            let new = outcomes.iter().filter(|o| !o.is_duplicate()).count();
+            wakeups.published(topic, new);
+        }
+        (
+            Work::Settle {
+                topic,
+                group,
+                settlement,
+                next,
+                ..
+            },
+            Answer::Settled(dead),
+        ) => {
+            // An ack that took the next message kept the group busy.
+            let handed = *settlement == Settlement::Ack && next.is_some();
+            if !matches!(settlement, Settlement::Extend { .. }) && !handed {
+                wakeups.freed(topic, group, 1);
+            }
+            dead_letters(dead.as_slice());
+        }
+        (Work::Release { key, .. }, Answer::Released(dead)) => {
+            wakeups.freed(&key.0, &key.1, usize::MAX);
+            dead_letters(dead);
+        }
+        (Work::Claim { key, .. }, Answer::Claimed(outcome))
+            if !outcome.dead_lettered.is_empty() =>
+        {
+            // What the dead letters held back may be deliverable now.
+            wakeups.freed(&key.0, &key.1, outcome.dead_lettered.len());
+            dead_letters(&outcome.dead_lettered);
+        }
+        _ => {}
     }
 }
 
