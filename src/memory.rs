@@ -66,24 +66,91 @@ struct TopicLog {
     groups: BTreeMap<String, GroupState>,
 }
 
-/// A topic's messages in seq order.
+/// A topic's messages in seq order, and the seqs of each key.
 #[derive(Debug, Default)]
-struct Log(Vec<(u64, Arc<Message>)>);
+struct Log {
+    rows: Vec<(u64, Arc<Message>)>,
+    by_key: HashMap<String, Vec<u64>>,
+}
 
 impl Log {
+    fn push(&mut self, seq: u64, message: Arc<Message>) {
+        if let Some(key) = message.key() {
+            self.by_key.entry(key.to_owned()).or_default().push(seq);
+        }
+        self.rows.push((seq, message));
+    }
+
     fn last_seq(&self) -> u64 {
-        self.0.last().map_or(0, |(seq, _)| *seq)
+        self.rows.last().map_or(0, |(seq, _)| *seq)
+    }
+
+    /// The row at `seq`, which the log holds.
+    fn row(&self, seq: u64) -> &(u64, Arc<Message>) {
+        &self.rows[self.rows.partition_point(|(s, _)| *s < seq)]
     }
 
     /// The message at `seq`, which the log holds.
     fn get(&self, seq: u64) -> &Arc<Message> {
-        let i = self.0.partition_point(|(s, _)| *s < seq);
-        &self.0[i].1
+        &self.row(seq).1
     }
 
     /// The messages after `seq`, in order.
     fn after(&self, seq: u64) -> &[(u64, Arc<Message>)] {
-        &self.0[self.0.partition_point(|(s, _)| *s <= seq)..]
+        &self.rows[self.rows.partition_point(|(s, _)| *s <= seq)..]
+    }
+
+    /// The first message of `key` after seq `after`, up to seq `up_to`.
+    fn next_of_key(&self, key: &str, after: u64, up_to: u64) -> Option<u64> {
+        let seqs = self.by_key.get(key)?;
+        seqs.get(seqs.partition_point(|&s| s <= after))
+            .copied()
+            .filter(|&s| s <= up_to)
+    }
+}
+
+/// A per-key group's candidates: the first unsettled message of each key
+/// and the unsettled messages without a key, among the messages up to
+/// `tail`. A claim looks at these, not at every message behind a busy key;
+/// settling a key's head makes the next message of its key (up to `tail`)
+/// its head.
+#[derive(Debug, Default)]
+struct Heads {
+    /// Every message up to it is a head, behind a head, or settled.
+    tail: u64,
+    /// The heads, by seq, with their keys.
+    seqs: BTreeMap<u64, Option<String>>,
+    /// Each key's head.
+    by_key: HashMap<String, u64>,
+}
+
+impl Heads {
+    /// Takes in the messages after `tail`.
+    fn take_in(&mut self, log: &Log) {
+        for (seq, message) in log.after(self.tail) {
+            match message.key() {
+                None => {
+                    self.seqs.insert(*seq, None);
+                }
+                Some(key) if !self.by_key.contains_key(key) => {
+                    self.by_key.insert(key.to_owned(), *seq);
+                    self.seqs.insert(*seq, Some(key.to_owned()));
+                }
+                Some(_) => {}
+            }
+            self.tail = *seq;
+        }
+    }
+
+    /// `seq` is settled: the next message of its key becomes the head.
+    fn settled(&mut self, seq: u64, log: &Log) {
+        if let Some(Some(key)) = self.seqs.remove(&seq) {
+            self.by_key.remove(&key);
+            if let Some(next) = log.next_of_key(&key, seq, self.tail) {
+                self.by_key.insert(key.clone(), next);
+                self.seqs.insert(next, Some(key));
+            }
+        }
     }
 }
 
@@ -95,7 +162,7 @@ impl TopicLog {
         *last_seq += 1;
         let seq = *last_seq;
         self.ids.insert(message.id().to_owned(), seq);
-        self.messages.0.push((seq, message));
+        self.messages.push(seq, message);
         Outcome::Published { seq }
     }
 }
@@ -111,6 +178,8 @@ struct GroupState {
     /// Leases of unsettled messages, by end time.
     leases: BTreeSet<(Timestamp, u64)>,
     dead_lettered: u64,
+    /// A per-key group's candidates.
+    heads: Option<Heads>,
 }
 
 #[derive(Debug)]
@@ -176,6 +245,9 @@ impl GroupState {
         self.end_lease(seq);
         if let Some(entry) = self.entries.get_mut(&seq) {
             entry.settled = true;
+        }
+        if let Some(heads) = &mut self.heads {
+            heads.settled(seq, log);
         }
         self.advance_floor(log);
     }
@@ -292,6 +364,10 @@ impl Store {
                 entries: BTreeMap::new(),
                 leases: BTreeSet::new(),
                 dead_lettered: 0,
+                heads: (req.spec.order == Order::PerKey).then(|| Heads {
+                    tail: floor,
+                    ..Heads::default()
+                }),
             },
         );
         Ok(())
@@ -333,7 +409,17 @@ impl Store {
                 due(until);
             }
         } else {
-            for (seq, message) in messages.after(group.floor) {
+            // A per-key group looks at its heads only.
+            let heads: Vec<&(u64, Arc<Message>)>;
+            let walk: &mut dyn Iterator<Item = &(u64, Arc<Message>)> =
+                if let Some(h) = &mut group.heads {
+                    h.take_in(messages);
+                    heads = h.seqs.keys().map(|&seq| messages.row(seq)).collect();
+                    &mut heads.iter().copied()
+                } else {
+                    &mut messages.after(group.floor).iter()
+                };
+            for (seq, message) in walk {
                 let seq = *seq;
                 let entry = group.entries.get(&seq);
                 if entry.is_some_and(|e| e.settled) {
@@ -518,7 +604,7 @@ impl Store {
                 )
             })
             .collect();
-        let count = log.messages.0.len() as u64;
+        let count = log.messages.rows.len() as u64;
         TopicStats::new(topic.to_owned(), last_seq, count, groups)
     }
 }
@@ -537,16 +623,6 @@ impl Driver for MemoryDriver {
                 // Each waiting consumer gets what its claim would get now,
                 // in the same step (the store's one lock).
                 for h in append.handoffs {
-                    let per_key = store
-                        .topics
-                        .get(append.topic)
-                        .and_then(|t| t.groups.get(&h.group))
-                        .is_none_or(|g| g.spec.order == Order::PerKey);
-                    if per_key {
-                        // Left to the woken consumers' claims, as the SQL
-                        // drivers leave it.
-                        continue;
-                    }
                     let claimed = store.claim(Claim {
                         topic: append.topic,
                         group: &h.group,
@@ -631,5 +707,88 @@ impl Driver for MemoryDriver {
 
     fn wakeups(&self) -> Option<Wakeups> {
         Some(self.wakeups.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A per-key group's claims look at one message per key, not at the
+    /// backlog behind busy keys: 1,000 messages on 4 keys leave 4 heads,
+    /// and each ack makes the next message of its key the head, so all
+    /// 1,000 come out, each key in order.
+    #[test]
+    fn a_per_key_group_looks_at_one_message_per_key() {
+        let mut store = Store::default();
+        let spec = GroupSpec {
+            order: Order::PerKey,
+            max_attempts: 5,
+            dead_letter: "t.dlq".into(),
+        };
+        store
+            .ensure_group(EnsureGroup {
+                topic: "t",
+                group: "g",
+                spec: &spec,
+                start_after: Some(0),
+            })
+            .unwrap();
+        let messages: Vec<Arc<Message>> = (0..1000)
+            .map(|i| {
+                Arc::new(
+                    Message::new("m")
+                        .with_id(format!("{i}"))
+                        .with_key(format!("k{}", i % 4)),
+                )
+            })
+            .collect();
+        store
+            .append(Append {
+                topic: "t",
+                messages: &messages,
+                expected_last: None,
+                handoffs: &[],
+            })
+            .unwrap();
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let mut acked = 0;
+        loop {
+            let claimed = store
+                .claim(Claim {
+                    topic: "t",
+                    group: "g",
+                    consumer: "c",
+                    now: Timestamp::ZERO,
+                    lease_until: Timestamp::from_millis(1000),
+                    max: 100,
+                })
+                .unwrap()
+                .deliveries;
+            if claimed.is_empty() {
+                break;
+            }
+            let heads = &store.topics["t"].groups["g"].heads;
+            assert_eq!(heads.as_ref().map(|h| h.seqs.len()), Some(claimed.len()));
+            assert!(claimed.len() <= 4, "{} at once", claimed.len());
+            for d in claimed {
+                let key = d.message.key().unwrap().to_owned();
+                assert!(last.insert(key, d.seq).is_none_or(|before| before < d.seq));
+                store
+                    .settle(Settle {
+                        topic: "t",
+                        group: "g",
+                        seq: d.seq,
+                        attempt: d.attempt,
+                        now: Timestamp::ZERO,
+                        settlement: Settlement::Ack,
+                        ordered: false,
+                        next: None,
+                    })
+                    .unwrap();
+                acked += 1;
+            }
+        }
+        assert_eq!(acked, 1000);
     }
 }

@@ -28,7 +28,7 @@ use baselines::{
     turso_inserts,
 };
 use report::{Results, Workload};
-use runs::{Shape, Store};
+use runs::{Shape, ShapeOrder, Store};
 
 /// Every message's payload.
 pub(crate) const PAYLOAD: [u8; 100] = [7; 100];
@@ -192,6 +192,7 @@ fn workloads(p: &Params) -> Vec<Workload> {
             "claim + ack, ordered (1 in flight)",
             false,
         ),
+        w("consume.perkey16", "claim + ack, per key (16 keys)", false),
         w("latency.p50", "live latency p50 (µs)", true),
         w("latency.p99", "live latency p99 (µs)", true),
         w("latency.p999", "live latency p999 (µs)", true),
@@ -275,6 +276,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     ];
     for store in Store::ALL {
         add(store.name(), &everything, true);
+        add(store.name(), &["consume.perkey16"], true);
     }
     // Across processes: the driver that is made for it.
     add("sqlx file", &["xlatency"], false);
@@ -304,13 +306,13 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     jobs
 }
 
-const LITEBUS_SHAPES: [(&str, Shape); 5] = [
+const LITEBUS_SHAPES: [(&str, Shape); 6] = [
     (
         "consume.1x1",
         Shape {
             groups: 1,
             consumers: 1,
-            ordered: false,
+            order: ShapeOrder::Shared,
         },
     ),
     (
@@ -318,7 +320,7 @@ const LITEBUS_SHAPES: [(&str, Shape); 5] = [
         Shape {
             groups: 1,
             consumers: 4,
-            ordered: false,
+            order: ShapeOrder::Shared,
         },
     ),
     (
@@ -326,7 +328,7 @@ const LITEBUS_SHAPES: [(&str, Shape); 5] = [
         Shape {
             groups: 1,
             consumers: 50,
-            ordered: false,
+            order: ShapeOrder::Shared,
         },
     ),
     (
@@ -334,7 +336,7 @@ const LITEBUS_SHAPES: [(&str, Shape); 5] = [
         Shape {
             groups: 4,
             consumers: 1,
-            ordered: false,
+            order: ShapeOrder::Shared,
         },
     ),
     (
@@ -342,7 +344,15 @@ const LITEBUS_SHAPES: [(&str, Shape); 5] = [
         Shape {
             groups: 1,
             consumers: 1,
-            ordered: true,
+            order: ShapeOrder::Ordered,
+        },
+    ),
+    (
+        "consume.perkey16",
+        Shape {
+            groups: 1,
+            consumers: 1,
+            order: ShapeOrder::PerKey(16),
         },
     ),
 ];
@@ -383,7 +393,7 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
                     .iter()
                     .find(|(k, _)| *k == key)
                     .ok_or_else(|| format!("no workload {key}"))?;
-                let backlog = if shape.ordered {
+                let backlog = if shape.order == ShapeOrder::Ordered {
                     p.backlog / 10
                 } else {
                     p.backlog

@@ -80,12 +80,28 @@ pub async fn publish(bus: &Bus, p: &Params, tasks: usize) -> f64 {
 
 /// Publishes `count` messages in batches of `batch`.
 pub async fn fill(bus: &Bus, count: usize, batch: usize) {
+    fill_keyed(bus, count, batch, 0).await;
+}
+
+/// [`fill`], the messages' keys going round `keys` keys (none if 0).
+pub async fn fill_keyed(bus: &Bus, count: usize, batch: usize, keys: usize) {
     let mut left = count;
     while left > 0 {
         let take = left.min(batch);
-        bus.publish_batch("bench", (0..take).map(|_| Message::new(PAYLOAD)))
-            .await
-            .unwrap();
+        let first = count - left;
+        bus.publish_batch(
+            "bench",
+            (first..first + take).map(|i| {
+                let message = Message::new(PAYLOAD);
+                if keys == 0 {
+                    message
+                } else {
+                    message.with_key(format!("k{}", i % keys))
+                }
+            }),
+        )
+        .await
+        .unwrap();
         left -= take;
     }
 }
@@ -148,20 +164,34 @@ async fn drain(
 pub struct Shape {
     pub groups: usize,
     pub consumers: usize,
-    pub ordered: bool,
+    pub order: ShapeOrder,
+}
+
+/// The order of a consume workload's groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeOrder {
+    /// Shared, at most 1,000 in flight, prefetch 100.
+    Shared,
+    /// Ordered, the default prefetch.
+    Ordered,
+    /// Per key, prefetch 100, the messages' keys going round this many.
+    PerKey(usize),
 }
 
 /// Claims and acks from a backlog of `backlog` already stored; msgs/s per
 /// group (all consumers of a group together).
 pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64 {
-    let options = if shape.ordered {
-        GroupOptions::new().order(Order::Ordered)
-    } else {
-        GroupOptions::new()
-            .order(Order::Shared {
-                max_in_flight: 1000,
-            })
-            .prefetch(100)
+    let (options, keys) = match shape.order {
+        ShapeOrder::Ordered => (GroupOptions::new().order(Order::Ordered), 0),
+        ShapeOrder::Shared => (
+            GroupOptions::new()
+                .order(Order::Shared {
+                    max_in_flight: 1000,
+                })
+                .prefetch(100),
+            0,
+        ),
+        ShapeOrder::PerKey(keys) => (GroupOptions::new().order(Order::PerKey).prefetch(100), keys),
     };
     let mut subs = Vec::new();
     for g in 0..shape.groups {
@@ -173,7 +203,7 @@ pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64
             ));
         }
     }
-    fill(bus, backlog, 1000).await;
+    fill_keyed(bus, backlog, 1000, keys).await;
     let remaining: Vec<Arc<AtomicUsize>> = (0..shape.groups)
         .map(|_| Arc::new(AtomicUsize::new(backlog)))
         .collect();

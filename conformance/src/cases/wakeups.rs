@@ -341,7 +341,8 @@ pub async fn a_publish_cut_after_it_ran_still_wakes_waiters<F: Factory>(f: &F) {
 /// publish's own step (a hand-off): when the publish returns, the message
 /// is in flight already, and the consumer's `recv` returns it without a
 /// claim of its own, at attempt 1. An ordered group's consumer gets the
-/// next messages of the batch read ahead with it. (A driver that watches
+/// next messages of the batch read ahead with it; a per-key group's gets
+/// the first of the key, the second waits behind it. (A driver that watches
 /// other processes wakes a waiting consumer once when its watch starts, so
 /// the consumer may be between two looks when the publish comes: tried a
 /// few times, it must happen at least once.)
@@ -350,6 +351,12 @@ pub async fn a_waiting_consumer_gets_new_messages_in_the_publish_step<F: Factory
     for (order, options, in_flight) in [
         ("shared", shared(10).prefetch(4), 2),
         ("ordered", GroupOptions::new().prefetch(4), 1),
+        // One key: the second waits behind the first.
+        (
+            "per-key",
+            GroupOptions::new().order(Order::PerKey).prefetch(4),
+            1,
+        ),
     ] {
         let mut handed = 0;
         for attempt in 0..5 {
@@ -368,8 +375,9 @@ pub async fn a_waiting_consumer_gets_new_messages_in_the_publish_step<F: Factory
                 );
                 env.bus.stats(topic).await.unwrap();
             }
+            let keyed = |i| msg(topic, i).with_key("k");
             env.bus
-                .publish_batch(topic, [msg(topic, 0), msg(topic, 1)])
+                .publish_batch(topic, [keyed(0), keyed(1)])
                 .await
                 .unwrap();
             let stats = group_stats(&env.bus, topic, "g").await;

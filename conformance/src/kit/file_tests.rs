@@ -338,6 +338,67 @@ pub fn a_version_1_store_is_upgraded_with_nothing_lost<D: FileDriver>() {
     });
 }
 
+/// A per-key group keeps a handout only for the head of each key: with
+/// 1,000 messages on 4 keys, a claim reads 4 rows, not the backlog, and the
+/// messages behind each head come in as it is acked, in key order, all of
+/// them, with the group's stats counting those waiting.
+pub fn a_per_key_group_keeps_one_handout_per_key<D: FileDriver>() {
+    use litebus::Order;
+    D::block_on(async {
+        let dir = TempDir::new("per-key");
+        let path = dir.file("keys.db");
+        let bus = Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        let sub = bus
+            .subscribe(
+                "t",
+                "k",
+                GroupOptions::new().order(Order::PerKey).prefetch(100),
+            )
+            .await
+            .unwrap();
+        bus.publish_batch(
+            "t",
+            (0..1000).map(|i| Message::new(vec![1u8]).with_key(format!("k{}", i % 4))),
+        )
+        .await
+        .unwrap();
+        let handouts = "SELECT COUNT(*) FROM litebus_handouts WHERE grp = 'k'";
+        let mut last = std::collections::HashMap::<String, u64>::new();
+        let mut acked = 0u64;
+        loop {
+            let mut batch = Vec::new();
+            while let Some(d) = sub.try_recv().await.unwrap() {
+                batch.push(d);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= 4, "one per key at a time: {}", batch.len());
+            assert_eq!(
+                D::query(&path, handouts, 0).await,
+                [[batch.len().to_string()]],
+                "a handout per key in flight, after {acked} acks"
+            );
+            let group = bus.stats("t").await.unwrap().groups.remove(0);
+            assert_eq!(
+                (group.ready, group.in_flight),
+                (1000 - acked - batch.len() as u64, batch.len() as u64),
+                "after {acked} acks"
+            );
+            for d in batch {
+                let key = d.message().key().unwrap().to_owned();
+                let before = last.insert(key.clone(), d.seq()).unwrap_or(0);
+                assert!(d.seq() > before, "key {key}: {} after {before}", d.seq());
+                d.ack().await.unwrap();
+                acked += 1;
+            }
+        }
+        assert_eq!(acked, 1000);
+        assert_eq!(D::query(&path, handouts, 0).await, [["0".to_owned()]]);
+        bus.close().await.unwrap();
+    });
+}
+
 /// Publishes `count` messages with ids `<name>-<i>` one call each;
 /// any error fails the test, naming it.
 async fn publish_each(bus: &Bus, name: &str, count: usize) {
@@ -473,6 +534,11 @@ macro_rules! file_tests {
             #[test]
             fn a_version_1_store_is_upgraded_with_nothing_lost() {
                 t::a_version_1_store_is_upgraded_with_nothing_lost::<$driver>();
+            }
+
+            #[test]
+            fn a_per_key_group_keeps_one_handout_per_key() {
+                t::a_per_key_group_keeps_one_handout_per_key::<$driver>();
             }
 
             #[test]

@@ -57,7 +57,7 @@ use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
     Next, Release, Settle, Settlement, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Message, Outcome, Result, Timestamp};
+use litebus::{DriverError, Error, Message, Order, Outcome, Result, Timestamp};
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
 
@@ -281,6 +281,7 @@ struct Inner<B: Backend> {
     pumped: bool,
     closed: AtomicBool,
     unread: Unread,
+    orders: Orders,
     /// The store's wake-ups: a committed publish wakes waiting consumers
     /// here, whether or not its caller is still there to do it.
     wakeups: Wakeups,
@@ -474,6 +475,7 @@ impl<B: Backend> Engine<B> {
                 pumped,
                 closed: AtomicBool::new(false),
                 unread: Unread::default(),
+                orders: Orders::default(),
                 wakeups,
             }),
         }
@@ -891,6 +893,27 @@ fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
     }
 }
 
+/// Each group's order, once a claim read it (an order never changes), so
+/// that a claim reads its group and its candidates in one statement.
+#[derive(Debug, Default)]
+struct Orders(Mutex<HashMap<(String, String), Order>>);
+
+/// What the steps of a transaction share with the engine.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    unread: &'a Unread,
+    orders: &'a Orders,
+}
+
+impl<B: Backend> Inner<B> {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            unread: &self.unread,
+            orders: &self.orders,
+        }
+    }
+}
+
 async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result<Answer>> {
     let mut conn = match inner.backend.connect().await {
         Ok(conn) => conn,
@@ -906,7 +929,7 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         } = &job.work
         {
             // One statement, atomic by itself: no transaction around it.
-            return vec![run_one(&mut conn, &job.work, &inner.unread).await];
+            return vec![run_one(&mut conn, &job.work, inner.ctx()).await];
         }
         if let Some(append) = job.work.lone_publish() {
             match crate::insert_new(&mut conn, append).await {
@@ -916,9 +939,9 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         }
     }
     let begin = inner.backend.begin();
-    match transaction(&mut conn, begin, jobs, &inner.unread, false).await {
+    match transaction(&mut conn, begin, jobs, inner.ctx(), false).await {
         Some(answers) => answers,
-        None => transaction(&mut conn, begin, jobs, &inner.unread, true)
+        None => transaction(&mut conn, begin, jobs, inner.ctx(), true)
             .await
             .unwrap_or_else(|| {
                 jobs.iter()
@@ -939,7 +962,7 @@ async fn transaction(
     conn: &mut dyn Conn,
     begin: &str,
     jobs: &[Arc<Job>],
-    unread: &Unread,
+    ctx: Ctx<'_>,
     isolated: bool,
 ) -> Option<Vec<Result<Answer>>> {
     if let Err(e) = conn.execute(begin, Vec::new()).await {
@@ -959,7 +982,7 @@ async fn transaction(
         if isolated && let Err(e) = conn.execute("SAVEPOINT litebus_call", Vec::new()).await {
             return Some(abort(conn, jobs.len(), &e).await);
         }
-        match run_group(conn, group, unread).await {
+        match run_group(conn, group, ctx).await {
             Ok(mut ran) => {
                 if isolated && let Err(e) = conn.execute("RELEASE litebus_call", Vec::new()).await {
                     return Some(abort(conn, jobs.len(), &e).await);
@@ -1006,10 +1029,10 @@ async fn abort(conn: &mut dyn Conn, n: usize, e: &Error) -> Vec<Result<Answer>> 
 async fn run_group(
     conn: &mut dyn Conn,
     group: &[Arc<Job>],
-    unread: &Unread,
+    ctx: Ctx<'_>,
 ) -> Result<Vec<Result<Answer>>> {
     if let [job] = group {
-        return match run_one(conn, &job.work, unread).await {
+        return match run_one(conn, &job.work, ctx).await {
             Err(e) if !is_clean(&e) => Err(e),
             answer => Ok(vec![answer]),
         };
@@ -1104,7 +1127,7 @@ async fn ack_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<
         .collect())
 }
 
-async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<Answer> {
+async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answer> {
     match work {
         Work::Publish {
             topic,
@@ -1145,9 +1168,12 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
                 spec,
                 start_after: *start_after,
             };
-            crate::ensure_group(conn, group)
-                .await
-                .map(|()| Answer::Done)
+            crate::ensure_group(conn, group).await?;
+            // The group's claims need not read its order first. (Should
+            // this transaction roll back, a claim finds out what order the
+            // group has, if any.)
+            lock(&ctx.orders.0).insert((topic.clone(), group.group.to_owned()), spec.order);
+            Ok(Answer::Done)
         }
         Work::Claim {
             key,
@@ -1163,7 +1189,13 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
                 lease_until: *lease_until,
                 max: *max,
             };
-            crate::claim(conn, claim).await.map(Answer::Claimed)
+            let group = (key.0.clone(), key.1.clone());
+            let known = lock(&ctx.orders.0).get(&group).copied();
+            let (outcome, order) = crate::claim(conn, claim, known).await?;
+            if known != Some(order) {
+                lock(&ctx.orders.0).insert(group, order);
+            }
+            Ok(Answer::Claimed(outcome))
         }
         Work::Settle {
             topic,
@@ -1193,7 +1225,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, unread: &Unread) -> Result<An
         }
         Work::Release { key, now } => {
             // Claims kept for this consumer go with it.
-            unread.take(key);
+            ctx.unread.take(key);
             let release = Release {
                 topic: &key.0,
                 group: &key.1,
@@ -1230,6 +1262,7 @@ pub mod checks {
     pub struct Counted<B> {
         inner: B,
         log: Arc<Mutex<Vec<String>>>,
+        rows: Arc<Mutex<usize>>,
     }
 
     impl<B> Counted<B> {
@@ -1238,6 +1271,7 @@ pub mod checks {
             Counted {
                 inner,
                 log: Arc::default(),
+                rows: Arc::default(),
             }
         }
     }
@@ -1252,6 +1286,7 @@ pub mod checks {
     pub struct CountedConn<C> {
         inner: C,
         log: Arc<Mutex<Vec<String>>>,
+        rows: Arc<Mutex<usize>>,
     }
 
     impl<B: Backend> Backend for Counted<B> {
@@ -1262,6 +1297,7 @@ pub mod checks {
                 Ok(CountedConn {
                     inner: self.inner.connect().await?,
                     log: self.log.clone(),
+                    rows: self.rows.clone(),
                 })
             })
         }
@@ -1294,13 +1330,14 @@ pub mod checks {
             params: Vec<Value>,
         ) -> BoxFuture<'a, Result<Vec<Row>>> {
             lock(&self.log).push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
-            if sql.contains(YIELD) {
-                return Box::pin(async move {
+            Box::pin(async move {
+                if sql.contains(YIELD) {
                     futures_lite::future::yield_now().await;
-                    self.inner.query(sql, params).await
-                });
-            }
-            self.inner.query(sql, params)
+                }
+                let rows = self.inner.query(sql, params).await?;
+                *lock(&self.rows) += rows.len();
+                Ok(rows)
+            })
         }
 
         fn slow_returning(&self) -> bool {
@@ -1330,6 +1367,11 @@ pub mod checks {
         /// The statements run since the last call, emptied.
         pub fn statements(&self) -> Vec<String> {
             std::mem::take(&mut *lock(&self.inner.backend.log))
+        }
+
+        /// The rows queries returned since the last call.
+        pub fn rows_read(&self) -> usize {
+            std::mem::take(&mut *lock(&self.inner.backend.rows))
         }
     }
 
@@ -1447,6 +1489,11 @@ pub mod checks {
         pub taking_in: usize,
         /// A claim of four from a shared group whose messages are taken in.
         pub taken_in: usize,
+        /// The same from a per-key group.
+        pub per_key: usize,
+        /// The rows read by a claim of a shared group at its
+        /// `max_in_flight`.
+        pub at_limit_rows: usize,
         /// A publish of eight messages with nothing else queued.
         pub lone_publish: usize,
         /// An ordered group's claim of its next message and those after it.
@@ -1460,6 +1507,15 @@ pub mod checks {
         pub idle_writes: Vec<String>,
         /// An ack with nothing else queued.
         pub lone_ack: usize,
+    }
+
+    fn idle_writes_at_limit(statements: Vec<String>) -> Result<()> {
+        let written = writes(statements);
+        if written.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(format!("a claim at the limit wrote {written:?}")))
+        }
     }
 
     fn writes(statements: Vec<String>) -> Vec<String> {
@@ -1484,6 +1540,8 @@ pub mod checks {
         for (group, order) in [
             ("g", Order::Shared { max_in_flight: 16 }),
             ("o", Order::Ordered),
+            ("k", Order::PerKey),
+            ("l", Order::Shared { max_in_flight: 2 }),
         ] {
             let spec = GroupSpec {
                 order,
@@ -1545,6 +1603,12 @@ pub mod checks {
         };
         let taking_in = claimed("g", "c", 4).await?.0.len();
         let taken_in = claimed("g", "c", 4).await?.0.len();
+        claimed("k", "c", 4).await?;
+        let per_key = claimed("k", "c", 4).await?.0.len();
+        claimed("l", "c", 2).await?;
+        engine.rows_read();
+        idle_writes_at_limit(claimed("l", "c", 0).await?.0)?;
+        let at_limit_rows = engine.rows_read();
         let mut idle_writes = writes(claimed("g", "c", 0).await?.0);
         let (ran, head) = claimed("o", "c", 1).await?;
         let ordered = ran.len();
@@ -1570,6 +1634,8 @@ pub mod checks {
         Ok(ClaimStatements {
             taking_in,
             taken_in,
+            per_key,
+            at_limit_rows,
             lone_publish,
             ordered,
             ahead,

@@ -17,6 +17,35 @@
 //! Time is never read from SQL (I10): every statement gets the bus clock's
 //! time as a parameter.
 
+/// The next message of a per-key group's key after a seq, up to the
+/// group's cursor, selecting `$columns`, for topic `$topic`, group `$grp`,
+/// key `$key` and seq `$seq`: written once for the trigger that runs it
+/// (`litebus_next_of_key`, on the deleted row's values) and for the plan
+/// test (`hot::NEXT_OF_KEY`, on parameters).
+macro_rules! next_of_key {
+    ($columns:expr, $topic:expr, $grp:expr, $key:expr, $seq:expr) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM litebus_messages m
+             WHERE m.topic = ",
+            $topic,
+            " AND m.msg_key = ",
+            $key,
+            " AND m.seq > ",
+            $seq,
+            "
+               AND m.seq <= (SELECT g.cursor FROM litebus_groups g
+                             WHERE g.topic = ",
+            $topic,
+            " AND g.grp = ",
+            $grp,
+            " AND g.ordering = 'per_key')
+             ORDER BY m.seq LIMIT 1"
+        )
+    };
+}
+
 pub mod codec;
 pub mod engine;
 mod file;

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -91,6 +91,42 @@ const MIGRATIONS: &[&[&str]] = &[&[
         SELECT 1 FROM litebus_groups g
         WHERE g.topic = litebus_handouts.topic AND g.grp = litebus_handouts.grp
           AND g.ordering = 'ordered')",
+], &[
+    // Version 3: a per-key group keeps a handout only for the head of each
+    // key (its first unsettled message) and for messages without a key; the
+    // other messages of a key wait in the messages table, and the head's
+    // going (ack, dead letter) brings in the next one up to the cursor. A
+    // claim then reads a row per key, not the whole backlog.
+    "CREATE INDEX litebus_messages_by_key ON litebus_messages (topic, msg_key, seq)
+        WHERE msg_key IS NOT NULL",
+    // Only a per-key group's handouts keep their key.
+    "UPDATE litebus_handouts SET msg_key = NULL WHERE msg_key IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM litebus_groups g
+        WHERE g.topic = litebus_handouts.topic AND g.grp = litebus_handouts.grp
+          AND g.ordering = 'per_key')",
+    // Handouts behind their key's head were never delivered (attempt 0):
+    // they come back from the messages table when the head goes.
+    "DELETE FROM litebus_handouts WHERE msg_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM litebus_handouts e
+        WHERE e.topic = litebus_handouts.topic AND e.grp = litebus_handouts.grp
+          AND e.msg_key = litebus_handouts.msg_key AND e.seq < litebus_handouts.seq)",
+    // `hot::NEXT_OF_KEY`, for the row that went.
+    concat!(
+        "CREATE TRIGGER litebus_next_of_key AFTER DELETE ON litebus_handouts
+         WHEN old.msg_key IS NOT NULL
+         BEGIN
+            INSERT OR IGNORE INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
+        next_of_key!(
+            "m.topic, old.grp, m.seq, m.msg_key, 0,
+             CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at ELSE 0 END",
+            "old.topic",
+            "old.grp",
+            "old.msg_key",
+            "old.seq"
+        ),
+        ";
+         END"
+    ),
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

@@ -2,7 +2,6 @@
 //! transaction the driver opened, so each is atomic.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::codec::{decode_metadata, encode_metadata};
@@ -15,8 +14,9 @@ use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
 
 use crate::{Conn, Row, Value};
 use hot::{
-    ACK, CANDIDATES_PER_KEY, CANDIDATES_SHARED, CLAIM_GROUP, LEASE_PER_KEY, LEASE_SHARED,
-    ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_RETURNING, TAKE_IN_SQL,
+    ACK, CLAIM_GROUP, CLAIM_ORDERED, CLAIM_PER_KEY, CLAIM_SHARED, NEXT_PER_KEY, NEXT_SHARED,
+    ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_PER_KEY, TAKE_IN_RETURNING, TAKE_IN_SQL,
+    TAKE_IN_WINDOW,
 };
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
@@ -47,16 +47,6 @@ fn placeholders(out: &mut String, count: usize) {
     }
 }
 
-/// `count` parameters numbered from `from`: `?5,?6,?7`.
-fn numbered(out: &mut String, from: usize, count: usize) {
-    for i in 0..count {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "?{}", from + i);
-    }
-}
-
 /// The columns of a message row `m` (see `MESSAGE_COLUMNS`).
 macro_rules! message_columns {
     () => {
@@ -75,93 +65,149 @@ pub mod hot {
     macro_rules! take_in {
         () => {
             "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
-             SELECT topic, ?2, seq, msg_key, 0,
+             SELECT topic, ?2, seq, NULL, 0,
                     CASE WHEN typeof(deliver_at) = 'integer' THEN deliver_at ELSE 0 END
              FROM litebus_messages
              WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4"
         };
     }
-    /// The deliverable handouts of per-key group `?2` of topic `?1` at
-    /// `?3`, at most `?4`: the first of each key, and those without a key.
-    macro_rules! candidates_per_key {
-        () => {
-            "SELECT h.seq FROM litebus_handouts h
-             WHERE h.topic = ?1 AND h.grp = ?2
-               AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
-               AND (h.msg_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM litebus_handouts e
-                    WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
-                      AND e.seq < h.seq))
-             ORDER BY h.seq LIMIT ?4"
-        };
-    }
-    /// The deliverable handouts of shared group `?2` of topic `?1` at
-    /// `?3`, at most `?4`.
-    macro_rules! candidates_shared {
-        () => {
-            "SELECT seq FROM litebus_handouts
-             WHERE topic = ?1 AND grp = ?2
-               AND (consumer IS NULL OR lease_until <= ?3) AND ready_at <= ?3
-             ORDER BY seq LIMIT ?4"
-        };
-    }
-    /// Leases the handouts the candidate query leaves as `seq IN (…)` to
-    /// consumer `?5` until `?6`, returning their seqs and new attempts.
-    macro_rules! lease_candidates {
-        ($candidates:expr) => {
+    /// The deliverable handouts of group `?2` of topic `?1` at `?3` that
+    /// also meet `$also`, at most `?4`, in seq order; a row each: 1, its
+    /// attempts so far, its message's columns.
+    macro_rules! next_handouts {
+        ($also:expr, $limit:expr) => {
             concat!(
-                "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?5, lease_until = ?6
-                 WHERE topic = ?1 AND grp = ?2 AND seq IN (",
-                $candidates,
-                ") RETURNING seq, attempt"
+                "SELECT 1, h.attempt, ",
+                message_columns!(),
+                ", NULL, NULL
+                 FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
+                 WHERE h.topic = ?1 AND h.grp = ?2
+                   AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3",
+                $also,
+                " ORDER BY h.seq LIMIT ",
+                $limit
             )
         };
     }
+    /// A per-key group's candidates: the first of each key (its handouts
+    /// are the heads of keys), and those without a key.
+    macro_rules! next_per_key {
+        () => {
+            next_handouts!(
+                " AND (h.msg_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM litebus_handouts e
+                        WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key = h.msg_key
+                          AND e.seq < h.seq))",
+                "?4"
+            )
+        };
+    }
+    /// A shared group's candidates: no more than what is left of its
+    /// `max_in_flight` (a claim of a group at its limit reads none).
+    macro_rules! next_shared {
+        () => {
+            next_handouts!(
+                "",
+                "MAX(0, MIN(?4, (
+                    SELECT g.max_in_flight FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2
+                 ) - (
+                    SELECT COUNT(*) FROM litebus_handouts a
+                    WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
+                 )))"
+            )
+        };
+    }
+    /// Ordered group `?2`'s next messages: up to `?4` of topic `?1` after
+    /// its cursor, as [`next_handouts`] gives them (no attempts: 0).
+    macro_rules! next_ordered {
+        () => {
+            concat!(
+                "SELECT 1, 0, ",
+                message_columns!(),
+                ", NULL, NULL
+                 FROM litebus_messages m
+                 WHERE m.topic = ?1
+                   AND m.seq > (SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)
+                 ORDER BY m.seq LIMIT ?4"
+            )
+        };
+    }
+    /// What a claim of group `?2` of topic `?1` at `?3` needs to know of
+    /// the group: a row of 0, the group row (`GROUP_COLUMNS`: its
+    /// settings, cursor and an ordered group's head); whether the topic holds messages
+    /// after the group's cursor (so a claim that finds nothing writes
+    /// nothing); the unexpired leases of a shared group (I7); and, a row
+    /// each, the final attempts whose lease ran out (I8), with their lease
+    /// end. One row when none did.
+    macro_rules! claim_group {
+        () => {
+            "SELECT 0, g.ordering, g.max_in_flight, g.max_attempts, g.dead_letter, g.cursor,
+                g.head_seq, g.head_attempt, g.holder, g.lease_until, g.ready_at,
+                EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor),
+                CASE WHEN g.ordering = 'shared' THEN (
+                    SELECT COUNT(*) FROM litebus_handouts a
+                    WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
+                ) ELSE 0 END,
+                x.seq, x.lease_until
+             FROM litebus_groups g
+             LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
+                AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
+             WHERE g.topic = ?1 AND g.grp = ?2"
+        };
+    }
+    /// [`claim_group`], then the rows of a `next_*` statement: a claim's
+    /// one read when it knows its group's order.
+    macro_rules! claim_with {
+        ($next:expr) => {
+            concat!(claim_group!(), " UNION ALL SELECT * FROM (", $next, ")")
+        };
+    }
 
-    /// Takes the next messages of a topic into a group.
+    /// Takes the next messages of a topic into a shared group (a shared
+    /// group's handouts keep no key).
     pub const TAKE_IN_SQL: &str = take_in!();
+    /// The last seq and the count of the next messages of topic `?1`
+    /// after seq `?2`, at most `?3`: what a per-key take-in looks at.
+    pub const TAKE_IN_WINDOW: &str = "SELECT MAX(seq), COUNT(*) FROM (
+        SELECT seq FROM litebus_messages WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)";
+    /// Takes the messages of topic `?1` after seq `?3` up to seq `?4` into
+    /// per-key group `?2`: those without a key, and the first of each key
+    /// that has no handout (its head). The others wait in the messages
+    /// table for their key's head to go (`litebus_next_of_key`).
+    pub const TAKE_IN_PER_KEY: &str = "INSERT INTO litebus_handouts
+            (topic, grp, seq, msg_key, attempt, ready_at)
+         SELECT m.topic, ?2, m.seq, m.msg_key, 0,
+                CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at ELSE 0 END
+         FROM litebus_messages m
+         WHERE m.topic = ?1 AND m.seq > ?3 AND m.seq <= ?4
+           AND (m.msg_key IS NULL OR (
+                NOT EXISTS (
+                    SELECT 1 FROM litebus_handouts e
+                    WHERE e.topic = ?1 AND e.grp = ?2 AND e.msg_key = m.msg_key)
+                AND NOT EXISTS (
+                    SELECT 1 FROM litebus_messages p
+                    WHERE p.topic = ?1 AND p.msg_key = m.msg_key AND p.seq > ?3 AND p.seq < m.seq)))";
+    /// The next message of key `?3` of topic `?1` after seq `?4`, up to
+    /// group `?2`'s cursor: the statement `litebus_next_of_key` runs (with
+    /// the deleted row's values) when a per-key group's head goes.
+    pub const NEXT_OF_KEY: &str = next_of_key!("m.seq", "?1", "?2", "?3", "?4");
     /// [`TAKE_IN_SQL`], returning the seqs it took in.
     pub const TAKE_IN_RETURNING: &str = concat!(take_in!(), " RETURNING seq");
-    /// Deliverable messages of a per-key group: the first of each key, and those without a key.
-    pub const CANDIDATES_PER_KEY: &str = candidates_per_key!();
+    /// Deliverable messages of a per-key group: the first of each key, and
+    /// those without a key.
+    pub const NEXT_PER_KEY: &str = next_per_key!();
     /// Deliverable messages of a shared group.
-    pub const CANDIDATES_SHARED: &str = candidates_shared!();
-    /// Leases what [`CANDIDATES_PER_KEY`] finds, in one statement.
-    pub const LEASE_PER_KEY: &str = lease_candidates!(candidates_per_key!());
-    /// Leases what [`CANDIDATES_SHARED`] finds, in one statement.
-    pub const LEASE_SHARED: &str = lease_candidates!(candidates_shared!());
-    /// What a claim of group `?2` of topic `?1` at `?3` needs to know
-    /// first, in one statement: the group row (an ordered group's with its
-    /// head: seq, attempts, holder, lease end, delay); whether the topic
-    /// holds messages after the group's cursor (so a claim that finds
-    /// nothing writes nothing); the unexpired leases of a shared group
-    /// (I7); whether a shared or per-key group has a candidate (`?4` is 1);
-    /// and, a row each, by lease end, the final attempts whose lease ran
-    /// out (I8). One row when none did.
-    pub const CLAIM_GROUP: &str = concat!(
-        "SELECT g.ordering, g.max_in_flight, g.max_attempts,
-            g.dead_letter, g.cursor,
-            EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor),
-            CASE WHEN g.ordering = 'shared' THEN (
-                SELECT COUNT(*) FROM litebus_handouts a
-                WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
-            ) ELSE 0 END,
-            CASE g.ordering
-                WHEN 'shared' THEN EXISTS (",
-        candidates_shared!(),
-        ")
-                WHEN 'per_key' THEN EXISTS (",
-        candidates_per_key!(),
-        ")
-                ELSE 0 END,
-            g.head_seq, g.head_attempt, g.holder, g.lease_until, g.ready_at,
-            x.seq
-         FROM litebus_groups g
-         LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
-            AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
-         WHERE g.topic = ?1 AND g.grp = ?2
-         ORDER BY x.lease_until, x.seq"
-    );
+    pub const NEXT_SHARED: &str = next_shared!();
+    /// What a claim needs to know of its group, when it does not know the
+    /// group's order.
+    pub const CLAIM_GROUP: &str = claim_group!();
+    /// [`CLAIM_GROUP`] and the shared group's candidates, in one statement.
+    pub const CLAIM_SHARED: &str = claim_with!(next_shared!());
+    /// [`CLAIM_GROUP`] and the per-key group's candidates, in one statement.
+    pub const CLAIM_PER_KEY: &str = claim_with!(next_per_key!());
+    /// [`CLAIM_GROUP`] and the ordered group's next messages, in one
+    /// statement.
+    pub const CLAIM_ORDERED: &str = claim_with!(next_ordered!());
     /// An ordered group's next messages: up to `?3` of topic `?1` after
     /// its cursor `?2` (the first is its head), every column with its SQL
     /// type so that any row plain SQL wrote decodes or is dead-lettered.
@@ -217,44 +263,20 @@ pub mod hot {
         LAST_SEQ,
         TAKE_IN_SQL,
         TAKE_IN_RETURNING,
-        CANDIDATES_PER_KEY,
-        CANDIDATES_SHARED,
-        LEASE_PER_KEY,
-        LEASE_SHARED,
+        TAKE_IN_WINDOW,
+        TAKE_IN_PER_KEY,
+        NEXT_OF_KEY,
+        NEXT_PER_KEY,
+        NEXT_SHARED,
         CLAIM_GROUP,
+        CLAIM_SHARED,
+        CLAIM_PER_KEY,
+        CLAIM_ORDERED,
         ORDERED_AHEAD,
         ORDERED_LEASE,
         ORDERED_ACK,
         ACK,
     ];
-}
-
-/// The same results as `RETURNING`, read back with a second statement, for
-/// engines where `RETURNING` is slow ([`Conn::slow_returning`]). Both run
-/// inside the step's write transaction, so nothing else writes between them.
-mod returning {
-    use litebus::Result;
-
-    use crate::{Conn, Row, Value};
-
-    /// Runs the claim `update` (parameters: consumer, lease end, topic,
-    /// group, then `count` seqs); returns `(seq, attempt)` rows of the
-    /// handouts it leased.
-    pub(super) async fn claimed(
-        conn: &mut dyn Conn,
-        update: &str,
-        params: Vec<Value>,
-        count: usize,
-    ) -> Result<Vec<Row>> {
-        let mut select = String::from(
-            "SELECT seq, attempt FROM litebus_handouts
-             WHERE topic = ?3 AND grp = ?4 AND consumer = ?1 AND lease_until = ?2 AND seq IN (",
-        );
-        super::numbered(&mut select, 5, count);
-        select.push(')');
-        conn.execute(update, params.clone()).await?;
-        conn.query(&select, params).await
-    }
 }
 
 /// Stores messages in order with dedupe by id within the topic (I1, I2).
@@ -510,17 +532,16 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
             vec![Value::from(topic), Value::from(group)],
         )
         .await?;
-    rows.first().map(|row| group_from(row, 5)).transpose()
+    rows.first().map(|row| group_from(row, 0)).transpose()
 }
 
-/// A group from the columns `ordering, max_in_flight, max_attempts,
-/// dead_letter, cursor` of `row`, and its head's from `head_at` on.
-fn group_from(row: &Row, head_at: usize) -> Result<Group> {
-    let order = match row.text(0)? {
+/// A group from the [`GROUP_COLUMNS`] of `row` from column `at` on.
+fn group_from(row: &Row, at: usize) -> Result<Group> {
+    let order = match row.text(at)? {
         "ordered" => Order::Ordered,
         "per_key" => Order::PerKey,
         "shared" => Order::Shared {
-            max_in_flight: u32::try_from(row.uint(1)?)
+            max_in_flight: u32::try_from(row.uint(at + 1)?)
                 .map_err(|_| Error::Corrupt("max_in_flight out of range".into()))?,
         },
         other => return Err(Error::Corrupt(format!("unknown ordering {other:?}"))),
@@ -528,12 +549,12 @@ fn group_from(row: &Row, head_at: usize) -> Result<Group> {
     Ok(Group {
         spec: GroupSpec {
             order,
-            max_attempts: u32::try_from(row.uint(2)?)
+            max_attempts: u32::try_from(row.uint(at + 2)?)
                 .map_err(|_| Error::Corrupt("max_attempts out of range".into()))?,
-            dead_letter: row.text(3)?.to_owned(),
+            dead_letter: row.text(at + 3)?.to_owned(),
         },
-        cursor: row.uint(4)?,
-        head: Head::read(row, head_at)?,
+        cursor: row.uint(at + 4)?,
+        head: Head::read(row, at + 5)?,
     })
 }
 
@@ -578,8 +599,13 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
     Ok(())
 }
 
-/// Takes up to [`TAKE_IN`] more messages into the group; how many it took.
+/// Takes up to [`TAKE_IN`] more messages into the group; how many the
+/// group's cursor moved past. (A per-key group takes in only the heads of
+/// keys that have none, and the messages without a key.)
 async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -> Result<u64> {
+    if g.spec.order == Order::PerKey {
+        return take_in_per_key(conn, topic, group, g).await;
+    }
     let params = vec![
         Value::from(topic),
         Value::from(group),
@@ -621,6 +647,47 @@ async fn take_in(conn: &mut dyn Conn, topic: &str, group: &str, g: &mut Group) -
     )
     .await?;
     Ok(taken)
+}
+
+async fn take_in_per_key(
+    conn: &mut dyn Conn,
+    topic: &str,
+    group: &str,
+    g: &mut Group,
+) -> Result<u64> {
+    let rows = conn
+        .query(
+            TAKE_IN_WINDOW,
+            vec![
+                Value::from(topic),
+                Value::from(g.cursor),
+                Value::from(TAKE_IN),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(0);
+    };
+    let (Some(last), looked) = (row.opt_uint(0)?, row.uint(1)?) else {
+        return Ok(0);
+    };
+    conn.execute(
+        TAKE_IN_PER_KEY,
+        vec![
+            Value::from(topic),
+            Value::from(group),
+            Value::from(g.cursor),
+            Value::from(last),
+        ],
+    )
+    .await?;
+    g.cursor = last;
+    conn.execute(
+        "UPDATE litebus_groups SET cursor = ?3 WHERE topic = ?1 AND grp = ?2",
+        vec![Value::from(topic), Value::from(group), Value::from(last)],
+    )
+    .await?;
+    Ok(looked)
 }
 
 /// The last error of a dead letter made of a row that is not a message.
@@ -812,34 +879,6 @@ fn seqs(rows: &[Row]) -> Result<Vec<u64>> {
     rows.iter().map(|r| r.uint(0)).collect()
 }
 
-/// The candidates of a shared or per-key group, in seq order (I7).
-async fn candidates(
-    conn: &mut dyn Conn,
-    topic: &str,
-    group: &str,
-    order: Order,
-    now: Timestamp,
-    limit: u64,
-) -> Result<Vec<u64>> {
-    let sql = if order == Order::PerKey {
-        CANDIDATES_PER_KEY
-    } else {
-        CANDIDATES_SHARED
-    };
-    let rows = conn
-        .query(
-            sql,
-            vec![
-                Value::from(topic),
-                Value::from(group),
-                ts(now),
-                Value::from(limit),
-            ],
-        )
-        .await?;
-    seqs(&rows)
-}
-
 /// When something of the group may become deliverable with no other call.
 async fn next_due(
     conn: &mut dyn Conn,
@@ -873,86 +912,133 @@ async fn next_due(
     })
 }
 
-/// What a claim knows of its group after [`CLAIM_GROUP`].
+/// Where a candidate row (kind 1 of a claim's read) has its message's
+/// columns; its attempts so far are at column 1.
+const CANDIDATE_AT: usize = 2;
+
+/// What a claim knows of its group after its first read.
 struct ClaimGroup {
     g: Group,
     /// The topic may hold messages after the group's cursor.
     more: bool,
     /// Unexpired leases (counted for a shared group only).
     active: u64,
-    /// A shared or per-key group may have a candidate: when not, the claim
-    /// runs no lease statement.
-    ready: bool,
     /// Final attempts whose lease ran out, by lease end.
     expired: Vec<u64>,
+    /// The candidates read with the group, in seq order, when the claim
+    /// knew the group's order: still to be used.
+    next: Option<Vec<Row>>,
 }
 
-async fn claim_group(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimGroup>> {
-    let rows = conn
-        .query(
-            CLAIM_GROUP,
-            vec![
-                Value::from(c.topic),
-                Value::from(c.group),
-                ts(c.now),
-                Value::from(1u64),
-            ],
-        )
-        .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
+fn same_order(a: Order, b: Order) -> bool {
+    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+}
+
+/// The claim's first read: the group, and its candidates too when the
+/// order `known` is the group's.
+async fn claim_group(
+    conn: &mut dyn Conn,
+    c: Claim<'_>,
+    known: Option<Order>,
+) -> Result<Option<ClaimGroup>> {
+    let mut params = vec![Value::from(c.topic), Value::from(c.group), ts(c.now)];
+    let sql = match known {
+        None => CLAIM_GROUP,
+        Some(order) => {
+            params.push(Value::from(u64::from(c.max.max(1))));
+            match order {
+                Order::Ordered => CLAIM_ORDERED,
+                Order::PerKey => CLAIM_PER_KEY,
+                Order::Shared { .. } => CLAIM_SHARED,
+            }
+        }
     };
+    let mut group = None;
     let mut expired = Vec::new();
-    for row in &rows {
+    let mut next = Vec::new();
+    for row in conn.query(sql, params).await? {
+        if row.int(0)? != 0 {
+            next.push(row);
+            continue;
+        }
         if let Some(seq) = row.opt_uint(13)? {
-            expired.push(seq);
+            expired.push((row.uint(14)?, seq));
+        }
+        if group.is_none() {
+            group = Some(row);
         }
     }
+    let Some(row) = group else {
+        return Ok(None);
+    };
+    let g = group_from(&row, 1)?;
+    expired.sort_unstable();
+    sort_candidates(&mut next)?;
+    let known_right = known.is_some_and(|o| same_order(o, g.spec.order));
     Ok(Some(ClaimGroup {
-        g: group_from(row, 8)?,
-        more: row.int(5)? != 0,
-        active: row.uint(6)?,
-        ready: row.int(7)? != 0,
-        expired,
+        more: row.int(11)? != 0,
+        active: row.uint(12)?,
+        expired: expired.into_iter().map(|(_, seq)| seq).collect(),
+        next: known_right.then_some(next),
+        g,
     }))
 }
 
-/// [`Driver::claim`](litebus::driver::Driver::claim).
+/// Candidate rows in seq order (a compound `SELECT` does not promise the
+/// order of its parts).
+fn sort_candidates(rows: &mut [Row]) -> Result<()> {
+    for row in rows.iter() {
+        row.uint(CANDIDATE_AT)?;
+    }
+    rows.sort_by_key(|row| row.uint(CANDIDATE_AT).unwrap_or(0));
+    Ok(())
+}
+
+/// [`Driver::claim`](litebus::driver::Driver::claim), and the group's
+/// order. `known` is the group's order if the caller knows it (an order
+/// never changes; a wrong one costs a statement).
 ///
-/// Statements: the group with what the claim needs to know of it
-/// ([`CLAIM_GROUP`]), one that leases (with `RETURNING`: it also chooses,
-/// [`LEASE_SHARED`]), one that reads the messages; a take-in (two more)
-/// only when there are too few candidates and the topic holds messages
-/// after the group's cursor. An ordered group: the group, its next
-/// messages ([`ORDERED_AHEAD`]), the lease of the group
-/// ([`ORDERED_LEASE`]). A claim that finds nothing deliverable writes
-/// nothing.
-pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
+/// Statements: one read of the group and its candidates with their
+/// messages ([`CLAIM_SHARED`], [`CLAIM_PER_KEY`], [`CLAIM_ORDERED`]), one
+/// that leases what the claim chose. A take-in (two or three more) only
+/// when there are too few candidates and the topic holds messages after
+/// the group's cursor; dead letters when due. A claim that finds nothing
+/// deliverable writes nothing.
+pub async fn claim(
+    conn: &mut dyn Conn,
+    c: Claim<'_>,
+    known: Option<Order>,
+) -> Result<(ClaimOutcome, Order)> {
     let (topic, group, now) = (c.topic, c.group, c.now);
-    let mut cg = claim_group(conn, c)
+    let mut cg = claim_group(conn, c, known)
         .await?
         .ok_or_else(|| unknown_group(topic, group))?;
-    if cg.g.spec.order == Order::Ordered {
-        return claim_ordered(conn, c, cg).await;
+    let order = cg.g.spec.order;
+    if order == Order::Ordered {
+        return Ok((claim_ordered(conn, c, cg).await?, order));
     }
 
     // I8: final attempts whose lease ran out leave first, by lease end.
     let mut dead_lettered = Vec::new();
-    for seq in std::mem::take(&mut cg.expired) {
-        dead_lettered
-            .push(dead_letter(conn, (topic, group), &cg.g, seq, LEASE_EXPIRED, now).await?);
+    if !cg.expired.is_empty() {
+        for seq in std::mem::take(&mut cg.expired) {
+            dead_lettered
+                .push(dead_letter(conn, (topic, group), &cg.g, seq, LEASE_EXPIRED, now).await?);
+        }
+        // They were among the candidates read with the group.
+        cg.next = None;
     }
 
     // Rows that do not decode are dead-lettered as they are met; what they
     // held back may then be deliverable, so the claim looks again.
     loop {
         let limit = claim_limit(c, &cg);
-        let attempts = if limit == 0 {
-            HashMap::new()
+        let chosen = if limit == 0 {
+            Vec::new()
         } else {
-            choose_and_lease(conn, c, &mut cg, limit).await?
+            choose(conn, c, &mut cg, limit).await?
         };
-        if attempts.is_empty() {
+        if chosen.is_empty() {
             let next_due = if limit == 0 {
                 let rows = conn
                     .query(
@@ -965,29 +1051,28 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
                     .map_or(Ok(None), |r| r.opt_uint(0))?
                     .map(Timestamp::from_millis)
             } else {
-                next_due(conn, topic, group, cg.g.spec.order, now).await?
+                next_due(conn, topic, group, order, now).await?
             };
-            return Ok(ClaimOutcome {
-                deliveries: Vec::new(),
-                ahead: Vec::new(),
-                next_due,
-                dead_lettered,
-            });
+            return Ok((
+                ClaimOutcome {
+                    deliveries: Vec::new(),
+                    ahead: Vec::new(),
+                    next_due,
+                    dead_lettered,
+                },
+                order,
+            ));
         }
-        let mut chosen: Vec<u64> = attempts.keys().copied().collect();
-        chosen.sort_unstable();
-        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM litebus_messages m WHERE m.seq IN (");
-        placeholders(&mut sql, chosen.len());
-        sql.push_str(") ORDER BY m.seq");
-        let params = chosen.iter().map(|&s| Value::from(s)).collect();
+        lease(conn, c, &chosen).await?;
         let mut deliveries = Vec::with_capacity(chosen.len());
         let mut undecodable = Vec::new();
-        for row in conn.query(&sql, params).await? {
-            let seq = row.uint(0)?;
-            match decode_message(&row, 0)? {
+        for row in &chosen {
+            let seq = row.uint(CANDIDATE_AT)?;
+            let attempt = u32::try_from(row.uint(1)? + 1).unwrap_or(u32::MAX);
+            match decode_message(row, CANDIDATE_AT)? {
                 Ok(message) => deliveries.push(Claimed {
                     seq,
-                    attempt: attempts.get(&seq).copied().unwrap_or(1),
+                    attempt,
                     lease_until: c.lease_until,
                     message: Arc::new(message),
                 }),
@@ -1000,15 +1085,17 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
             dead_lettered.push(letter);
         }
         if !deliveries.is_empty() || undecodable.is_empty() {
-            return Ok(ClaimOutcome {
-                deliveries,
-                ahead: Vec::new(),
-                next_due: None,
-                dead_lettered,
-            });
+            return Ok((
+                ClaimOutcome {
+                    deliveries,
+                    ahead: Vec::new(),
+                    next_due: None,
+                    dead_lettered,
+                },
+                order,
+            ));
         }
         // What was dead-lettered held back what comes next, not yet known.
-        cg.ready = true;
     }
 }
 
@@ -1019,6 +1106,7 @@ pub async fn claim(conn: &mut dyn Conn, c: Claim<'_>) -> Result<ClaimOutcome> {
 async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Result<ClaimOutcome> {
     let (topic, group, now) = (c.topic, c.group, c.now);
     let mut g = cg.g;
+    let mut next = cg.next;
     let mut dead_lettered = Vec::new();
     let nothing = |next_due: Option<u64>, dead_lettered| ClaimOutcome {
         deliveries: Vec::new(),
@@ -1038,6 +1126,8 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
             let letter =
                 dead_letter_head(conn, (topic, group), &mut g, seq, LEASE_EXPIRED, now).await?;
             dead_lettered.push(letter);
+            // The messages read with the group began with it.
+            next = None;
         }
     }
     if again.is_none() && g.head.ready_at > now.as_millis() {
@@ -1046,21 +1136,21 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
     // Rows that do not decode are dead-lettered as they are met, and the
     // claim goes on with the next (I12).
     loop {
-        let rows = conn
-            .query(
-                ORDERED_AHEAD,
-                vec![
-                    Value::from(topic),
-                    Value::from(g.cursor),
-                    Value::from(u64::from(c.max.max(1))),
-                ],
-            )
-            .await?;
+        let (rows, at) = if let Some(rows) = next.take() {
+            (rows, CANDIDATE_AT)
+        } else {
+            let params = vec![
+                Value::from(topic),
+                Value::from(g.cursor),
+                Value::from(u64::from(c.max.max(1))),
+            ];
+            (conn.query(ORDERED_AHEAD, params).await?, 0)
+        };
         let Some(first) = rows.first() else {
             return Ok(nothing(None, dead_lettered));
         };
-        let seq = first.uint(0)?;
-        let Ok(message) = decode_message(first, 0)? else {
+        let seq = first.uint(at)?;
+        let Ok(message) = decode_message(first, at)? else {
             let letter =
                 dead_letter_head(conn, (topic, group), &mut g, seq, UNDECODABLE, now).await?;
             dead_lettered.push(letter);
@@ -1070,8 +1160,8 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
         let ahead = rows[1..]
             .iter()
             .map_while(|row| {
-                let seq = row.uint(0).ok()?;
-                let message = decode_message(row, 0).ok()?.ok()?;
+                let seq = row.uint(at).ok()?;
+                let message = decode_message(row, at).ok()?.ok()?;
                 Some(Ahead {
                     seq,
                     message: Arc::new(message),
@@ -1130,64 +1220,49 @@ fn claim_limit(c: Claim<'_>, cg: &ClaimGroup) -> u64 {
     }
 }
 
-/// Leases up to `limit` deliverable messages of a shared or per-key group
-/// in seq order, taking more messages into the group while there are too
-/// few candidates and the topic holds more; returns each leased seq's new
-/// attempt.
-async fn choose_and_lease(
+/// Up to `limit` deliverable messages of a shared or per-key group in seq
+/// order, as candidate rows, taking more messages into the group while
+/// there are too few and the topic holds more.
+async fn choose(
     conn: &mut dyn Conn,
     c: Claim<'_>,
     cg: &mut ClaimGroup,
     limit: u64,
-) -> Result<HashMap<u64, u32>> {
+) -> Result<Vec<Row>> {
     let (topic, group, now) = (c.topic, c.group, c.now);
-    let mut leased = HashMap::new();
+    let sql = if cg.g.spec.order == Order::PerKey {
+        NEXT_PER_KEY
+    } else {
+        NEXT_SHARED
+    };
     loop {
-        let wanted = limit - leased.len() as u64;
-        match cg.g.spec.order {
-            _ if !cg.ready => {}
-            order if !conn.slow_returning() => {
-                let sql = if order == Order::PerKey {
-                    LEASE_PER_KEY
-                } else {
-                    LEASE_SHARED
-                };
-                let params = vec![
-                    Value::from(topic),
-                    Value::from(group),
-                    ts(now),
-                    Value::from(wanted),
-                    Value::from(c.consumer),
-                    ts(c.lease_until),
-                ];
-                for row in conn.query(sql, params).await? {
-                    leased.insert(
-                        row.uint(0)?,
-                        u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),
-                    );
-                }
-            }
-            order => {
-                let chosen = candidates(conn, topic, group, order, now, wanted).await?;
-                if !chosen.is_empty() {
-                    leased.extend(lease(conn, c, &chosen).await?);
-                }
-            }
+        let mut rows = if let Some(rows) = cg.next.take() {
+            rows
+        } else {
+            let params = vec![
+                Value::from(topic),
+                Value::from(group),
+                ts(now),
+                Value::from(limit),
+            ];
+            conn.query(sql, params).await?
+        };
+        if rows.len() as u64 >= limit || !cg.more {
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            return Ok(rows);
         }
-        if leased.len() as u64 >= limit || !cg.more {
-            return Ok(leased);
-        }
+        // What comes next is read again after the take-in, with these.
         let taken = take_in(conn, topic, group, &mut cg.g).await?;
         cg.more = taken == TAKE_IN;
-        cg.ready = true;
         if taken == 0 {
-            return Ok(leased);
+            return Ok(rows);
         }
     }
 }
 
-/// Leases `chosen` to the claiming consumer; returns each one's new attempt.
-async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<HashMap<u64, u32>> {
+/// Leases the candidates `chosen` to the claiming consumer. They were read
+/// in this transaction, so each is leased, at its next attempt.
+async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[Row]) -> Result<()> {
     let mut sql = String::from(
         "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?, lease_until = ?
          WHERE topic = ? AND grp = ? AND seq IN (",
@@ -1200,21 +1275,19 @@ async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[u64]) -> Result<Hash
         Value::from(c.topic),
         Value::from(c.group),
     ];
-    params.extend(chosen.iter().map(|&s| Value::from(s)));
-    let rows = if conn.slow_returning() {
-        returning::claimed(conn, &sql, params, chosen.len()).await?
-    } else {
-        sql.push_str(" RETURNING seq, attempt");
-        conn.query(&sql, params).await?
-    };
-    let mut attempts = HashMap::new();
-    for row in rows {
-        attempts.insert(
-            row.uint(0)?,
-            u32::try_from(row.uint(1)?).unwrap_or(u32::MAX),
-        );
+    for row in chosen {
+        params.push(Value::from(row.uint(CANDIDATE_AT)?));
     }
-    Ok(attempts)
+    let leased = conn.execute(&sql, params).await?;
+    if leased != chosen.len() as u64 {
+        return Err(Error::Internal(format!(
+            "a claim of {}/{} leased {leased} of {} candidates read in its transaction",
+            c.topic,
+            c.group,
+            chosen.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Where a delivery's lease is kept: a shared or per-key group's handout
@@ -1256,8 +1329,9 @@ const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
 /// claim would: a shared group's first new messages that are due, within
 /// `max_in_flight`, when the group has taken in every message before them;
 /// an ordered group's first new message, when the group is free, settled
-/// up to it and not delayed, with the next ones read ahead. Per-key groups
-/// and anything else are left to the woken consumers' claims. `new`: the
+/// up to it and not delayed, with the next ones read ahead; a per-key
+/// group's new heads (`hand_off_per_key`). Anything else is left to the
+/// woken consumers' claims. `new`: the
 /// messages the publish stored, in seq order. Returns what each consumer
 /// got, for its inbox once the transaction commits. Three statements per
 /// shared group, two per ordered one.
@@ -1318,19 +1392,19 @@ pub async fn hand_off(
                     "INSERT INTO litebus_handouts
                         (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
                 );
-                let mut params = Vec::with_capacity(take.len() * 8);
-                for (i, (seq, message)) in take.iter().enumerate() {
+                let mut params = Vec::with_capacity(take.len() * 5);
+                for (i, (seq, _)) in take.iter().enumerate() {
                     // Bare `?`, values in text order: see `placeholders`.
+                    // A shared group's handouts keep no key.
                     sql.push_str(if i == 0 {
-                        "(?,?,?,?,1,0,?,?)"
+                        "(?,?,?,NULL,1,0,?,?)"
                     } else {
-                        ",(?,?,?,?,1,0,?,?)"
+                        ",(?,?,?,NULL,1,0,?,?)"
                     });
                     params.extend([
                         Value::from(topic),
                         Value::from(h.group.as_str()),
                         Value::from(*seq),
-                        Value::from(message.key()),
                         Value::from(h.consumer.as_str()),
                         ts(h.lease_until),
                     ]);
@@ -1377,11 +1451,107 @@ pub async fn hand_off(
                     ..ClaimOutcome::default()
                 }
             }
+            "per_key" if due == new.len() => {
+                let Some(outcome) = hand_off_per_key(conn, topic, new, h).await? else {
+                    continue;
+                };
+                outcome
+            }
             _ => continue,
         };
         handed.push((h.inbox.clone(), outcome));
     }
     Ok(handed)
+}
+
+/// A per-key group's hand-off, when it has taken in every message before
+/// `new` and they are all due: the new messages that are heads (without a
+/// key, or the first of a key that has none) become its handouts, the
+/// first `max` of them leased to the waiting consumer; the others wait
+/// behind their key's head; the cursor moves past them all. Three
+/// statements: the keys among them that have a head, the insert, the
+/// cursor.
+async fn hand_off_per_key(
+    conn: &mut dyn Conn,
+    topic: &str,
+    new: &[(u64, Arc<Message>)],
+    h: &Handoff,
+) -> Result<Option<ClaimOutcome>> {
+    let group = h.group.as_str();
+    let mut keys: Vec<&str> = new.iter().filter_map(|(_, m)| m.key()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut busy = std::collections::HashSet::new();
+    if !keys.is_empty() {
+        let mut sql = String::from(
+            "SELECT DISTINCT msg_key FROM litebus_handouts
+             WHERE topic = ? AND grp = ? AND msg_key IN (",
+        );
+        placeholders(&mut sql, keys.len());
+        sql.push(')');
+        let mut params = vec![Value::from(topic), Value::from(group)];
+        params.extend(keys.iter().map(|&k| Value::from(k)));
+        for row in conn.query(&sql, params).await? {
+            busy.insert(row.text(0)?.to_owned());
+        }
+    }
+    let mut heads = Vec::new();
+    for item in new {
+        match item.1.key() {
+            None => heads.push(item),
+            Some(key) if !busy.contains(key) => {
+                busy.insert(key.to_owned());
+                heads.push(item);
+            }
+            Some(_) => {}
+        }
+    }
+    let leased = heads.len().min(h.max as usize);
+    if leased == 0 {
+        return Ok(None);
+    }
+    let mut sql = String::from(
+        "INSERT INTO litebus_handouts
+            (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
+    );
+    let mut params = Vec::with_capacity(heads.len() * 6);
+    for (i, (seq, message)) in heads.iter().copied().enumerate() {
+        // Bare `?`, values in text order: see `placeholders`.
+        if i > 0 {
+            sql.push(',');
+        }
+        params.extend([
+            Value::from(topic),
+            Value::from(group),
+            Value::from(*seq),
+            Value::from(message.key()),
+        ]);
+        if i < leased {
+            sql.push_str("(?,?,?,?,1,0,?,?)");
+            params.extend([Value::from(h.consumer.as_str()), ts(h.lease_until)]);
+        } else {
+            sql.push_str("(?,?,?,?,0,0,NULL,NULL)");
+        }
+    }
+    conn.execute(&sql, params).await?;
+    let last = new.last().map_or(0, |(seq, _)| *seq);
+    conn.execute(
+        "UPDATE litebus_groups SET cursor = ?3 WHERE topic = ?1 AND grp = ?2",
+        vec![Value::from(topic), Value::from(group), Value::from(last)],
+    )
+    .await?;
+    Ok(Some(ClaimOutcome {
+        deliveries: heads[..leased]
+            .iter()
+            .map(|(seq, message)| Claimed {
+                seq: *seq,
+                attempt: 1,
+                lease_until: h.lease_until,
+                message: message.clone(),
+            })
+            .collect(),
+        ..ClaimOutcome::default()
+    }))
 }
 
 /// [`Driver::settle`](litebus::driver::Driver::settle). An ordered group's
@@ -1567,7 +1737,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
     let groups = conn
         .query(
             "SELECT grp, start_after, cursor, dead_lettered,
-                    holder IS NOT NULL AND lease_until > ?2
+                    holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key'
              FROM litebus_groups WHERE topic = ?1 ORDER BY grp",
             vec![Value::from(topic), ts(now)],
         )
@@ -1594,7 +1764,23 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         let (Some(held), Some(later)) = (held.first(), later.first()) else {
             return Err(Error::Internal("an aggregate returned no row".into()));
         };
-        let unsettled = held.uint(0)? + later.uint(0)?;
+        // A per-key group's messages behind their key's head, up to its
+        // cursor, are in no handout.
+        let waiting = if g.int(5)? != 0 {
+            let rows = conn
+                .query(
+                    "SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
+                        ON m.topic = h.topic AND m.msg_key = h.msg_key
+                        AND m.seq > h.seq AND m.seq <= ?3
+                     WHERE h.topic = ?1 AND h.grp = ?2 AND h.msg_key IS NOT NULL",
+                    vec![Value::from(topic), Value::from(name), Value::from(cursor)],
+                )
+                .await?;
+            rows.first().map_or(Ok(0), |r| r.uint(0))?
+        } else {
+            0
+        };
+        let unsettled = held.uint(0)? + later.uint(0)? + waiting;
         let in_flight = held.uint(2)? + holds;
         let first_unsettled = [held.opt_uint(1)?, later.opt_uint(1)?]
             .into_iter()

@@ -458,13 +458,17 @@ mod tests {
         let engine = counted().await;
         let n = checks::claim_statements(&engine).await.unwrap();
         eprintln!("claim statements: {n:?}");
-        // BEGIN, the group (nothing to lease yet), the take-in and the
-        // cursor, a lease that chooses, the messages, COMMIT.
+        // BEGIN, the group with its candidates (none yet), the take-in,
+        // the cursor, the candidates, the lease, COMMIT.
         assert!(n.taking_in <= 7, "{n:?}");
-        // BEGIN, the group, a lease that chooses, the messages, COMMIT.
-        assert!(n.taken_in <= 5, "{n:?}");
-        // BEGIN, the group, its next messages, the lease of the group, COMMIT.
-        assert!(n.ordered <= 5, "{n:?}");
+        // BEGIN, the group with its candidates, the lease, COMMIT.
+        assert!(n.taken_in <= 4, "{n:?}");
+        assert!(n.per_key <= 4, "{n:?}");
+        // The group row and when a lease ends: no candidates.
+        assert!(n.at_limit_rows <= 2, "{n:?}");
+        // BEGIN, the group with its next messages, the lease of the
+        // group, COMMIT.
+        assert!(n.ordered <= 4, "{n:?}");
         assert_eq!(n.ahead, 3, "an ordered claim of 4 reads 3 ahead: {n:?}");
         assert_eq!(
             n.ordered_ack, 1,
