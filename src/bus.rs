@@ -11,13 +11,14 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Release, TopicStats,
-    Wakeups, default_dead_letter_topic,
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Read, Release, Seek,
+    TopicStats, Wakeups, default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
-use crate::message::{Message, Outcome, check_name, next_id, prepare_message};
-use crate::options::{BusOptions, GroupOptions, Start};
+use crate::message::{Message, Outcome, check_label, check_name, next_id, prepare_message};
+use crate::options::{BusOptions, GroupOptions, MAX_SEQ, Start};
+use crate::read::{Follow, Record};
 use crate::subscription::Subscription;
 
 /// A publish/subscribe bus over one storage [`Driver`].
@@ -303,6 +304,163 @@ impl Bus {
         Ok(Listener::new(shared))
     }
 
+    /// Up to `limit` messages of `topic` from seq `from_seq` on (those
+    /// with a seq at or above it), in seq order, without consuming them:
+    /// no group sees a difference. Read on from the last seq returned + 1
+    /// for the next page; an empty page means nothing more is stored yet
+    /// ([`follow`](Bus::follow) waits for it). Messages come whatever
+    /// their `deliver_at`.
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, MemoryDriver, Message};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// bus.publish_batch("events", ["a", "b", "c"].map(Message::new)).await?;
+    /// let page = bus.read("events", 2, 10).await?;
+    /// let payloads: Vec<&[u8]> = page.iter().map(|r| r.message().payload()).collect();
+    /// assert_eq!(payloads, [b"b", b"c"]);
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn read(&self, topic: &str, from_seq: u64, limit: usize) -> Result<Vec<Record>> {
+        self.read_inner(topic, None, from_seq, limit).await
+    }
+
+    /// Like [`read`](Bus::read), for the messages of one key only: an event
+    /// store's stream load (every event of one entity, in order), read
+    /// through an index on the key, not by scanning the topic. Pair it with
+    /// [`publish_batch_expecting`](Bus::publish_batch_expecting) to append.
+    pub async fn read_key(
+        &self,
+        topic: &str,
+        key: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        self.read_inner(topic, Some(key), from_seq, limit).await
+    }
+
+    async fn read_inner(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let inner = &self.inner;
+        let after = check_read(inner, topic, key, from_seq)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        inner.drive_deferred();
+        inner
+            .driver
+            .read(Read {
+                topic,
+                after,
+                key,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            })
+            .await
+    }
+
+    /// A durable feed of `topic` from seq `from_seq` on: what is stored
+    /// first, then each message as it is committed through any bus on the
+    /// store, with neither gaps nor repeats at the switch (catch-up, then
+    /// live). It consumes nothing: see [`Follow`].
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, MemoryDriver, Message};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// bus.publish("events", Message::new("stored")).await?;
+    /// let mut follow = bus.follow("events", 1)?;
+    /// assert_eq!(follow.recv().await?.message().payload(), b"stored");
+    /// bus.publish("events", Message::new("live")).await?;
+    /// assert_eq!(follow.recv().await?.message().payload(), b"live");
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn follow(&self, topic: &str, from_seq: u64) -> Result<Follow> {
+        let after = check_read(&self.inner, topic, None, from_seq)?;
+        Ok(Follow::new(self.inner.clone(), topic, None, after))
+    }
+
+    /// Like [`follow`](Bus::follow), for the messages of one key only.
+    pub fn follow_key(&self, topic: &str, key: &str, from_seq: u64) -> Result<Follow> {
+        let after = check_read(&self.inner, topic, Some(key), from_seq)?;
+        Ok(Follow::new(self.inner.clone(), topic, Some(key), after))
+    }
+
+    /// Moves group `group` of `topic` to a new position, as a consumer
+    /// reset does: `Start::Beginning` (every message the topic holds again),
+    /// `Start::End` (none of those it holds now) or `Start::AfterSeq(n)`.
+    /// From then on the group sees each message after the position as new
+    /// (attempt 1); every delivery out is no longer current (its ack is
+    /// [`Error::LeaseLost`]); its settings and dead-letter count stay. It
+    /// happens in one step, so it may run while consumers do; they get the
+    /// messages from the new position at their next claim (what they had
+    /// prefetched before it is not current either). A group that does not
+    /// exist is [`Error::UnknownGroup`].
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Start};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let sub = bus.subscribe("t", "g", GroupOptions::new()).await?;
+    /// bus.publish("t", Message::new("once")).await?;
+    /// sub.recv().await?.ack().await?;
+    /// bus.seek("t", "g", Start::Beginning).await?;
+    /// let again = sub.recv().await?;
+    /// assert_eq!((again.message().payload(), again.attempt()), (&b"once"[..], 1));
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn seek(&self, topic: &str, group: &str, to: Start) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        check_name(NameKind::Group, group)?;
+        let start_after = match to {
+            Start::Beginning => Some(0),
+            Start::End => None,
+            Start::AfterSeq(seq) if seq > MAX_SEQ => {
+                return Err(Error::InvalidOptions(format!(
+                    "seek after seq {seq}: seqs end at {MAX_SEQ}"
+                )));
+            }
+            Start::AfterSeq(seq) => Some(seq),
+        };
+        inner.drive_deferred();
+        inner
+            .driver
+            .seek(Seek {
+                topic,
+                group,
+                start_after,
+            })
+            .await?;
+        inner.freed(topic, group, usize::MAX);
+        Ok(())
+    }
+
+    /// Deletes group `group` of `topic`: its position, leases and attempt
+    /// counts; whether it existed. The topic's messages and the group's
+    /// dead letters stay. Its live subscriptions get [`Error::UnknownGroup`]
+    /// from then on, and settling a delivery they hold is
+    /// [`Error::LeaseLost`]; subscribing again creates the group anew, with
+    /// the options and start of that subscription.
+    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        check_name(NameKind::Group, group)?;
+        inner.drive_deferred();
+        let deleted = inner.driver.delete_group(topic, group).await?;
+        inner.freed(topic, group, usize::MAX);
+        Ok(deleted)
+    }
+
     /// Statistics of `topic` and each of its groups.
     pub async fn stats(&self, topic: &str) -> Result<TopicStats> {
         let inner = &self.inner;
@@ -389,6 +547,21 @@ impl Bus {
             None => closed,
         }
     }
+}
+
+/// Checks a read's input; the seq to read after.
+fn check_read(inner: &BusInner, topic: &str, key: Option<&str>, from_seq: u64) -> Result<u64> {
+    inner.check_open()?;
+    check_name(NameKind::Topic, topic)?;
+    if let Some(key) = key {
+        check_label(NameKind::MessageKey, key)?;
+    }
+    if from_seq > MAX_SEQ {
+        return Err(Error::InvalidOptions(format!(
+            "read from seq {from_seq}: seqs end at {MAX_SEQ}"
+        )));
+    }
+    Ok(from_seq.saturating_sub(1))
 }
 
 /// Marks the first `close` finished, even if it was dropped half-way, so

@@ -23,6 +23,7 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
 use crate::options::Order;
+use crate::read::Record;
 pub use crate::wake::{Inbox, Wakeups};
 
 /// `Send` on native targets, nothing on wasm32.
@@ -311,6 +312,32 @@ pub struct Release<'a> {
     pub now: Timestamp,
 }
 
+/// Move a group's position (a consumer reset).
+#[derive(Debug, Clone, Copy)]
+pub struct Seek<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The group (it exists, else
+    /// [`Error::UnknownGroup`](crate::Error::UnknownGroup)).
+    pub group: &'a str,
+    /// The group sees the messages with a seq greater than this from now
+    /// on; `None`: after the topic's last message now.
+    pub start_after: Option<u64>,
+}
+
+/// Read the messages of a topic without consuming them.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Messages with a seq greater than this.
+    pub after: u64,
+    /// Only the messages with this key.
+    pub key: Option<&'a str>,
+    /// The most messages to return.
+    pub limit: u32,
+}
+
 /// Statistics of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -412,8 +439,36 @@ pub trait Driver: MaybeSendSync + 'static {
 
     /// Ends every lease the consumer holds in the group: each message
     /// becomes deliverable again at once, or is dead-lettered if that was its
-    /// final attempt. Returns the dead letters.
+    /// final attempt. Returns the dead letters; nothing for a group that
+    /// does not exist (any more).
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>>;
+
+    /// Up to `limit` messages of the topic with a seq after `after` (and
+    /// the key, if given), in seq order, changing nothing. It sees every
+    /// commit made before it was called; a topic's seqs are given in
+    /// commit order, so reading on from the last seq returned misses
+    /// nothing committed later. A row plain SQL wrote that is not a message
+    /// comes back with its reason ([`Record::undecodable`]), never as an
+    /// error, so a reader goes on past it. A driver reads one key's
+    /// messages through an index, not by scanning the topic.
+    ///
+    /// [`Record::undecodable`]: crate::Record::undecodable
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>>;
+
+    /// Moves a group's position, atomically: the group forgets every
+    /// delivery, lease and attempt count (a delivery out is no longer
+    /// current: settling it gives [`Error::LeaseLost`](crate::Error::LeaseLost)),
+    /// keeps its settings and its count of dead letters, and from now on
+    /// sees the messages after `start_after`, each as new (attempt 1).
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// Deletes a group with its position, leases and attempt counts;
+    /// whether it existed. Its messages and dead letters stay. A later
+    /// claim for it is [`Error::UnknownGroup`](crate::Error::UnknownGroup);
+    /// settling a delivery of it is
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost); a release of it
+    /// returns nothing; subscribing again creates it anew.
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>>;
 
     /// Statistics of a topic and its groups at time `now`.
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>>;
@@ -502,6 +557,13 @@ pub fn stored_message(
     deliver_at: Option<Timestamp>,
 ) -> Message {
     Message::from_parts(id, payload, metadata, key, deliver_at)
+}
+
+/// A message read back from a topic, as a driver returns it from
+/// [`Driver::read`]: `undecodable` says why a row written by plain SQL is
+/// not a message (and `message` holds what could be read of it).
+pub fn stored_record(seq: u64, message: Arc<Message>, undecodable: Option<String>) -> Record {
+    Record::new(seq, message, undecodable)
 }
 
 pub use crate::message::prepare_message;

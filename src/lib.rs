@@ -29,7 +29,7 @@
 //! # }).unwrap();
 //! ```
 //!
-//! The guarantees (invariants I1–I12) are listed in `docs/design.md`; the
+//! The guarantees (invariants I1–I14) are listed in `docs/design.md`; the
 //! conformance suite (the `litebus-conformance` crate) checks them for any
 //! driver.
 
@@ -44,6 +44,8 @@ mod listener;
 mod memory;
 mod message;
 mod options;
+mod read;
+mod stream;
 mod subscription;
 mod wake;
 
@@ -63,4 +65,5 @@ pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
+pub use read::{Follow, Record};
 pub use subscription::{Delivery, Subscription};

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
-    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Release,
-    Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
+    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Read, Release,
+    Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
 use crate::options::Order;
+use crate::read::Record;
 
 /// A driver that keeps everything in memory: fast, not durable, available on
 /// every target including wasm32.
@@ -204,6 +205,22 @@ struct PendingDeadLetter {
 }
 
 impl GroupState {
+    /// A group that sees the messages after `floor`, none delivered yet.
+    fn new(spec: GroupSpec, floor: u64, dead_lettered: u64) -> Self {
+        let per_key = spec.order == Order::PerKey;
+        GroupState {
+            spec,
+            floor,
+            entries: BTreeMap::new(),
+            leases: BTreeSet::new(),
+            dead_lettered,
+            heads: per_key.then(|| Heads {
+                tail: floor,
+                ..Heads::default()
+            }),
+        }
+    }
+
     fn advance_floor(&mut self, log: &Log) {
         while let Some((seq, _)) = log.after(self.floor).first() {
             if !self.entries.get(seq).is_some_and(|e| e.settled) {
@@ -358,19 +375,22 @@ impl Store {
         let floor = req.start_after.unwrap_or_else(|| log.messages.last_seq());
         log.groups.insert(
             req.group.to_owned(),
-            GroupState {
-                spec: req.spec.clone(),
-                floor,
-                entries: BTreeMap::new(),
-                leases: BTreeSet::new(),
-                dead_lettered: 0,
-                heads: (req.spec.order == Order::PerKey).then(|| Heads {
-                    tail: floor,
-                    ..Heads::default()
-                }),
-            },
+            GroupState::new(req.spec.clone(), floor, 0),
         );
         Ok(())
+    }
+
+    fn seek(&mut self, req: Seek<'_>) -> Result<()> {
+        let (log, group) = self.group_mut(req.topic, req.group)?;
+        let floor = req.start_after.unwrap_or_else(|| log.last_seq());
+        *group = GroupState::new(group.spec.clone(), floor, group.dead_lettered);
+        Ok(())
+    }
+
+    fn delete_group(&mut self, topic: &str, group: &str) -> bool {
+        self.topics
+            .get_mut(topic)
+            .is_some_and(|log| log.groups.remove(group).is_some())
     }
 
     fn claim(&mut self, req: Claim<'_>) -> Result<ClaimOutcome> {
@@ -500,7 +520,10 @@ impl Store {
     }
 
     fn settle(&mut self, req: Settle<'_>) -> Result<Option<DeadLettered>> {
-        let (messages, group) = self.group_mut(req.topic, req.group)?;
+        // A deleted group's deliveries are not current.
+        let (messages, group) = self
+            .group_mut(req.topic, req.group)
+            .map_err(|_| Error::LeaseLost)?;
         let entry = group.entries.get_mut(&req.seq).ok_or(Error::LeaseLost)?;
         if entry.settled || entry.attempt != req.attempt || entry.lease.is_none() {
             return Err(Error::LeaseLost);
@@ -544,8 +567,11 @@ impl Store {
         group_name: &str,
         consumer: &str,
         now: Timestamp,
-    ) -> Result<Vec<DeadLettered>> {
-        let (messages, group) = self.group_mut(topic, group_name)?;
+    ) -> Vec<DeadLettered> {
+        let Ok((messages, group)) = self.group_mut(topic, group_name) else {
+            // A deleted group's consumers hold nothing.
+            return Vec::new();
+        };
         let held: Vec<u64> = group
             .leases
             .iter()
@@ -574,7 +600,7 @@ impl Store {
                 }
             }
         }
-        Ok(self.append_dead_letters(pending, now))
+        self.append_dead_letters(pending, now)
     }
 
     fn stats(&self, topic: &str, now: Timestamp) -> TopicStats {
@@ -606,6 +632,33 @@ impl Store {
             .collect();
         let count = log.messages.rows.len() as u64;
         TopicStats::new(topic.to_owned(), last_seq, count, groups)
+    }
+}
+
+impl Store {
+    fn read(&self, read: Read<'_>) -> Vec<Record> {
+        let Some(log) = self.topics.get(read.topic).map(|t| &t.messages) else {
+            return Vec::new();
+        };
+        let limit = read.limit as usize;
+        let record =
+            |(seq, message): &(u64, Arc<Message>)| Record::new(*seq, message.clone(), None);
+        match read.key {
+            None => log
+                .after(read.after)
+                .iter()
+                .take(limit)
+                .map(record)
+                .collect(),
+            Some(key) => {
+                let seqs = log.by_key.get(key).map_or(&[][..], Vec::as_slice);
+                seqs[seqs.partition_point(|&s| s <= read.after)..]
+                    .iter()
+                    .take(limit)
+                    .map(|&seq| record(log.row(seq)))
+                    .collect()
+            }
+        }
     }
 }
 
@@ -690,7 +743,7 @@ impl Driver for MemoryDriver {
                 consumer,
                 now,
             } = release;
-            let dead = lock(&self.store).release(topic, group, consumer, now)?;
+            let dead = lock(&self.store).release(topic, group, consumer, now);
             self.wakeups.freed(topic, group, usize::MAX);
             self.dead_letters_wake(&dead);
             Ok(dead)
@@ -699,6 +752,28 @@ impl Driver for MemoryDriver {
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
         Box::pin(async move { Ok(lock(&self.store).stats(topic, now)) })
+    }
+
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            lock(&self.store).seek(seek)?;
+            // Its messages may be deliverable at once.
+            self.wakeups.freed(seek.topic, seek.group, usize::MAX);
+            Ok(())
+        })
+    }
+
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let deleted = lock(&self.store).delete_group(topic, group);
+            // Its waiting consumers learn that it is gone.
+            self.wakeups.freed(topic, group, usize::MAX);
+            Ok(deleted)
+        })
+    }
+
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
+        Box::pin(async move { Ok(lock(&self.store).read(read)) })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {

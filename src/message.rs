@@ -267,7 +267,7 @@ pub(crate) fn check_name(kind: NameKind, name: &str) -> Result<()> {
 }
 
 /// Checks an id, key or metadata key: 1..=255 bytes, no control characters.
-fn check_label(kind: NameKind, label: &str) -> Result<()> {
+pub(crate) fn check_label(kind: NameKind, label: &str) -> Result<()> {
     if label.is_empty() {
         return Err(Error::invalid_name(kind, label, "must not be empty"));
     }

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 /// The largest seq any store gives (SQL row ids are signed 64-bit).
-const MAX_SEQ: u64 = i64::MAX as u64;
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Options of a [`Bus`](crate::Bus).
 #[derive(Clone)]

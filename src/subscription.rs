@@ -18,6 +18,7 @@ use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Set
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{GroupOptions, NackOptions, Order};
+use crate::stream::{StreamState, wait_out};
 use crate::wake::{Inbox, Taken, Waiting};
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
@@ -35,20 +36,6 @@ pub struct Subscription {
     /// The stream's state after errors: see [`Stream for Subscription`].
     stream: StreamState,
 }
-
-/// How the stream form treats errors.
-#[derive(Default)]
-struct StreamState {
-    /// The pause before the next look at the store, after a retryable error.
-    backoff: Option<Duration>,
-    /// A fatal error was yielded: the stream has ended.
-    ended: bool,
-}
-
-/// The first pause after a retryable error; it doubles up to
-/// [`MAX_BACKOFF`] and starts again after a success.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a subscription and its deliveries share.
 struct Consumer {
@@ -422,54 +409,18 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.stream.ended {
-            return Poll::Ready(None);
-        }
         let slot = this
             .next
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let next = slot.get_or_insert_with(|| {
-            let shared = this.shared.clone();
-            let pause = this.stream.backoff;
+        let shared = &this.shared;
+        this.stream.poll_next(slot, cx, |pause| {
+            let shared = shared.clone();
             Box::pin(async move {
-                if let Some(pause) = pause {
-                    let until = shared.bus.now() + pause;
-                    futures_lite::future::or(shared.bus.clock.sleep_until(until), async {
-                        shared.bus.closing.listen().await;
-                    })
-                    .await;
-                }
+                wait_out(&shared.bus, pause).await;
                 shared.next_delivery().await
             })
-        });
-        let result = match next.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result,
-        };
-        *slot = None;
-        match result {
-            Ok(delivery) => {
-                this.stream.backoff = None;
-                Poll::Ready(Some(Ok(delivery)))
-            }
-            Err(Error::Closed) => {
-                this.stream.ended = true;
-                Poll::Ready(None)
-            }
-            Err(e) if e.is_retryable() => {
-                this.stream.backoff = Some(
-                    this.stream
-                        .backoff
-                        .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF)),
-                );
-                Poll::Ready(Some(Err(e)))
-            }
-            Err(e) => {
-                this.stream.ended = true;
-                Poll::Ready(Some(Err(e)))
-            }
-        }
+        })
     }
 }
 

@@ -43,6 +43,9 @@ struct TopicWake {
     groups: Mutex<HashMap<String, Arc<Event>>>,
     /// Consumers waiting caught up, oldest first.
     waiting: Mutex<Vec<Arc<Waiting>>>,
+    /// Fires at every commit of new messages to the topic, for its
+    /// followers ([`Follow`](crate::Follow)).
+    published: Event,
 }
 
 /// A consumer waiting for its group's next messages, having found nothing
@@ -145,6 +148,11 @@ impl Wakeups {
         shared(&shared(&self.topics, topic).groups, group)
     }
 
+    /// Fires at the next commit of new messages to `topic`.
+    pub(crate) fn published_listener(&self, topic: &str) -> EventListener {
+        shared(&self.topics, topic).published.listen()
+    }
+
     /// Counts `waiting` among the consumers of `topic` waiting caught up
     /// until the guard is dropped.
     pub(crate) fn wait_for(&self, topic: &str, waiting: Waiting) -> WaitingGuard {
@@ -182,6 +190,7 @@ impl Wakeups {
             for event in lock(&wake.groups).values() {
                 event.notify(count.additional());
             }
+            wake.published.notify(usize::MAX);
         }
     }
 
@@ -208,6 +217,7 @@ impl Wakeups {
             for event in lock(&wake.groups).values() {
                 event.notify(usize::MAX);
             }
+            wake.published.notify(usize::MAX);
         }
     }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
+    Release, Seek, Settle,
 };
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use futures_lite::StreamExt;
 use futures_lite::future::poll_once;
 use litebus::{
     Bus, BusOptions, DriverError, Error, GroupOptions, ManualClock, MemoryDriver, Message, Outcome,
-    Result, Timestamp, TopicStats,
+    Record, Result, Timestamp, TopicStats,
 };
 
 /// A `MemoryDriver` that counts releases and, when asked, makes each release
@@ -32,6 +32,9 @@ struct Recording {
     claims: Arc<AtomicUsize>,
     /// What the next claims fail with, in order.
     claim_errors: Arc<Mutex<Vec<Error>>>,
+    reads: Arc<AtomicUsize>,
+    /// What the next reads fail with, in order.
+    read_errors: Arc<Mutex<Vec<Error>>>,
 }
 
 impl Recording {
@@ -100,6 +103,24 @@ impl Driver for Recording {
         self.inner.stats(topic, now)
     }
 
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
+        self.inner.seek(seek)
+    }
+
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.inner.delete_group(topic, group)
+    }
+
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let mut errors = self.read_errors.lock().unwrap();
+        if !errors.is_empty() {
+            let e = errors.remove(0);
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.read(read)
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         self.inner.close()
     }
@@ -154,6 +175,34 @@ fn the_stream_pauses_after_retryable_errors_and_ends_after_a_fatal_one() {
         assert!(!fatal.is_retryable(), "{fatal}");
         assert!(sub.next().await.is_none(), "the stream ended");
         assert_eq!(driver.claims(), 4);
+    });
+}
+
+#[test]
+fn a_follow_pauses_after_retryable_errors_and_ends_after_a_fatal_one() {
+    run(async {
+        let driver = Recording::default();
+        let clock = ManualClock::new(Timestamp::from_millis(1_000));
+        let bus = bus_on(&driver, &clock);
+        bus.publish("t", Message::new("m")).await.unwrap();
+        let mut follow = bus.follow("t", 1).unwrap();
+        let reads = || driver.reads.load(Ordering::SeqCst);
+        *driver.read_errors.lock().unwrap() = vec![DriverError::retryable("busy").into()];
+        assert!(follow.next().await.unwrap().unwrap_err().is_retryable());
+        assert_eq!(reads(), 1);
+        for _ in 0..3 {
+            assert!(poll_once(follow.next()).await.is_none(), "pausing");
+        }
+        assert_eq!(reads(), 1, "no read during the pause");
+        clock.advance(Duration::from_millis(10));
+        let record = follow.next().await.unwrap().unwrap();
+        assert_eq!(record.message().payload(), b"m");
+        assert_eq!(follow.position(), record.seq());
+
+        bus.publish("t", Message::new("n")).await.unwrap();
+        *driver.read_errors.lock().unwrap() = vec![DriverError::fatal("gone").into()];
+        assert!(!follow.next().await.unwrap().unwrap_err().is_retryable());
+        assert!(follow.next().await.is_none(), "the stream ended");
     });
 }
 

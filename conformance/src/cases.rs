@@ -1,6 +1,7 @@
 //! The cases, one module per theme. The build script finds every case in
 //! these files; a theme file without its line here fails to build.
 
+pub mod admin;
 pub mod dead_letter;
 pub mod dedupe;
 pub mod groups;
@@ -9,6 +10,7 @@ pub mod leases;
 pub mod listeners;
 pub mod ordering;
 pub mod publish;
+pub mod reads;
 pub mod redelivery;
 pub mod sharing;
 pub mod wakeups;

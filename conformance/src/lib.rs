@@ -46,8 +46,8 @@ mod prelude {
     pub(crate) use futures_lite::future;
     pub(crate) use litebus::driver::{BoxFuture, dead_letter_keys};
     pub(crate) use litebus::{
-        Bus, BusOptions, Delivery, Error, GroupOptions, Live, Message, NackOptions, NameKind,
-        Order, Outcome, Result, Start, Subscription, Timestamp,
+        Bus, BusOptions, Delivery, Error, Follow, GroupOptions, Live, Message, NackOptions,
+        NameKind, Order, Outcome, Record, Result, Start, Subscription, Timestamp,
     };
 
     pub(crate) use crate::{

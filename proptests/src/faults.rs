@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, TopicStats, dead_letter_keys,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
+    Release, Seek, Settle, TopicStats, dead_letter_keys,
 };
 use litebus::{
     Bus, BusOptions, DriverError, Error, GroupOptions, ManualClock, MemoryDriver, Message,
-    NackOptions, Order, Result, Subscription, Timestamp,
+    NackOptions, Order, Record, Result, Subscription, Timestamp,
 };
 
 use crate::harness::group_options;
@@ -134,6 +134,21 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
         Box::pin(with_fault(self.fault(), self.inner.stats(topic, now)))
+    }
+
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(with_fault(self.fault(), self.inner.seek(seek)))
+    }
+
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(with_fault(
+            self.fault(),
+            self.inner.delete_group(topic, group),
+        ))
+    }
+
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
+        Box::pin(with_fault(self.fault(), self.inner.read(read)))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
@@ -267,6 +282,13 @@ pub async fn check_faults(schedule: Vec<u8>, ops: &[Op]) -> std::result::Result<
             }
             Op::Stats(topic) => {
                 let _ = bus.stats(topic.name()).await;
+            }
+            Op::Read {
+                topic, from, limit, ..
+            } => {
+                let _ = bus
+                    .read(topic.name(), u64::from(*from), usize::from(*limit))
+                    .await;
             }
             Op::Reopen => {
                 let _ = bus.close().await;

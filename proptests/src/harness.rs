@@ -12,7 +12,7 @@ use litebus_conformance::Factory;
 use crate::model::START_MILLIS;
 use crate::ops::{
     ErrKind, Got, Heard, LISTENER_CAPACITY, MAX_MESSAGE_SIZE, MsgSpec, Obs, Op, OrderChoice,
-    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload,
+    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload, read_key,
 };
 
 /// One consumer: its subscription while alive, and the deliveries it holds.
@@ -184,6 +184,50 @@ impl<'f, F: Factory> Harness<'f, F> {
                     })
                     .map_err(|e| ErrKind::from(&e)),
             ),
+            Op::Read {
+                topic,
+                from,
+                key,
+                limit,
+            } => {
+                let (from, limit) = (u64::from(*from), usize::from(*limit));
+                let read = match key {
+                    Some(key) => {
+                        let key = read_key(*key);
+                        self.bus.read_key(topic.name(), &key, from, limit).await
+                    }
+                    None => self.bus.read(topic.name(), from, limit).await,
+                };
+                Obs::Read(
+                    read.map(|records| {
+                        records
+                            .iter()
+                            .map(|r| (r.seq(), r.message().payload().to_vec()))
+                            .collect()
+                    })
+                    .map_err(|e| ErrKind::from(&e)),
+                )
+            }
+            Op::Seek(topic, group, to) => {
+                let sought = self.bus.seek(topic.name(), group.name(), start(*to)).await;
+                Obs::Admin(sought.map(|()| true).map_err(|e| ErrKind::from(&e)))
+            }
+            Op::DeleteGroup(topic, group) => {
+                let (topic, group) = (topic.name(), group.name());
+                let deleted = self.bus.delete_group(topic, group).await;
+                if deleted.is_ok() {
+                    for c in &mut self.consumers {
+                        let of_group = c
+                            .subscription
+                            .as_ref()
+                            .is_some_and(|s| s.topic() == topic && s.group() == group);
+                        if of_group && let Some(subscription) = c.subscription.take() {
+                            subscription.close().await.expect("close a subscription");
+                        }
+                    }
+                }
+                Obs::Admin(deleted.map_err(|e| ErrKind::from(&e)))
+            }
             Op::Reopen => {
                 self.bus.close().await.expect("close");
                 for c in &mut self.consumers {
@@ -305,15 +349,19 @@ pub fn group_options(spec: SubSpec) -> GroupOptions {
             max_in_flight: u32::from(n),
         },
     };
-    let start = match spec.start {
-        StartChoice::Beginning => Start::Beginning,
-        StartChoice::End => Start::End,
-        StartChoice::AfterSeq(n) => Start::AfterSeq(u64::from(n)),
-    };
     GroupOptions::new()
         .order(order)
         .max_attempts(u32::from(spec.max_attempts))
         .lease(Duration::from_millis(u64::from(spec.lease_ms)))
         .prefetch(u32::from(spec.prefetch))
-        .start(start)
+        .start(start(spec.start))
+}
+
+/// The position a [`StartChoice`] names.
+fn start(choice: StartChoice) -> Start {
+    match choice {
+        StartChoice::Beginning => Start::Beginning,
+        StartChoice::End => Start::End,
+        StartChoice::AfterSeq(n) => Start::AfterSeq(u64::from(n)),
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::ops::{
     ErrKind, Got, GroupChoice, GroupRow, Heard, LISTENER_CAPACITY, MsgSpec, Obs, Op, OrderChoice,
-    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload,
+    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload, read_key,
 };
 
 /// One stored message.
@@ -152,6 +152,19 @@ impl Model {
             Op::Listen(topic) => self.listen(*topic),
             Op::PollListener(listener) => self.poll_listener(*listener),
             Op::Stats(topic) => self.stats(*topic),
+            Op::Read {
+                topic,
+                from,
+                key,
+                limit,
+            } => self.read(
+                *topic,
+                u64::from(*from),
+                key.map(read_key).as_deref(),
+                usize::from(*limit),
+            ),
+            Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
+            Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
             Op::Reopen => self.reopen(),
         };
         self.last = Some(obs);
@@ -554,10 +567,10 @@ impl Model {
     ) -> Obs {
         let now = self.now;
         let lease_ms = self.consumers[c].lease_ms;
-        let g = self
-            .groups
-            .get_mut(&(topic.to_owned(), group.to_owned()))
-            .expect("group");
+        // A deleted group's deliveries are not current.
+        let Some(g) = self.groups.get_mut(&(topic.to_owned(), group.to_owned())) else {
+            return Obs::Settled(Err(ErrKind::LeaseLost));
+        };
         let max_attempts = g.max_attempts;
         let Some(h) = g.handouts.get_mut(&seq) else {
             return Obs::Settled(Err(ErrKind::LeaseLost));
@@ -660,6 +673,68 @@ impl Model {
         }
         heard.extend(l.items.drain(..).map(|(seq, p)| Heard::Message(seq, p)));
         Obs::Heard(heard)
+    }
+
+    /// A read changes nothing: the topic's messages from seq `from` on
+    /// (of one key), in seq order, at most `limit`.
+    fn read(&self, topic: TopicChoice, from: u64, key: Option<&str>, limit: usize) -> Obs {
+        let topic = topic.name();
+        if !valid_name(topic) || key.is_some_and(str::is_empty) {
+            return Obs::Read(Err(ErrKind::InvalidName));
+        }
+        let read = self
+            .topics
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .filter(|m| m.seq >= from && (key.is_none() || m.key.as_deref() == key))
+            .take(limit)
+            .map(|m| (m.seq, m.payload.clone()))
+            .collect();
+        Obs::Read(Ok(read))
+    }
+
+    /// A seek: the group forgets every delivery and lease, and sees the
+    /// messages after the position as new. Consumers keep what they hold
+    /// (it is no longer current).
+    fn seek(&mut self, topic: TopicChoice, group: GroupChoice, to: StartChoice) -> Obs {
+        let (topic, group) = (topic.name(), group.name());
+        if !valid_name(topic) || !valid_name(group) {
+            return Obs::Admin(Err(ErrKind::InvalidName));
+        }
+        let start_after = match to {
+            StartChoice::Beginning => 0,
+            StartChoice::End => self.last_seq(topic),
+            StartChoice::AfterSeq(n) => u64::from(n),
+        };
+        let Some(g) = self.groups.get_mut(&(topic.to_owned(), group.to_owned())) else {
+            return Obs::Admin(Err(ErrKind::UnknownGroup));
+        };
+        g.handouts.clear();
+        g.start_after = start_after;
+        Obs::Admin(Ok(true))
+    }
+
+    /// A group deleted: its state goes, then its live consumers close and
+    /// release nothing; what they hold is no longer current.
+    fn delete_group(&mut self, topic: TopicChoice, group: GroupChoice) -> Obs {
+        let (topic, group) = (topic.name(), group.name());
+        if !valid_name(topic) || !valid_name(group) {
+            return Obs::Admin(Err(ErrKind::InvalidName));
+        }
+        let existed = self
+            .groups
+            .remove(&(topic.to_owned(), group.to_owned()))
+            .is_some();
+        for consumer in &mut self.consumers {
+            if consumer.alive && consumer.topic == topic && consumer.group == group {
+                consumer.alive = false;
+                consumer.buffer.clear();
+                consumer.out = None;
+                consumer.ahead.clear();
+            }
+        }
+        Obs::Admin(Ok(existed))
     }
 
     fn stats(&self, topic: TopicChoice) -> Obs {

@@ -177,6 +177,23 @@ pub enum Op {
     PollListener(u8),
     /// `bus.stats`
     Stats(TopicChoice),
+    /// `bus.read` (or `bus.read_key` of `k<key % 3>`, or of an invalid
+    /// key when `key` is 255): messages from seq `from`, at most `limit`.
+    Read {
+        /// The topic.
+        topic: TopicChoice,
+        /// The first seq.
+        from: u8,
+        /// Only this key's messages.
+        key: Option<u8>,
+        /// The most messages.
+        limit: u8,
+    },
+    /// `bus.seek`: move a group's position.
+    Seek(TopicChoice, GroupChoice, StartChoice),
+    /// `bus.delete_group`, then `close` of the group's live subscriptions
+    /// (they hold nothing any more).
+    DeleteGroup(TopicChoice, GroupChoice),
     /// Close the bus and open a new one on the same store.
     Reopen,
 }
@@ -194,6 +211,8 @@ pub enum ErrKind {
     InvalidOptions,
     /// `Error::LeaseLost`
     LeaseLost,
+    /// `Error::UnknownGroup`
+    UnknownGroup,
     /// Anything else (never expected from a healthy driver).
     Other,
 }
@@ -206,6 +225,7 @@ impl From<&litebus::Error> for ErrKind {
             litebus::Error::MessageTooLarge { .. } => ErrKind::MessageTooLarge,
             litebus::Error::InvalidOptions(_) => ErrKind::InvalidOptions,
             litebus::Error::LeaseLost => ErrKind::LeaseLost,
+            litebus::Error::UnknownGroup { .. } => ErrKind::UnknownGroup,
             _ => ErrKind::Other,
         }
     }
@@ -251,6 +271,10 @@ pub enum Obs {
     Heard(Vec<Heard>),
     /// Stats: last seq, messages, groups.
     Stats(Result<(u64, u64, Vec<GroupRow>), ErrKind>),
+    /// A read: seq and payload of each message.
+    Read(Result<Vec<(u64, Vec<u8>)>, ErrKind>),
+    /// A seek (`true`) or a group deleted (whether it existed).
+    Admin(Result<bool, ErrKind>),
     /// Done (advance, drop, listen, reopen).
     Done,
 }
@@ -276,6 +300,16 @@ pub fn message_id(id: u8, a_g1: u64) -> String {
 /// names.
 pub fn is_a_g1(topic: &str, group: &str) -> bool {
     (topic, group) == (TopicChoice::A.name(), GroupChoice::G1.name())
+}
+
+/// The key `bus.read_key` reads for an [`Op::Read`] key: `k<key % 3>`, or
+/// an empty key (invalid) for 255.
+pub fn read_key(key: u8) -> String {
+    if key == u8::MAX {
+        String::new()
+    } else {
+        format!("k{}", key % 3)
+    }
 }
 
 /// How many unread messages a listener holds.
@@ -315,6 +349,22 @@ fn msg_spec() -> impl Strategy<Value = MsgSpec> {
         })
 }
 
+fn group() -> impl Strategy<Value = GroupChoice> {
+    prop_oneof![
+        5 => Just(GroupChoice::G1),
+        3 => Just(GroupChoice::G2),
+        1 => Just(GroupChoice::Invalid),
+    ]
+}
+
+fn start() -> impl Strategy<Value = StartChoice> {
+    prop_oneof![
+        3 => Just(StartChoice::Beginning),
+        1 => Just(StartChoice::End),
+        1 => (0u8..6).prop_map(StartChoice::AfterSeq),
+    ]
+}
+
 fn sub_spec() -> impl Strategy<Value = SubSpec> {
     (
         // Concentrated choices, so that later subscribers of a group usually
@@ -328,11 +378,7 @@ fn sub_spec() -> impl Strategy<Value = SubSpec> {
         prop_oneof![12 => Just(2u8), 2 => 1u8..4, 1 => Just(0u8)],
         prop_oneof![10 => 500u16..3000, 1 => Just(0u16)],
         prop_oneof![10 => 1u8..4, 1 => Just(0u8)],
-        prop_oneof![
-            3 => Just(StartChoice::Beginning),
-            1 => Just(StartChoice::End),
-            1 => (0u8..6).prop_map(StartChoice::AfterSeq),
-        ],
+        start(),
     )
         .prop_map(|(order, max_attempts, lease_ms, prefetch, start)| SubSpec {
             order,
@@ -356,7 +402,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         )),
         2 => (topic(), proptest::collection::vec(msg_spec(), 0..5))
             .prop_map(|(t, m)| Op::PublishBatch(t, m)),
-        3 => (topic(), prop_oneof![5 => Just(GroupChoice::G1), 3 => Just(GroupChoice::G2), 1 => Just(GroupChoice::Invalid)], sub_spec())
+        3 => (topic(), group(), sub_spec())
             .prop_map(|(t, g, s)| Op::Subscribe(t, g, s)),
         12 => idx().prop_map(|consumer| Op::Receive { consumer }),
         3 => (idx(), idx()).prop_map(|(consumer, polls)| Op::CutReceive { consumer, polls }),
@@ -370,6 +416,15 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => topic().prop_map(Op::Listen),
         2 => idx().prop_map(Op::PollListener),
         2 => topic().prop_map(Op::Stats),
+        2 => (
+            topic(),
+            0u8..12,
+            proptest::option::weighted(0.4, prop_oneof![10 => 0u8..3, 1 => Just(u8::MAX)]),
+            prop_oneof![1 => Just(0u8), 8 => 1u8..6, 2 => Just(u8::MAX)],
+        )
+            .prop_map(|(topic, from, key, limit)| Op::Read { topic, from, key, limit }),
+        1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
+        1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
         1 => Just(Op::Reopen),
     ]
 }

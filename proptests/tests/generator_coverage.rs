@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use litebus_proptests::model::Model;
-use litebus_proptests::ops::{ErrKind, Heard, Obs, op};
+use litebus_proptests::ops::{ErrKind, Heard, Obs, Op, op};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
@@ -40,6 +40,16 @@ fn generated_sequences_reach_every_behaviour() {
                 Obs::Subscribed(Err(ErrKind::InvalidOptions)) => "invalid options",
                 Obs::Heard(h) if h.iter().any(|x| matches!(x, Heard::Lagged(_))) => "lagged",
                 Obs::Stats(Ok((_, _, groups))) if groups.iter().any(|g| g.4 > 0) => "dead letter",
+                Obs::Read(Ok(read)) if read.len() > 1 => match op {
+                    Op::Read { key: Some(_), .. } => "read of a key",
+                    _ => "read",
+                },
+                Obs::Read(Err(ErrKind::InvalidName)) => "read refused",
+                Obs::Admin(Ok(true)) => match op {
+                    Op::Seek(..) => "seek",
+                    _ => "group deleted",
+                },
+                Obs::Admin(Err(ErrKind::UnknownGroup)) => "seek of no group",
                 _ => continue,
             };
             *seen.entry(label).or_default() += 1;
@@ -59,6 +69,12 @@ fn generated_sequences_reach_every_behaviour() {
         "dead letter",
         "dead letter under a fresh id",
         "ordered ack took the next",
+        "read",
+        "read of a key",
+        "read refused",
+        "seek",
+        "group deleted",
+        "seek of no group",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

@@ -307,3 +307,31 @@ pub async fn a_trigger_inserting_messages_leaves_the_seqs_right<F: Factory>(f: &
     assert_eq!(delivered, expected, "each publish names its own message");
     assert_eq!(env.bus.stats("copies").await.unwrap().messages, 4);
 }
+
+/// A row plain SQL wrote that is not a message is read with its reason,
+/// between the messages around it, and a follow goes on past it (I12:
+/// it never stops a reader either).
+pub async fn a_foreign_row_that_does_not_decode_is_read_with_its_reason<F: Factory>(f: &F) {
+    let env = Env::new(f, "read_foreign").await;
+    env.publish_n("t", 0, 1).await;
+    let sql = "INSERT INTO litebus_messages (topic, id, payload) VALUES ('t', 'bad', 42)";
+    if env.sql(sql).await.is_none() {
+        return;
+    }
+    env.publish_n("t", 1, 1).await;
+    let records = env.bus.read("t", 1, 10).await.unwrap();
+    let reasons: Vec<Option<&str>> = records.iter().map(Record::undecodable).collect();
+    assert_eq!(records.len(), 3);
+    assert_eq!((reasons[0], reasons[2]), (None, None));
+    let why = reasons[1].expect("the foreign row's reason");
+    assert!(why.starts_with("undecodable message: "), "{why}");
+    assert_eq!(records[1].message().id(), "bad");
+
+    let mut follow = env.bus.follow("t", 1).unwrap();
+    let mut payloads = Vec::new();
+    for _ in 0..3 {
+        let record = within(follow.recv()).await.unwrap();
+        payloads.push(record.undecodable().is_some());
+    }
+    assert_eq!(payloads, [false, true, false]);
+}

@@ -201,6 +201,13 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
                 .any(|l| l.contains("litebus_messages_by_id (topic=? AND id=?)")),
             "the duplicate check looks up each id: {known:#?}"
         );
+        let by_key = plan::<D>(&path, litebus_sql::hot::READ_KEY).await;
+        assert!(
+            by_key
+                .iter()
+                .any(|l| l.contains("litebus_messages_by_key (topic=? AND msg_key=? AND seq>?)")),
+            "a read of one key is a range of the key's index: {by_key:#?}"
+        );
     });
 }
 

@@ -55,9 +55,9 @@ use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
-    Next, Release, Settle, Settlement, TopicStats, Wakeups,
+    Next, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Message, Order, Outcome, Result, Timestamp};
+use litebus::{DriverError, Error, Message, Order, Outcome, Record, Result, Timestamp};
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
 
@@ -124,6 +124,21 @@ enum Work {
         topic: String,
         now: Timestamp,
     },
+    Read {
+        topic: String,
+        after: u64,
+        key: Option<String>,
+        limit: u32,
+    },
+    Seek {
+        topic: String,
+        group: String,
+        start_after: Option<u64>,
+    },
+    DeleteGroup {
+        topic: String,
+        group: String,
+    },
     Migrate,
     /// A statement in a transaction of its own.
     Execute(String),
@@ -177,6 +192,8 @@ enum Answer {
     Settled(Option<DeadLettered>),
     Released(Vec<DeadLettered>),
     Stats(TopicStats),
+    Read(Vec<Record>),
+    Deleted(bool),
     Changed(u64),
     Done,
 }
@@ -262,6 +279,17 @@ impl Unread {
 
     fn take(&self, key: &ConsumerKey) -> Option<ClaimOutcome> {
         lock(&self.kept).remove(key)
+    }
+
+    /// A group moved or went: the deliveries kept for its consumers are no
+    /// longer current (their dead letters, committed, are still told).
+    fn forget_group(&self, topic: &str, group: &str) {
+        for ((t, g, _), kept) in lock(&self.kept).iter_mut() {
+            if t == topic && g == group {
+                kept.deliveries.clear();
+                kept.ahead.clear();
+            }
+        }
     }
 }
 
@@ -668,6 +696,47 @@ impl<B: Backend> Engine<B> {
         )
     }
 
+    /// [`Driver::read`](litebus::driver::Driver::read), in call order: it
+    /// sees every call made before it. Queued alone, it is one `SELECT`
+    /// outside any transaction.
+    pub fn read(&self, read: Read<'_>) -> BoxFuture<'static, Result<Vec<Record>>> {
+        self.ask(
+            Work::Read {
+                topic: read.topic.to_owned(),
+                after: read.after,
+                key: read.key.map(str::to_owned),
+                limit: read.limit,
+            },
+            |answer| match answer {
+                Answer::Read(v) => Some(v),
+                _ => None,
+            },
+        )
+    }
+
+    /// [`Driver::seek`](litebus::driver::Driver::seek).
+    pub fn seek(&self, seek: Seek<'_>) -> BoxFuture<'static, Result<()>> {
+        self.done(Work::Seek {
+            topic: seek.topic.to_owned(),
+            group: seek.group.to_owned(),
+            start_after: seek.start_after,
+        })
+    }
+
+    /// [`Driver::delete_group`](litebus::driver::Driver::delete_group).
+    pub fn delete_group(&self, topic: &str, group: &str) -> BoxFuture<'static, Result<bool>> {
+        self.ask(
+            Work::DeleteGroup {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+            },
+            |answer| match answer {
+                Answer::Deleted(v) => Some(v),
+                _ => None,
+            },
+        )
+    }
+
     /// Creates or upgrades the schema ([`crate::migrate`]).
     pub fn migrate(&self) -> BoxFuture<'static, Result<()>> {
         self.done(Work::Migrate)
@@ -889,12 +958,18 @@ fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
             wakeups.freed(&key.0, &key.1, outcome.dead_lettered.len());
             dead_letters(&outcome.dead_lettered);
         }
+        // A group moved (its messages may be deliverable at once) or went
+        // (its waiting consumers learn it).
+        (Work::Seek { topic, group, .. } | Work::DeleteGroup { topic, group }, _) => {
+            wakeups.freed(topic, group, usize::MAX);
+        }
         _ => {}
     }
 }
 
-/// Each group's order, once a claim read it (an order never changes), so
-/// that a claim reads its group and its candidates in one statement.
+/// Each group's order, once a claim read it (an order never changes while
+/// the group lives; a deleted group is forgotten), so that a claim reads
+/// its group and its candidates in one statement.
 #[derive(Debug, Default)]
 struct Orders(Mutex<HashMap<(String, String), Order>>);
 
@@ -926,7 +1001,8 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         if let Work::Settle {
             settlement: Settlement::Ack | Settlement::Extend { .. },
             ..
-        } = &job.work
+        }
+        | Work::Read { .. } = &job.work
         {
             // One statement, atomic by itself: no transaction around it.
             return vec![run_one(&mut conn, &job.work, inner.ctx()).await];
@@ -1235,6 +1311,40 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             crate::release(conn, release).await.map(Answer::Released)
         }
         Work::Stats { topic, now } => crate::stats(conn, topic, *now).await.map(Answer::Stats),
+        Work::Read {
+            topic,
+            after,
+            key,
+            limit,
+        } => {
+            let read = Read {
+                topic,
+                after: *after,
+                key: key.as_deref(),
+                limit: *limit,
+            };
+            crate::read(conn, read).await.map(Answer::Read)
+        }
+        Work::Seek {
+            topic,
+            group,
+            start_after,
+        } => {
+            let seek = Seek {
+                topic,
+                group,
+                start_after: *start_after,
+            };
+            crate::seek(conn, seek).await?;
+            ctx.unread.forget_group(topic, group);
+            Ok(Answer::Done)
+        }
+        Work::DeleteGroup { topic, group } => {
+            let deleted = crate::delete_group(conn, topic, group).await?;
+            ctx.unread.forget_group(topic, group);
+            lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
+            Ok(Answer::Deleted(deleted))
+        }
         Work::Migrate => crate::migrate(conn).await.map(|()| Answer::Done),
         Work::Execute(sql) => conn.execute(sql, Vec::new()).await.map(Answer::Changed),
         // `take_batch` gives a plain statement a batch of its own, which

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
-    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Release, Settle, Settlement, TopicStats,
-    dead_letter_message, generate_id, group_stats, stored_message, topic_stats,
+    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Read, Release, Seek, Settle, Settlement,
+    TopicStats, dead_letter_message, generate_id, group_stats, stored_message, stored_record,
+    topic_stats,
 };
-use litebus::{Error, Message, Order, Outcome, Result, Timestamp};
+use litebus::{Error, Message, Order, Outcome, Record, Result, Timestamp};
 
 use crate::{Conn, Row, Value};
 use hot::{
@@ -258,9 +259,31 @@ pub mod hot {
     pub const LAST_SEQ: &str =
         "SELECT seq FROM litebus_messages WHERE topic = ?1 ORDER BY seq DESC LIMIT 1";
 
+    /// Reads: the messages of topic `?1` after seq `?2`, at most `?3`.
+    pub const READ: &str = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+    );
+
+    /// Reads of one key: the messages of topic `?1` and key `?4` after seq
+    /// `?2`, at most `?3`, through `litebus_messages_by_key`. (The
+    /// `IS NOT NULL` repeats what `msg_key = ?4` implies: turso uses the
+    /// partial index only when the query states its condition, and ranges
+    /// over the whole topic otherwise.)
+    pub const READ_KEY: &str = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM litebus_messages m
+         WHERE m.topic = ?1 AND m.msg_key = ?4 AND m.msg_key IS NOT NULL AND m.seq > ?2
+         ORDER BY m.seq LIMIT ?3"
+    );
+
     /// Every statement above.
     pub const ALL: &[&str] = &[
         LAST_SEQ,
+        READ,
+        READ_KEY,
         TAKE_IN_SQL,
         TAKE_IN_RETURNING,
         TAKE_IN_WINDOW,
@@ -1588,9 +1611,10 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
             conn.execute(&sql, params).await?
         }
         Settlement::Nack { retry_at, reason } => {
+            // A deleted group's deliveries are not current.
             let mut g = load_group(conn, s.topic, s.group)
                 .await?
-                .ok_or_else(|| unknown_group(s.topic, s.group))?;
+                .ok_or(Error::LeaseLost)?;
             let sql = format!("SELECT 1 FROM {table} WHERE {current}");
             if conn.query(&sql, key()).await?.is_empty() {
                 return Err(Error::LeaseLost);
@@ -1671,7 +1695,8 @@ pub async fn release(conn: &mut dyn Conn, release: Release<'_>) -> Result<Vec<De
         now,
     } = release;
     let Some(mut g) = load_group(conn, topic, group).await? else {
-        return Err(unknown_group(topic, group));
+        // A deleted group's consumers hold nothing.
+        return Ok(Vec::new());
     };
     if g.spec.order == Order::Ordered {
         let (Some(seq), Some(holder)) = (g.head.seq, g.head.holder.as_deref()) else {
@@ -1722,6 +1747,90 @@ pub async fn release(conn: &mut dyn Conn, release: Release<'_>) -> Result<Vec<De
     )
     .await?;
     Ok(dead)
+}
+
+/// [`Driver::read`](litebus::driver::Driver::read): one statement.
+pub async fn read(conn: &mut dyn Conn, read: Read<'_>) -> Result<Vec<Record>> {
+    let mut params = vec![
+        Value::from(read.topic),
+        Value::from(read.after),
+        Value::from(u64::from(read.limit)),
+    ];
+    let sql = match read.key {
+        Some(key) => {
+            params.push(Value::from(key));
+            hot::READ_KEY
+        }
+        None => hot::READ,
+    };
+    let rows = conn.query(sql, params).await?;
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq = row.uint(0)?;
+        records.push(match decode_message(row, 0)? {
+            Ok(message) => stored_record(seq, Arc::new(message), None),
+            Err((why, kept)) => {
+                stored_record(seq, Arc::new(kept), Some(format!("{UNDECODABLE}: {why}")))
+            }
+        });
+    }
+    Ok(records)
+}
+
+/// [`Driver::seek`](litebus::driver::Driver::seek): the group row back to
+/// a new group's at the position, and no handouts.
+pub async fn seek(conn: &mut dyn Conn, seek: Seek<'_>) -> Result<()> {
+    let (topic, group) = (seek.topic, seek.group);
+    let start_after = match seek.start_after {
+        Some(seq) => seq,
+        None => last_seq(conn, topic).await?,
+    };
+    let key = || vec![Value::from(topic), Value::from(group)];
+    // Cursor -1 first: deleting a per-key group's handouts brings in no
+    // next message of their keys (`litebus_next_of_key` takes up to it).
+    let moved = conn
+        .execute(
+            "UPDATE litebus_groups SET cursor = -1, head_seq = NULL, head_attempt = 0,
+                holder = NULL, lease_until = NULL, ready_at = 0
+             WHERE topic = ?1 AND grp = ?2",
+            key(),
+        )
+        .await?;
+    if moved == 0 {
+        return Err(unknown_group(topic, group));
+    }
+    conn.execute(
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
+        key(),
+    )
+    .await?;
+    let mut params = key();
+    params.push(Value::from(start_after));
+    conn.execute(
+        "UPDATE litebus_groups SET start_after = ?3, cursor = ?3 WHERE topic = ?1 AND grp = ?2",
+        params,
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`Driver::delete_group`](litebus::driver::Driver::delete_group): the
+/// group row first, so that deleting a per-key group's handouts brings in
+/// nothing.
+pub async fn delete_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<bool> {
+    let key = || vec![Value::from(topic), Value::from(group)];
+    let deleted = conn
+        .execute(
+            "DELETE FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
+            key(),
+        )
+        .await?;
+    conn.execute(
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
+        key(),
+    )
+    .await?;
+    Ok(deleted > 0)
 }
 
 /// [`Driver::stats`](litebus::driver::Driver::stats).

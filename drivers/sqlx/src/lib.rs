@@ -53,10 +53,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, TopicStats, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
+    Release, Seek, Settle, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Outcome, Result, Timestamp};
+use litebus::{DriverError, Error, Outcome, Record, Result, Timestamp};
 use litebus_sql::{FileWakeups, Handle};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -351,6 +351,18 @@ impl Driver for SqlxDriver {
 
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
         self.engine.release(release)
+    }
+
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
+        self.engine.seek(seek)
+    }
+
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.engine.delete_group(topic, group)
+    }
+
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
+        self.engine.read(read)
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {

@@ -49,10 +49,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup,
-    Release, Settle, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
+    Release, Seek, Settle, Wakeups,
 };
-use litebus::{DriverError, Error, Outcome, Result, Timestamp, TopicStats};
+use litebus::{DriverError, Error, Outcome, Record, Result, Timestamp, TopicStats};
 use litebus_sql::{Engine, Files, Handle, Handles};
 
 use crate::conn::{TursoBackend, map_err};
@@ -345,6 +345,18 @@ impl Driver for TursoDriver {
 
     fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
         call!(self, |engine| engine.release(release))
+    }
+
+    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
+        call!(self, |engine| engine.seek(seek))
+    }
+
+    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        call!(self, |engine| engine.delete_group(topic, group))
+    }
+
+    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
+        call!(self, |engine| engine.read(read))
     }
 
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {

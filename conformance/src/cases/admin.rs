@@ -1,0 +1,218 @@
+//! Group administration: `bus.seek` (a consumer reset to the beginning,
+//! the end or after a seq) and `bus.delete_group`, in every ordering mode,
+//! with consumers running.
+
+use crate::prelude::*;
+
+/// The three ordering modes, with a prefetch of one so that what a
+/// consumer holds is what it received.
+fn modes() -> [(&'static str, GroupOptions); 3] {
+    [
+        ("ordered", GroupOptions::new().prefetch(1)),
+        (
+            "per_key",
+            GroupOptions::new().order(Order::PerKey).prefetch(1),
+        ),
+        ("shared", shared(4).prefetch(1)),
+    ]
+}
+
+/// Publishes `<topic>-0` … `<topic>-5`, keys `k0`/`k1` alternating.
+async fn six<F: Factory>(env: &Env<'_, F>, topic: &str) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        let m = msg(topic, i).with_key(format!("k{}", i % 2));
+        seqs.push(env.bus.publish(topic, m).await.unwrap().seq());
+    }
+    seqs
+}
+
+/// Receives `n` deliveries and acks each; their payloads and attempts.
+async fn take(sub: &Subscription, n: usize) -> Vec<(String, u32)> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let d = recv(sub).await;
+        got.push((text(&d), d.attempt()));
+        d.ack().await.unwrap();
+    }
+    got.sort();
+    got
+}
+
+fn fresh(topic: &str, range: std::ops::Range<usize>) -> Vec<(String, u32)> {
+    let mut all: Vec<(String, u32)> = names(topic, range).into_iter().map(|n| (n, 1)).collect();
+    all.sort();
+    all
+}
+
+/// A seek to the beginning gives the group every message again, each as
+/// new (attempt 1), and the delivery it had out is no longer current; a
+/// seek after a seq gives what follows it; a seek to the end gives only
+/// what is published after it. Another group does not move.
+pub async fn seek_moves_a_group_in_every_mode<F: Factory>(f: &F) {
+    let env = Env::new(f, "seek").await;
+    for (name, options) in modes() {
+        let topic = format!("s.{name}");
+        let seqs = six(&env, &topic).await;
+        let sub = env.sub(&topic, "g", options.clone()).await;
+        let other = env.sub(&topic, "other", GroupOptions::new()).await;
+        assert_eq!(take(&sub, 3).await, fresh(&topic, 0..3), "{name}");
+        let out = recv(&sub).await;
+        assert_eq!(out.attempt(), 1);
+
+        env.bus.seek(&topic, "g", Start::Beginning).await.unwrap();
+        assert!(
+            matches!(out.ack().await, Err(Error::LeaseLost)),
+            "{name}: the delivery out before the seek is not current"
+        );
+        assert_eq!(take(&sub, 6).await, fresh(&topic, 0..6), "{name}");
+        none(&sub).await;
+
+        env.bus
+            .seek(&topic, "g", Start::AfterSeq(seqs[3]))
+            .await
+            .unwrap();
+        assert_eq!(take(&sub, 2).await, fresh(&topic, 4..6), "{name}");
+        none(&sub).await;
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!((stats.acked_floor, stats.ready), (seqs[5], 0), "{name}");
+
+        env.bus.seek(&topic, "g", Start::End).await.unwrap();
+        none(&sub).await;
+        env.publish_n(&topic, 6, 1).await;
+        assert_eq!(take(&sub, 1).await, fresh(&topic, 6..7), "{name}");
+
+        // The other group saw none of it.
+        let first = recv(&other).await;
+        assert_eq!((text(&first), first.attempt()), (format!("{topic}-0"), 1));
+    }
+}
+
+/// A seek keeps the group's settings and its count of dead letters; a
+/// message it dead-lettered comes again as new.
+pub async fn seek_keeps_settings_and_dead_letters<F: Factory>(f: &F) {
+    let env = Env::new(f, "seek_dead").await;
+    env.publish_n("t", 0, 2).await;
+    let options = GroupOptions::new().max_attempts(1).prefetch(1);
+    let sub = env.sub("t", "g", options.clone()).await;
+    recv(&sub).await.nack(NackOptions::new()).await.unwrap();
+    assert_eq!(take(&sub, 1).await, fresh("t", 1..2));
+    env.bus.seek("t", "g", Start::Beginning).await.unwrap();
+    assert_eq!(group_stats(&env.bus, "t", "g").await.dead_lettered, 1);
+    assert_eq!(take(&sub, 2).await, fresh("t", 0..2));
+    // The settings stay: others are still refused.
+    let other = env.bus.subscribe("t", "g", GroupOptions::new()).await;
+    assert!(matches!(other, Err(Error::InvalidOptions(_))));
+}
+
+/// A consumer waiting caught up on one bus gets the group's messages
+/// again as soon as another bus seeks the group back.
+pub async fn a_seek_wakes_waiting_consumers<F: Factory>(f: &F) {
+    let env = Env::new(f, "seek_wake").await;
+    let other = env.another_bus().await;
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    recv(&sub).await.ack().await.unwrap();
+    let (got, sought) = within(future::zip(sub.recv(), async {
+        future::yield_now().await;
+        other.seek("t", "g", Start::Beginning).await
+    }))
+    .await;
+    sought.unwrap();
+    let again = got.unwrap();
+    assert_eq!((text(&again), again.attempt()), ("t-0".to_owned(), 1));
+    other.close().await.unwrap();
+}
+
+/// Deleting a group forgets its position, leases and attempts: its
+/// consumers (waiting or not) get `Error::UnknownGroup`, close cleanly, and
+/// a new subscription creates the group anew with its own settings. The
+/// messages and other groups stay.
+pub async fn delete_group_forgets_it<F: Factory>(f: &F) {
+    let env = Env::new(f, "delete_group").await;
+    for (name, options) in modes() {
+        let topic = format!("d.{name}");
+        six(&env, &topic).await;
+        let sub = env.sub(&topic, "g", options.clone()).await;
+        let waiting = env.sub(&topic, "g", options.clone()).await;
+        let kept = env.sub(&topic, "kept", GroupOptions::new()).await;
+        take(&sub, 2).await;
+        let out = recv(&sub).await;
+        // Another consumer takes what is left, then waits.
+        let mut rest = Vec::new();
+        while let Some(d) = waiting.try_recv().await.unwrap() {
+            rest.push(d);
+        }
+
+        let (woken, deleted) = within(future::zip(waiting.recv(), async {
+            future::yield_now().await;
+            env.bus.delete_group(&topic, "g").await
+        }))
+        .await;
+        assert!(deleted.unwrap(), "{name}");
+        assert!(
+            matches!(woken, Err(Error::UnknownGroup { .. })),
+            "{name}: {woken:?}"
+        );
+        assert!(matches!(out.ack().await, Err(Error::LeaseLost)), "{name}");
+        let after = sub.try_recv().await;
+        assert!(
+            matches!(after, Err(Error::UnknownGroup { .. })),
+            "{name}: {after:?}"
+        );
+        let groups = env.bus.stats(&topic).await.unwrap().groups;
+        let names: Vec<&str> = groups.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(names, ["kept"], "{name}");
+        assert!(!env.bus.delete_group(&topic, "g").await.unwrap(), "{name}");
+        drop(rest);
+        sub.close().await.unwrap();
+        waiting.close().await.unwrap();
+
+        // Anew, with other settings, from the beginning: each message once.
+        let again = env.sub(&topic, "g", shared(8).prefetch(8)).await;
+        assert_eq!(take(&again, 6).await, fresh(&topic, 0..6), "{name}");
+        none(&again).await;
+        assert_eq!(recv(&kept).await.attempt(), 1);
+    }
+}
+
+/// Seeks and deletes refuse bad input, and a seek of a group that does
+/// not exist is `Error::UnknownGroup`.
+pub async fn seek_and_delete_refuse_bad_input<F: Factory>(f: &F) {
+    let env = Env::new(f, "seek_input").await;
+    env.publish_n("t", 0, 1).await;
+    let _sub = env.sub("t", "g", GroupOptions::new()).await;
+    assert!(matches!(
+        env.bus.seek("t", "nobody", Start::Beginning).await,
+        Err(Error::UnknownGroup { .. })
+    ));
+    assert!(matches!(
+        env.bus.seek("bad topic", "g", Start::End).await,
+        Err(Error::InvalidName {
+            kind: NameKind::Topic,
+            ..
+        })
+    ));
+    assert!(matches!(
+        env.bus.seek("t", "bad group", Start::End).await,
+        Err(Error::InvalidName {
+            kind: NameKind::Group,
+            ..
+        })
+    ));
+    assert!(matches!(
+        env.bus.seek("t", "g", Start::AfterSeq(u64::MAX)).await,
+        Err(Error::InvalidOptions(_))
+    ));
+    assert!(matches!(
+        env.bus.delete_group("t", "").await,
+        Err(Error::InvalidName {
+            kind: NameKind::Group,
+            ..
+        })
+    ));
+    assert!(!env.bus.delete_group("t", "nobody").await.unwrap());
+    // Nothing moved.
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!((stats.ready, stats.acked_floor), (1, 0));
+}
