@@ -16,6 +16,9 @@ const CREATE: &str =
 const CONSUME: &str =
     "DELETE FROM rows WHERE seq IN (SELECT seq FROM rows ORDER BY seq LIMIT 100) RETURNING payload";
 
+/// A page of 100 rows after a seq, as a reader takes them.
+const READ_PAGE: &str = "SELECT seq, id, payload FROM rows WHERE seq > ?1 ORDER BY seq LIMIT 100";
+
 fn multi_row_insert(rows: usize) -> String {
     let mut sql = String::from("INSERT INTO rows (topic, id, payload) VALUES ");
     for i in 0..rows {
@@ -185,6 +188,29 @@ pub async fn sqlx_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f6
     clock.rate(done)
 }
 
+/// Raw sqlx: reads a backlog in pages of 100 rows ([`READ_PAGE`]).
+pub async fn sqlx_read(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
+    use sqlx::Row;
+    let pool = sqlx_pool(path).await;
+    let sql = multi_row_insert(1000);
+    for chunk in 0..backlog.div_ceil(1000) {
+        sqlx_insert(&pool, &sql, 1000, chunk * 1000).await;
+    }
+    let clock = Stopwatch::start();
+    let (mut done, mut after) = (0, 0_i64);
+    while clock.elapsed() < p.budget {
+        let rows = sqlx::query(READ_PAGE)
+            .bind(after)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        done += rows.len();
+    }
+    clock.rate(done)
+}
+
 async fn turso_conn(path: Option<&Path>) -> turso::Connection {
     let name = path.map_or(":memory:", |p| p.to_str().unwrap());
     let db = turso::Builder::new_local(name).build().await.unwrap();
@@ -236,6 +262,33 @@ pub async fn turso_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f
         let mut rows = conn.query(CONSUME, ()).await.unwrap();
         let mut got = 0;
         while rows.next().await.unwrap().is_some() {
+            got += 1;
+        }
+        if got == 0 {
+            break;
+        }
+        done += got;
+    }
+    clock.rate(done)
+}
+
+/// Raw turso: reads a backlog in pages of 100 rows ([`READ_PAGE`]).
+pub async fn turso_read(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
+    let conn = turso_conn(path).await;
+    let sql = multi_row_insert(1000);
+    for chunk in 0..backlog.div_ceil(1000) {
+        turso_insert(&conn, &sql, 1000, chunk * 1000).await;
+    }
+    let clock = Stopwatch::start();
+    let (mut done, mut after) = (0, 0_i64);
+    while clock.elapsed() < p.budget {
+        let mut read = conn.prepare_cached(READ_PAGE).await.unwrap();
+        let mut rows = read.query([turso::Value::Integer(after)]).await.unwrap();
+        let mut got = 0;
+        while let Some(row) = rows.next().await.unwrap() {
+            if let turso::Value::Integer(seq) = row.get_value(0).unwrap() {
+                after = seq;
+            }
             got += 1;
         }
         if got == 0 {

@@ -24,8 +24,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use baselines::{
-    channel_latency, channel_recv, channel_send, sqlx_consume, sqlx_inserts, turso_consume,
-    turso_inserts,
+    channel_latency, channel_recv, channel_send, sqlx_consume, sqlx_inserts, sqlx_read,
+    turso_consume, turso_inserts, turso_read,
 };
 use report::{Results, Workload};
 use runs::{Shape, ShapeOrder, Store};
@@ -193,6 +193,7 @@ fn workloads(p: &Params) -> Vec<Workload> {
             false,
         ),
         w("consume.perkey16", "claim + ack, per key (16 keys)", false),
+        w("read.100", "read without consuming, pages of 100", false),
         w("latency.p50", "live latency p50 (µs)", true),
         w("latency.p99", "live latency p99 (µs)", true),
         w("latency.p999", "live latency p999 (µs)", true),
@@ -276,7 +277,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     ];
     for store in Store::ALL {
         add(store.name(), &everything, true);
-        add(store.name(), &["consume.perkey16"], true);
+        add(store.name(), &["consume.perkey16", "read.100"], true);
     }
     // Across processes: the driver that is made for it.
     add("sqlx file", &["xlatency"], false);
@@ -288,16 +289,24 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     add("async-channel", &everything, true);
     add(
         "raw sqlx file",
-        &["publish.1", "publish.16", "consume.1x1"],
+        &["publish.1", "publish.16", "consume.1x1", "read.100"],
         false,
     );
     add(
         "raw sqlx mem",
-        &["publish.1", "publish.16", "consume.1x1"],
+        &["publish.1", "publish.16", "consume.1x1", "read.100"],
         false,
     );
-    add("raw turso file", &["publish.1", "consume.1x1"], false);
-    add("raw turso mem", &["publish.1", "consume.1x1"], false);
+    add(
+        "raw turso file",
+        &["publish.1", "consume.1x1", "read.100"],
+        false,
+    );
+    add(
+        "raw turso mem",
+        &["publish.1", "consume.1x1", "read.100"],
+        false,
+    );
     if mode == Mode::Smoke {
         // Every system once: one publish and one consume workload, and the
         // one workload of two processes.
@@ -381,6 +390,7 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
             (_, Some(b), _) => one(runs::publish_batches(&bus, p, b).await),
             ("latency", ..) => latency(key, runs::latency(&bus, p).await),
             ("xlatency", ..) => latency(key, runs::cross_process_latency(&bus, &path, p).await),
+            ("read.100", ..) => one(runs::read_pages(&bus, p, p.backlog).await),
             (_, _, Some(d)) => {
                 let (claim_us, rate) = runs::depth(&bus, p, d).await;
                 Ok(vec![
@@ -432,6 +442,12 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
         }
         ("raw sqlx file" | "raw sqlx mem", "consume.1x1", ..) => {
             one(sqlx_consume(p, file(system.ends_with("file")), p.backlog).await)
+        }
+        ("raw sqlx file" | "raw sqlx mem", "read.100", ..) => {
+            one(sqlx_read(p, file(system.ends_with("file")), p.backlog).await)
+        }
+        ("raw turso file" | "raw turso mem", "read.100", ..) => {
+            one(turso_read(p, file(system.ends_with("file")), p.backlog).await)
         }
         ("raw turso file" | "raw turso mem", "publish.1", ..) => {
             one(turso_inserts(p, file(system.ends_with("file")), 1).await)

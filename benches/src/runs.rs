@@ -226,6 +226,21 @@ pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64
     total as f64 / last.as_secs_f64() / shape.groups as f64
 }
 
+/// Reads a backlog of `backlog` stored messages in pages of 100 with
+/// `bus.read`, from the first: msgs/s.
+pub async fn read_pages(bus: &Bus, p: &Params, backlog: usize) -> f64 {
+    fill(bus, backlog, 1000).await;
+    let clock = Stopwatch::start();
+    let (mut done, mut from) = (0, 1);
+    while clock.elapsed() < p.budget {
+        let page = bus.read("bench", from, 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq() + 1;
+        done += page.len();
+    }
+    clock.rate(done)
+}
+
 /// Publish → receive for a caught-up subscriber: p50, p99, p999 in µs.
 pub async fn latency(bus: &Bus, p: &Params) -> [f64; 3] {
     let sub = bus
