@@ -461,7 +461,19 @@ impl Bus {
         Ok(deleted)
     }
 
-    /// Statistics of `topic` and each of its groups.
+    /// The names of the store's topics (those that hold a message or a
+    /// group), in order; [`stats`](Bus::stats) gives each one's groups with
+    /// their settings and how far behind they are.
+    pub async fn topics(&self) -> Result<Vec<String>> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.drive_deferred();
+        inner.driver.topics().await
+    }
+
+    /// Statistics of `topic` and each of its groups: their settings, what
+    /// each has ready and in flight (how far behind it is), its acked floor
+    /// and its dead letters.
     pub async fn stats(&self, topic: &str) -> Result<TopicStats> {
         let inner = &self.inner;
         inner.check_open()?;

@@ -356,15 +356,16 @@ pub struct GroupStats {
     pub acked_floor: u64,
     /// Messages this group moved to its dead-letter topic.
     pub dead_lettered: u64,
+    /// The settings it is stored with: its order, `max_attempts` and
+    /// dead-letter topic.
+    pub settings: GroupSpec,
 }
 
 impl GroupStats {
     pub(crate) fn new(
         group: String,
-        ready: u64,
-        in_flight: u64,
-        acked_floor: u64,
-        dead_lettered: u64,
+        [ready, in_flight, acked_floor, dead_lettered]: [u64; 4],
+        settings: GroupSpec,
     ) -> Self {
         GroupStats {
             group,
@@ -372,6 +373,7 @@ impl GroupStats {
             in_flight,
             acked_floor,
             dead_lettered,
+            settings,
         }
     }
 }
@@ -470,6 +472,9 @@ pub trait Driver: MaybeSendSync + 'static {
     /// returns nothing; subscribing again creates it anew.
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>>;
 
+    /// The names of the topics that hold a message or a group, in order.
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+
     /// Statistics of a topic and its groups at time `now`.
     fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>>;
 
@@ -532,8 +537,13 @@ pub fn group_stats(
     in_flight: u64,
     acked_floor: u64,
     dead_lettered: u64,
+    settings: GroupSpec,
 ) -> GroupStats {
-    GroupStats::new(group, ready, in_flight, acked_floor, dead_lettered)
+    GroupStats::new(
+        group,
+        [ready, in_flight, acked_floor, dead_lettered],
+        settings,
+    )
 }
 
 /// Statistics of one topic and its groups, as a driver assembles them.

@@ -623,10 +623,13 @@ impl Store {
                     .map_or(g.floor.max(last_seq), |(seq, _)| seq - 1);
                 GroupStats::new(
                     name.clone(),
-                    unsettled - in_flight,
-                    in_flight,
-                    acked_floor,
-                    g.dead_lettered,
+                    [
+                        unsettled - in_flight,
+                        in_flight,
+                        acked_floor,
+                        g.dead_lettered,
+                    ],
+                    g.spec.clone(),
                 )
             })
             .collect();
@@ -774,6 +777,20 @@ impl Driver for MemoryDriver {
 
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         Box::pin(async move { Ok(lock(&self.store).read(read)) })
+    }
+
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let store = lock(&self.store);
+            let mut names: Vec<String> = store
+                .topics
+                .iter()
+                .filter(|(_, t)| !t.messages.rows.is_empty() || !t.groups.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect();
+            names.sort_unstable();
+            Ok(names)
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {

@@ -111,6 +111,10 @@ impl Driver for Recording {
         self.inner.delete_group(topic, group)
     }
 
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        self.inner.topics()
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         let mut errors = self.read_errors.lock().unwrap();

@@ -144,6 +144,16 @@ async fn sqlx_insert(pool: &sqlx::SqlitePool, sql: &str, rows: usize, tag: usize
     query.execute(pool).await.unwrap();
 }
 
+/// A raw sqlx pool with `backlog` rows stored.
+async fn sqlx_backlog(path: Option<&Path>, backlog: usize) -> sqlx::SqlitePool {
+    let pool = sqlx_pool(path).await;
+    let sql = multi_row_insert(1000);
+    for chunk in 0..backlog.div_ceil(1000) {
+        sqlx_insert(&pool, &sql, 1000, chunk * 1000).await;
+    }
+    pool
+}
+
 /// Raw sqlx: `rows` rows per statement and transaction (autocommit), from
 /// `tasks` tasks, until the cap or the budget.
 pub async fn sqlx_inserts(p: &Params, path: Option<&Path>, rows: usize, tasks: usize) -> f64 {
@@ -171,11 +181,7 @@ pub async fn sqlx_inserts(p: &Params, path: Option<&Path>, rows: usize, tasks: u
 
 /// Raw sqlx: delete-and-return 100 rows per statement from a backlog.
 pub async fn sqlx_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
-    let pool = sqlx_pool(path).await;
-    let sql = multi_row_insert(1000);
-    for chunk in 0..backlog.div_ceil(1000) {
-        sqlx_insert(&pool, &sql, 1000, chunk * 1000).await;
-    }
+    let pool = sqlx_backlog(path, backlog).await;
     let clock = Stopwatch::start();
     let mut done = 0;
     while clock.elapsed() < p.budget {
@@ -191,11 +197,7 @@ pub async fn sqlx_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f6
 /// Raw sqlx: reads a backlog in pages of 100 rows ([`READ_PAGE`]).
 pub async fn sqlx_read(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
     use sqlx::Row;
-    let pool = sqlx_pool(path).await;
-    let sql = multi_row_insert(1000);
-    for chunk in 0..backlog.div_ceil(1000) {
-        sqlx_insert(&pool, &sql, 1000, chunk * 1000).await;
-    }
+    let pool = sqlx_backlog(path, backlog).await;
     let clock = Stopwatch::start();
     let (mut done, mut after) = (0, 0_i64);
     while clock.elapsed() < p.budget {
@@ -235,6 +237,16 @@ async fn turso_insert(conn: &turso::Connection, sql: &str, rows: usize, tag: usi
     insert.execute(params).await.unwrap();
 }
 
+/// A raw turso connection with `backlog` rows stored.
+async fn turso_backlog(path: Option<&Path>, backlog: usize) -> turso::Connection {
+    let conn = turso_conn(path).await;
+    let sql = multi_row_insert(1000);
+    for chunk in 0..backlog.div_ceil(1000) {
+        turso_insert(&conn, &sql, 1000, chunk * 1000).await;
+    }
+    conn
+}
+
 /// Raw turso: `rows` rows per statement and transaction, until the cap or
 /// the budget (one connection, one task: turso connections are not shared).
 pub async fn turso_inserts(p: &Params, path: Option<&Path>, rows: usize) -> f64 {
@@ -251,11 +263,7 @@ pub async fn turso_inserts(p: &Params, path: Option<&Path>, rows: usize) -> f64 
 
 /// Raw turso: delete-and-return 100 rows per statement from a backlog.
 pub async fn turso_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
-    let conn = turso_conn(path).await;
-    let sql = multi_row_insert(1000);
-    for chunk in 0..backlog.div_ceil(1000) {
-        turso_insert(&conn, &sql, 1000, chunk * 1000).await;
-    }
+    let conn = turso_backlog(path, backlog).await;
     let clock = Stopwatch::start();
     let mut done = 0;
     while clock.elapsed() < p.budget {
@@ -274,11 +282,7 @@ pub async fn turso_consume(p: &Params, path: Option<&Path>, backlog: usize) -> f
 
 /// Raw turso: reads a backlog in pages of 100 rows ([`READ_PAGE`]).
 pub async fn turso_read(p: &Params, path: Option<&Path>, backlog: usize) -> f64 {
-    let conn = turso_conn(path).await;
-    let sql = multi_row_insert(1000);
-    for chunk in 0..backlog.div_ceil(1000) {
-        turso_insert(&conn, &sql, 1000, chunk * 1000).await;
-    }
+    let conn = turso_backlog(path, backlog).await;
     let clock = Stopwatch::start();
     let (mut done, mut after) = (0, 0_i64);
     while clock.elapsed() < p.budget {

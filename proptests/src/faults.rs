@@ -147,6 +147,10 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
         ))
     }
 
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(with_fault(self.fault(), self.inner.topics()))
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         Box::pin(with_fault(self.fault(), self.inner.read(read)))
     }

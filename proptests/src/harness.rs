@@ -208,6 +208,7 @@ impl<'f, F: Factory> Harness<'f, F> {
                     .map_err(|e| ErrKind::from(&e)),
                 )
             }
+            Op::Topics => Obs::Topics(self.bus.topics().await.map_err(|e| ErrKind::from(&e))),
             Op::Seek(topic, group, to) => {
                 let sought = self.bus.seek(topic.name(), group.name(), start(*to)).await;
                 Obs::Admin(sought.map(|()| true).map_err(|e| ErrKind::from(&e)))

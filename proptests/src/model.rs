@@ -163,6 +163,7 @@ impl Model {
                 key.map(read_key).as_deref(),
                 usize::from(*limit),
             ),
+            Op::Topics => self.topic_names(),
             Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
             Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
             Op::Reopen => self.reopen(),
@@ -692,6 +693,20 @@ impl Model {
             .map(|m| (m.seq, m.payload.clone()))
             .collect();
         Obs::Read(Ok(read))
+    }
+
+    /// The topics that hold a message or a group, in order.
+    fn topic_names(&self) -> Obs {
+        let mut names: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, msgs)| !msgs.is_empty())
+            .map(|(name, _)| name.clone())
+            .chain(self.groups.keys().map(|(topic, _)| topic.clone()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Obs::Topics(Ok(names))
     }
 
     /// A seek: the group forgets every delivery and lease, and sees the

@@ -189,6 +189,8 @@ pub enum Op {
         /// The most messages.
         limit: u8,
     },
+    /// `bus.topics`
+    Topics,
     /// `bus.seek`: move a group's position.
     Seek(TopicChoice, GroupChoice, StartChoice),
     /// `bus.delete_group`, then `close` of the group's live subscriptions
@@ -273,6 +275,8 @@ pub enum Obs {
     Stats(Result<(u64, u64, Vec<GroupRow>), ErrKind>),
     /// A read: seq and payload of each message.
     Read(Result<Vec<(u64, Vec<u8>)>, ErrKind>),
+    /// The topics listed.
+    Topics(Result<Vec<String>, ErrKind>),
     /// A seek (`true`) or a group deleted (whether it existed).
     Admin(Result<bool, ErrKind>),
     /// Done (advance, drop, listen, reopen).
@@ -423,6 +427,7 @@ pub fn op() -> impl Strategy<Value = Op> {
             prop_oneof![1 => Just(0u8), 8 => 1u8..6, 2 => Just(u8::MAX)],
         )
             .prop_map(|(topic, from, key, limit)| Op::Read { topic, from, key, limit }),
+        1 => Just(Op::Topics),
         1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
         1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
         1 => Just(Op::Reopen),

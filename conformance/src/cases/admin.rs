@@ -216,3 +216,64 @@ pub async fn seek_and_delete_refuse_bad_input<F: Factory>(f: &F) {
     let stats = group_stats(&env.bus, "t", "g").await;
     assert_eq!((stats.ready, stats.acked_floor), (1, 0));
 }
+
+/// `bus.topics()` lists the topics that hold a message or a group, in
+/// order (dead-letter topics once they hold a dead letter); a topic whose
+/// only group was deleted and that holds no message is gone.
+pub async fn topics_lists_every_topic_with_messages_or_groups<F: Factory>(f: &F) {
+    let env = Env::new(f, "topics").await;
+    assert!(env.bus.topics().await.unwrap().is_empty());
+    env.publish_n("b", 0, 2).await;
+    env.publish_n("a", 0, 1).await;
+    let waiting = env.sub("c", "g", GroupOptions::new()).await;
+    let once = env.sub("a", "g", GroupOptions::new().max_attempts(1)).await;
+    assert_eq!(env.bus.topics().await.unwrap(), ["a", "b", "c"]);
+    recv(&once).await.nack(NackOptions::new()).await.unwrap();
+    assert_eq!(env.bus.topics().await.unwrap(), ["a", "a.dlq", "b", "c"]);
+    waiting.close().await.unwrap();
+    assert!(env.bus.delete_group("c", "g").await.unwrap());
+    assert_eq!(env.bus.topics().await.unwrap(), ["a", "a.dlq", "b"]);
+    env.bus.close().await.unwrap();
+    assert!(matches!(env.bus.topics().await, Err(Error::Closed)));
+}
+
+/// `bus.stats` gives each group's stored settings: its order,
+/// `max_attempts` and dead-letter topic.
+pub async fn stats_give_each_groups_settings<F: Factory>(f: &F) {
+    let env = Env::new(f, "settings").await;
+    let groups = [
+        ("a", GroupOptions::new(), Order::Ordered, 5, "t.dlq"),
+        (
+            "b",
+            GroupOptions::new().order(Order::PerKey).max_attempts(2),
+            Order::PerKey,
+            2,
+            "t.dlq",
+        ),
+        (
+            "c",
+            shared(7).max_attempts(9).dead_letter("elsewhere"),
+            Order::Shared { max_in_flight: 7 },
+            9,
+            "elsewhere",
+        ),
+    ];
+    let mut subs = Vec::new();
+    for (name, options, ..) in &groups {
+        subs.push(env.sub("t", name, options.clone()).await);
+    }
+    let stats = env.bus.stats("t").await.unwrap();
+    for ((name, _, order, max_attempts, dead_letter), got) in groups.iter().zip(&stats.groups) {
+        assert_eq!(got.group, *name);
+        let settings = &got.settings;
+        assert_eq!(
+            (
+                settings.order,
+                settings.max_attempts,
+                settings.dead_letter.as_str()
+            ),
+            (*order, *max_attempts, *dead_letter),
+            "{name}"
+        );
+    }
+}

@@ -139,6 +139,7 @@ enum Work {
         topic: String,
         group: String,
     },
+    Topics,
     Migrate,
     /// A statement in a transaction of its own.
     Execute(String),
@@ -194,6 +195,7 @@ enum Answer {
     Stats(TopicStats),
     Read(Vec<Record>),
     Deleted(bool),
+    Topics(Vec<String>),
     Changed(u64),
     Done,
 }
@@ -712,6 +714,14 @@ impl<B: Backend> Engine<B> {
                 _ => None,
             },
         )
+    }
+
+    /// [`Driver::topics`](litebus::driver::Driver::topics).
+    pub fn topics(&self) -> BoxFuture<'static, Result<Vec<String>>> {
+        self.ask(Work::Topics, |answer| match answer {
+            Answer::Topics(v) => Some(v),
+            _ => None,
+        })
     }
 
     /// [`Driver::seek`](litebus::driver::Driver::seek).
@@ -1345,6 +1355,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
             Ok(Answer::Deleted(deleted))
         }
+        Work::Topics => crate::topics(conn).await.map(Answer::Topics),
         Work::Migrate => crate::migrate(conn).await.map(|()| Answer::Done),
         Work::Execute(sql) => conn.execute(sql, Vec::new()).await.map(Answer::Changed),
         // `take_batch` gives a plain statement a batch of its own, which

@@ -1833,6 +1833,38 @@ pub async fn delete_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Resu
     Ok(deleted > 0)
 }
 
+/// [`Driver::topics`](litebus::driver::Driver::topics): each topic of the
+/// messages found by one seek of their topic index after the one before
+/// (a statement per topic, none reading a topic's messages), and the
+/// topics of the groups.
+pub async fn topics(conn: &mut dyn Conn) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let after = names.last().map_or("", String::as_str);
+        let rows = conn
+            .query(
+                "SELECT topic, typeof(topic) FROM litebus_messages
+                 WHERE topic > ?1 ORDER BY topic LIMIT 1",
+                vec![Value::from(after)],
+            )
+            .await?;
+        // Text sorts before blobs: a topic plain SQL wrote as a blob ends the walk.
+        match rows.first() {
+            Some(row) if row.text(1)? == "text" => names.push(row.text(0)?.to_owned()),
+            _ => break,
+        }
+    }
+    for row in conn
+        .query("SELECT DISTINCT topic FROM litebus_groups", Vec::new())
+        .await?
+    {
+        names.push(row.text(0)?.to_owned());
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
 /// [`Driver::stats`](litebus::driver::Driver::stats).
 pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<TopicStats> {
     let last = last_seq(conn, topic).await?;
@@ -1845,9 +1877,12 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
     let count = rows.first().map_or(Ok(0), |r| r.uint(0))?;
     let groups = conn
         .query(
-            "SELECT grp, start_after, cursor, dead_lettered,
-                    holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key'
-             FROM litebus_groups WHERE topic = ?1 ORDER BY grp",
+            &format!(
+                "SELECT grp, start_after, cursor, dead_lettered,
+                        holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key',
+                        {GROUP_COLUMNS}
+                 FROM litebus_groups WHERE topic = ?1 ORDER BY grp"
+            ),
             vec![Value::from(topic), ts(now)],
         )
         .await?;
@@ -1902,6 +1937,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             in_flight,
             acked_floor,
             dead,
+            group_from(g, 6)?.spec,
         ));
     }
     Ok(topic_stats(topic.to_owned(), last, count, out))

@@ -361,6 +361,10 @@ impl Driver for SqlxDriver {
         self.engine.delete_group(topic, group)
     }
 
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        self.engine.topics()
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         self.engine.read(read)
     }

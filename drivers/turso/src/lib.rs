@@ -355,6 +355,10 @@ impl Driver for TursoDriver {
         call!(self, |engine| engine.delete_group(topic, group))
     }
 
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        call!(self, |engine| engine.topics())
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         call!(self, |engine| engine.read(read))
     }
