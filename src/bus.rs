@@ -11,13 +11,13 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Read, Release, Seek,
-    TopicStats, Wakeups, default_dead_letter_topic,
+    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Prune, Read, Release,
+    Seek, TopicStats, Wakeups, default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
 use crate::message::{Message, Outcome, check_label, check_name, next_id, prepare_message};
-use crate::options::{BusOptions, GroupOptions, MAX_SEQ, Start};
+use crate::options::{BusOptions, GroupOptions, MAX_SEQ, PRUNE_BATCH, Retention, Start};
 use crate::read::{Follow, Record};
 use crate::subscription::Subscription;
 
@@ -69,6 +69,9 @@ pub(crate) struct BusInner {
     /// Releases begun by a dropped subscription that did not finish at once;
     /// driven by later calls and awaited by `close`.
     deferred: Mutex<Vec<BoxFuture<'static, ()>>>,
+    /// Per topic: messages published or acked through this bus since its
+    /// last prune step ([`BusOptions::prune_every`]).
+    unpruned: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Clone)]
@@ -129,6 +132,7 @@ impl Bus {
                 next_consumer: AtomicU64::new(0),
                 consumers: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(Vec::new()),
+                unpruned: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -208,6 +212,7 @@ impl Bus {
                 topic,
                 messages: &batch,
                 expected_last,
+                now,
                 handoffs: &handoffs,
             })
             .await?;
@@ -222,6 +227,7 @@ impl Bus {
         if inner.wakes_itself {
             inner.wakeups.published(topic, published);
         }
+        inner.written(topic, published).await;
         Ok(outcomes)
     }
 
@@ -461,6 +467,63 @@ impl Bus {
         Ok(deleted)
     }
 
+    /// Sets how long `topic` keeps its messages (see [`Retention`]), in
+    /// place of what it had; stored with the topic, so every bus of the
+    /// store follows it. Messages it no longer keeps go in the prune steps
+    /// of later publishes and acks, or at once with [`prune`](Bus::prune).
+    /// A rule of 0 is [`Error::InvalidOptions`].
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, MemoryDriver, Message, Retention};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// bus.set_retention("metrics", Retention::new().max_messages(2)).await?;
+    /// for n in 0..5 {
+    ///     bus.publish("metrics", Message::new(format!("{n}"))).await?;
+    /// }
+    /// bus.prune("metrics").await?;
+    /// let kept = bus.read("metrics", 0, 10).await?;
+    /// assert_eq!(kept.iter().map(|r| r.message().payload()).collect::<Vec<_>>(), [b"3", b"4"]);
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn set_retention(&self, topic: &str, retention: Retention) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        retention.validate()?;
+        inner.drive_deferred();
+        inner.driver.set_retention(topic, retention).await
+    }
+
+    /// Lets go now of every message of `topic` that its [`Retention`] no
+    /// longer keeps, in steps of at most [`PRUNE_BATCH`] messages (each its
+    /// own transaction on a SQL store); how many went. Publishes and acks
+    /// prune on their own ([`BusOptions::prune_every`]); this is for a topic
+    /// nobody writes to, whose messages should still age out.
+    pub async fn prune(&self, topic: &str) -> Result<u64> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        inner.drive_deferred();
+        let mut total = 0;
+        loop {
+            let pruned = inner
+                .driver
+                .prune(Prune {
+                    topic,
+                    now: inner.now(),
+                    limit: PRUNE_BATCH,
+                })
+                .await?;
+            inner.pruned(topic, pruned);
+            total += pruned;
+            if pruned < u64::from(PRUNE_BATCH) {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The names of the store's topics (those that hold a message or a
     /// group), in order; [`stats`](Bus::stats) gives each one's groups with
     /// their settings and how far behind they are.
@@ -663,6 +726,40 @@ impl BusInner {
             && let Some(release) = self.driver.spawn_background(release)
         {
             lock(&self.deferred).push(release);
+        }
+    }
+
+    /// Counts `messages` published or acked to `topic` through this bus,
+    /// and runs a prune step of the topic once there have been
+    /// [`BusOptions::prune_every`] since the last. The step's error is not
+    /// the caller's (its publish or ack happened): the next step tries
+    /// again.
+    pub(crate) async fn written(&self, topic: &str, messages: usize) {
+        if messages == 0 {
+            return;
+        }
+        let limit = {
+            let mut unpruned = lock(&self.unpruned);
+            let count = unpruned.entry(topic.to_owned()).or_insert(0);
+            *count = count.saturating_add(u32::try_from(messages).unwrap_or(u32::MAX));
+            if *count < self.options.prune_every {
+                return;
+            }
+            let limit = count.saturating_mul(2);
+            unpruned.remove(topic);
+            limit
+        };
+        let now = self.now();
+        if let Ok(pruned) = self.driver.prune(Prune { topic, now, limit }).await {
+            self.pruned(topic, pruned);
+        }
+    }
+
+    /// A prune step let go of `count` messages of `topic`: a group whose
+    /// delivery went may deliver the next at once.
+    fn pruned(&self, topic: &str, count: u64) {
+        if count > 0 && self.wakes_itself {
+            self.wakeups.published(topic, usize::MAX);
         }
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
-use crate::options::Order;
+use crate::options::{Order, Retention};
 use crate::read::Record;
 pub use crate::wake::{Inbox, Wakeups};
 
@@ -119,6 +119,9 @@ pub struct Append<'a> {
     pub topic: &'a str,
     /// Validated messages, each with an id.
     pub messages: &'a [Arc<Message>],
+    /// The bus clock's time: the messages' publish time, which
+    /// [`Retention::max_age`] counts from.
+    pub now: Timestamp,
     /// When set, the append happens only if the topic's last seq equals it
     /// (0 for an empty topic); otherwise [`Error::Conflict`](crate::Error::Conflict).
     pub expected_last: Option<u64>,
@@ -325,6 +328,18 @@ pub struct Seek<'a> {
     pub start_after: Option<u64>,
 }
 
+/// Let go of a topic's oldest messages that its [`Retention`] no longer
+/// keeps: at most `limit` of them, in one step.
+#[derive(Debug, Clone, Copy)]
+pub struct Prune<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The bus clock's time, for [`Retention::max_age`].
+    pub now: Timestamp,
+    /// The most messages to let go of.
+    pub limit: u32,
+}
+
 /// Read the messages of a topic without consuming them.
 #[derive(Debug, Clone, Copy)]
 pub struct Read<'a> {
@@ -356,6 +371,9 @@ pub struct GroupStats {
     pub acked_floor: u64,
     /// Messages this group moved to its dead-letter topic.
     pub dead_lettered: u64,
+    /// Messages the topic's [`Retention`] let go of before this group
+    /// acked or dead-lettered them: what it lost to retention.
+    pub pruned: u64,
     /// The settings it is stored with: its order, `max_attempts` and
     /// dead-letter topic.
     pub settings: GroupSpec,
@@ -364,7 +382,7 @@ pub struct GroupStats {
 impl GroupStats {
     pub(crate) fn new(
         group: String,
-        [ready, in_flight, acked_floor, dead_lettered]: [u64; 4],
+        [ready, in_flight, acked_floor, dead_lettered, pruned]: [u64; 5],
         settings: GroupSpec,
     ) -> Self {
         GroupStats {
@@ -373,6 +391,7 @@ impl GroupStats {
             in_flight,
             acked_floor,
             dead_lettered,
+            pruned,
             settings,
         }
     }
@@ -390,20 +409,23 @@ pub struct TopicStats {
     pub messages: u64,
     /// Its groups, by name.
     pub groups: Vec<GroupStats>,
+    /// How long it keeps its messages.
+    pub retention: Retention,
 }
 
 impl TopicStats {
     pub(crate) fn new(
         topic: String,
-        last_seq: u64,
-        messages: u64,
+        (last_seq, messages): (u64, u64),
         groups: Vec<GroupStats>,
+        retention: Retention,
     ) -> Self {
         TopicStats {
             topic,
             last_seq,
             messages,
             groups,
+            retention,
         }
     }
 }
@@ -472,6 +494,21 @@ pub trait Driver: MaybeSendSync + 'static {
     /// returns nothing; subscribing again creates it anew.
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>>;
 
+    /// Stores the topic's retention, in place of the one it had; the
+    /// messages go at the next [`prune`](Driver::prune).
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: Retention,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Lets go of up to `limit` of the topic's oldest messages that its
+    /// retention no longer keeps, in one step; how many went. Each group
+    /// forgets them (a delivery of one that is out is no longer current)
+    /// and counts those it had not acked or dead-lettered as
+    /// [`GroupStats::pruned`]. Their ids may be published again.
+    fn prune<'a>(&'a self, prune: Prune<'a>) -> BoxFuture<'a, Result<u64>>;
+
     /// The names of the topics that hold a message or a group, in order.
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>>;
 
@@ -536,12 +573,12 @@ pub fn group_stats(
     ready: u64,
     in_flight: u64,
     acked_floor: u64,
-    dead_lettered: u64,
+    [dead_lettered, pruned]: [u64; 2],
     settings: GroupSpec,
 ) -> GroupStats {
     GroupStats::new(
         group,
-        [ready, in_flight, acked_floor, dead_lettered],
+        [ready, in_flight, acked_floor, dead_lettered, pruned],
         settings,
     )
 }
@@ -552,8 +589,53 @@ pub fn topic_stats(
     last_seq: u64,
     messages: u64,
     groups: Vec<GroupStats>,
+    retention: Retention,
 ) -> TopicStats {
-    TopicStats::new(topic, last_seq, messages, groups)
+    TopicStats::new(topic, (last_seq, messages), groups, retention)
+}
+
+/// How many of a topic's oldest messages its retention lets go of, as
+/// every driver decides: `window` is the topic's oldest messages in seq
+/// order (as many as the prune step may let go of), each as `(seq,
+/// published_at, payload bytes)`; `count` and `bytes` are the whole
+/// topic's; `floor` is the lowest acked floor of its groups (`None`: it
+/// has none). Each rule lets go of a prefix of the topic; the answer is
+/// the longest of them within the window.
+pub fn prune_count(
+    retention: &Retention,
+    window: &[(u64, Timestamp, u64)],
+    (count, bytes): (u64, u64),
+    floor: Option<u64>,
+    now: Timestamp,
+) -> usize {
+    let mut go = 0;
+    if retention.is_until_consumed() {
+        let floor = floor.unwrap_or(u64::MAX);
+        go = go.max(window.partition_point(|(seq, ..)| *seq <= floor));
+    }
+    if let Some(max) = retention.get_max_messages() {
+        go = go.max(usize::try_from(count.saturating_sub(max)).unwrap_or(usize::MAX));
+    }
+    if let Some(max) = retention.get_max_bytes() {
+        let mut kept = bytes;
+        let over = window
+            .iter()
+            .take_while(|(.., size)| {
+                let over = kept > max;
+                kept = kept.saturating_sub(*size);
+                over
+            })
+            .count();
+        go = go.max(over);
+    }
+    if let Some(age) = retention.max_age_millis() {
+        let old = window
+            .iter()
+            .take_while(|(_, at, _)| at.as_millis().saturating_add(age) <= now.as_millis())
+            .count();
+        go = go.max(old);
+    }
+    go.min(window.len())
 }
 
 /// A message as a driver reads it back from storage: its parts as stored,

@@ -64,6 +64,6 @@ pub use error::{DriverError, Error, NameKind, Result};
 pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
-pub use options::{BusOptions, GroupOptions, NackOptions, Order, Start};
+pub use options::{BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start};
 pub use read::{Follow, Record};
 pub use subscription::{Delivery, Subscription};

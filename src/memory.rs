@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
-    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Read, Release,
-    Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
+    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Prune, Read,
+    Release, Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
+    prune_count,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
-use crate::options::Order;
+use crate::options::{Order, Retention};
 use crate::read::Record;
 
 /// A driver that keeps everything in memory: fast, not durable, available on
@@ -65,21 +66,48 @@ struct TopicLog {
     messages: Log,
     ids: HashMap<String, u64>,
     groups: BTreeMap<String, GroupState>,
+    retention: Retention,
 }
 
 /// A topic's messages in seq order, and the seqs of each key.
 #[derive(Debug, Default)]
 struct Log {
     rows: Vec<(u64, Arc<Message>)>,
+    /// Each row's publish time.
+    times: Vec<Timestamp>,
+    /// The rows' payload bytes.
+    bytes: u64,
     by_key: HashMap<String, Vec<u64>>,
 }
 
 impl Log {
-    fn push(&mut self, seq: u64, message: Arc<Message>) {
+    fn push(&mut self, seq: u64, message: Arc<Message>, now: Timestamp) {
         if let Some(key) = message.key() {
             self.by_key.entry(key.to_owned()).or_default().push(seq);
         }
+        self.bytes += message.payload().len() as u64;
         self.rows.push((seq, message));
+        self.times.push(now);
+    }
+
+    /// Lets go of the first `count` rows; their ids.
+    fn drop_front(&mut self, count: usize) -> Vec<String> {
+        let gone: Vec<(u64, Arc<Message>)> = self.rows.drain(..count).collect();
+        self.times.drain(..count);
+        let mut ids = Vec::with_capacity(count);
+        for (seq, message) in gone {
+            self.bytes -= message.payload().len() as u64;
+            if let Some(key) = message.key()
+                && let Some(seqs) = self.by_key.get_mut(key)
+            {
+                seqs.retain(|&s| s != seq);
+                if seqs.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+            ids.push(message.id().to_owned());
+        }
+        ids
     }
 
     fn last_seq(&self) -> u64 {
@@ -156,15 +184,46 @@ impl Heads {
 }
 
 impl TopicLog {
-    fn append(&mut self, last_seq: &mut u64, message: Arc<Message>) -> Outcome {
+    fn append(&mut self, last_seq: &mut u64, message: Arc<Message>, now: Timestamp) -> Outcome {
         if let Some(&seq) = self.ids.get(message.id()) {
             return Outcome::Duplicate { seq };
         }
         *last_seq += 1;
         let seq = *last_seq;
         self.ids.insert(message.id().to_owned(), seq);
-        self.messages.push(seq, message);
+        self.messages.push(seq, message, now);
         Outcome::Published { seq }
+    }
+
+    /// Lets go of up to `limit` of the oldest messages the retention no
+    /// longer keeps; how many went.
+    fn prune(&mut self, now: Timestamp, limit: u32) -> u64 {
+        if self.retention.keeps_everything() {
+            return 0;
+        }
+        let log = &self.messages;
+        let window: Vec<(u64, Timestamp, u64)> = log
+            .rows
+            .iter()
+            .zip(&log.times)
+            .take(limit as usize)
+            .map(|((seq, m), at)| (*seq, *at, m.payload().len() as u64))
+            .collect();
+        let floor = self.groups.values().map(|g| g.floor).min();
+        let count = (log.rows.len() as u64, log.bytes);
+        let go = prune_count(&self.retention, &window, count, floor, now);
+        if go == 0 {
+            return 0;
+        }
+        let cut = window[go - 1].0;
+        let gone: Vec<u64> = window[..go].iter().map(|(seq, ..)| *seq).collect();
+        for id in self.messages.drop_front(go) {
+            self.ids.remove(&id);
+        }
+        for group in self.groups.values_mut() {
+            group.prune(cut, &gone, &self.messages);
+        }
+        go as u64
     }
 }
 
@@ -179,6 +238,8 @@ struct GroupState {
     /// Leases of unsettled messages, by end time.
     leases: BTreeSet<(Timestamp, u64)>,
     dead_lettered: u64,
+    /// Messages retention let go of before the group settled them.
+    pruned: u64,
     /// A per-key group's candidates.
     heads: Option<Heads>,
 }
@@ -206,7 +267,7 @@ struct PendingDeadLetter {
 
 impl GroupState {
     /// A group that sees the messages after `floor`, none delivered yet.
-    fn new(spec: GroupSpec, floor: u64, dead_lettered: u64) -> Self {
+    fn new(spec: GroupSpec, floor: u64, [dead_lettered, pruned]: [u64; 2]) -> Self {
         let per_key = spec.order == Order::PerKey;
         GroupState {
             spec,
@@ -214,6 +275,7 @@ impl GroupState {
             entries: BTreeMap::new(),
             leases: BTreeSet::new(),
             dead_lettered,
+            pruned,
             heads: per_key.then(|| Heads {
                 tail: floor,
                 ..Heads::default()
@@ -229,6 +291,36 @@ impl GroupState {
             self.entries.remove(seq);
             self.floor = *seq;
         }
+    }
+
+    /// The messages `gone` (every one up to `cut`) left the topic: those
+    /// not settled yet are counted as pruned, and the group forgets them.
+    /// `log` is the topic without them.
+    fn prune(&mut self, cut: u64, gone: &[u64], log: &Log) {
+        let settled = |seq: &u64| self.entries.get(seq).is_some_and(|e| e.settled);
+        self.pruned += gone
+            .iter()
+            .filter(|&seq| *seq > self.floor && !settled(seq))
+            .count() as u64;
+        self.entries = self.entries.split_off(&(cut + 1));
+        self.leases.retain(|&(_, seq)| seq > cut);
+        self.floor = self.floor.max(cut);
+        if let Some(heads) = &mut self.heads {
+            let kept = heads.seqs.split_off(&(cut + 1));
+            let tail = heads.tail.max(cut);
+            heads.tail = tail;
+            for key in std::mem::replace(&mut heads.seqs, kept)
+                .into_values()
+                .flatten()
+            {
+                heads.by_key.remove(&key);
+                if let Some(next) = log.next_of_key(&key, cut, tail) {
+                    heads.by_key.insert(key.clone(), next);
+                    heads.seqs.insert(next, Some(key));
+                }
+            }
+        }
+        self.advance_floor(log);
     }
 
     fn end_lease(&mut self, seq: u64) {
@@ -336,7 +428,7 @@ impl Store {
                     message = message.with_id(generate_id(now));
                 }
                 let message = Arc::new(message);
-                let seq = log.append(&mut self.last_seq, message.clone()).seq();
+                let seq = log.append(&mut self.last_seq, message.clone(), now).seq();
                 DeadLettered {
                     topic: p.topic,
                     seq,
@@ -357,7 +449,7 @@ impl Store {
         Ok(append
             .messages
             .iter()
-            .map(|m| log.append(&mut self.last_seq, m.clone()))
+            .map(|m| log.append(&mut self.last_seq, m.clone(), append.now))
             .collect())
     }
 
@@ -375,7 +467,7 @@ impl Store {
         let floor = req.start_after.unwrap_or_else(|| log.messages.last_seq());
         log.groups.insert(
             req.group.to_owned(),
-            GroupState::new(req.spec.clone(), floor, 0),
+            GroupState::new(req.spec.clone(), floor, [0, 0]),
         );
         Ok(())
     }
@@ -383,7 +475,11 @@ impl Store {
     fn seek(&mut self, req: Seek<'_>) -> Result<()> {
         let (log, group) = self.group_mut(req.topic, req.group)?;
         let floor = req.start_after.unwrap_or_else(|| log.last_seq());
-        *group = GroupState::new(group.spec.clone(), floor, group.dead_lettered);
+        *group = GroupState::new(
+            group.spec.clone(),
+            floor,
+            [group.dead_lettered, group.pruned],
+        );
         Ok(())
     }
 
@@ -605,7 +701,7 @@ impl Store {
 
     fn stats(&self, topic: &str, now: Timestamp) -> TopicStats {
         let Some(log) = self.topics.get(topic) else {
-            return TopicStats::new(topic.to_owned(), 0, 0, Vec::new());
+            return TopicStats::new(topic.to_owned(), (0, 0), Vec::new(), Retention::new());
         };
         let last_seq = log.messages.last_seq();
         let groups = log
@@ -628,13 +724,14 @@ impl Store {
                         in_flight,
                         acked_floor,
                         g.dead_lettered,
+                        g.pruned,
                     ],
                     g.spec.clone(),
                 )
             })
             .collect();
         let count = log.messages.rows.len() as u64;
-        TopicStats::new(topic.to_owned(), last_seq, count, groups)
+        TopicStats::new(topic.to_owned(), (last_seq, count), groups, log.retention)
     }
 }
 
@@ -779,6 +876,34 @@ impl Driver for MemoryDriver {
         Box::pin(async move { Ok(lock(&self.store).read(read)) })
     }
 
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: Retention,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut store = lock(&self.store);
+            store.topics.entry(topic.to_owned()).or_default().retention = retention;
+            Ok(())
+        })
+    }
+
+    fn prune<'a>(&'a self, prune: Prune<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut store = lock(&self.store);
+            let pruned = store
+                .topics
+                .get_mut(prune.topic)
+                .map_or(0, |log| log.prune(prune.now, prune.limit));
+            drop(store);
+            if pruned > 0 {
+                // A group whose delivery went may deliver the next at once.
+                self.wakeups.published(prune.topic, usize::MAX);
+            }
+            Ok(pruned)
+        })
+    }
+
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(async move {
             let store = lock(&self.store);
@@ -840,6 +965,7 @@ mod tests {
                 topic: "t",
                 messages: &messages,
                 expected_last: None,
+                now: Timestamp::ZERO,
                 handoffs: &[],
             })
             .unwrap();

@@ -10,12 +10,16 @@ use crate::error::{Error, Result};
 /// The largest seq any store gives (SQL row ids are signed 64-bit).
 pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 
+/// The most messages one step of [`Bus::prune`](crate::Bus::prune) lets go of.
+pub const PRUNE_BATCH: u32 = 1000;
+
 /// Options of a [`Bus`](crate::Bus).
 #[derive(Clone)]
 pub struct BusOptions {
     pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) max_message_size: usize,
     pub(crate) listener_capacity: usize,
+    pub(crate) prune_every: u32,
 }
 
 impl BusOptions {
@@ -26,6 +30,7 @@ impl BusOptions {
             clock: None,
             max_message_size: crate::message::DEFAULT_MAX_MESSAGE_SIZE,
             listener_capacity: 1024,
+            prune_every: 64,
         }
     }
 
@@ -54,6 +59,17 @@ impl BusOptions {
         self.listener_capacity = messages;
         self
     }
+
+    /// How many messages published or acked to a topic through this bus
+    /// between two prune steps of that topic (its [`Retention`]); each
+    /// step lets go of up to twice that many messages, so pruning keeps
+    /// pace with publishing, and no step holds the store for long. At
+    /// least 1 (every publish and ack prunes); the default is 64.
+    #[must_use]
+    pub fn prune_every(mut self, messages: u32) -> Self {
+        self.prune_every = messages.max(1);
+        self
+    }
 }
 
 impl Default for BusOptions {
@@ -68,6 +84,7 @@ impl fmt::Debug for BusOptions {
             .field("clock", &self.clock)
             .field("max_message_size", &self.max_message_size)
             .field("listener_capacity", &self.listener_capacity)
+            .field("prune_every", &self.prune_every)
             .finish()
     }
 }
@@ -242,5 +259,145 @@ impl NackOptions {
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
+    }
+}
+
+/// How long a topic keeps its messages, set with
+/// [`Bus::set_retention`](crate::Bus::set_retention) and stored with the
+/// topic. The default keeps every message forever.
+///
+/// The rules combine: a message goes once any of them lets it go. Each
+/// rule lets go of the topic's oldest messages first, so what a topic keeps
+/// is always its newest messages, from some seq on:
+/// - [`until_consumed`](Retention::until_consumed): a message goes once every
+///   group of the topic has acked or dead-lettered it and every message
+///   before it (once it is below every group's acked floor). A topic
+///   without groups keeps nothing under this rule alone. A group created
+///   later with [`Start::Beginning`] starts at the oldest message kept.
+/// - [`max_age`](Retention::max_age): a message goes once it is that old
+///   (by the bus clock at its publish; a row plain SQL wrote without a
+///   publish time counts as published at the Unix epoch).
+/// - [`max_messages`](Retention::max_messages): the topic keeps at most
+///   that many messages.
+/// - [`max_bytes`](Retention::max_bytes): the topic keeps at most that many
+///   payload bytes.
+///
+/// A message that goes before a group consumed it is counted in that
+/// group's [`GroupStats::pruned`](crate::GroupStats::pruned), and a delivery
+/// of it that is out is no longer current. Messages go in bounded batches,
+/// by the bus that publishes or acks them ([`BusOptions::prune_every`]) and
+/// by [`Bus::prune`](crate::Bus::prune).
+///
+/// ```
+/// use std::time::Duration;
+/// use litebus::Retention;
+/// let r = Retention::new().until_consumed().max_age(Duration::from_secs(7 * 86_400));
+/// assert!(r.is_until_consumed());
+/// assert_eq!(r.get_max_age(), Some(Duration::from_secs(7 * 86_400)));
+/// assert!(Retention::new().keeps_everything());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Retention {
+    until_consumed: bool,
+    max_age_ms: Option<u64>,
+    max_messages: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// Keep every message (the default).
+    pub const fn new() -> Self {
+        Retention {
+            until_consumed: false,
+            max_age_ms: None,
+            max_messages: None,
+            max_bytes: None,
+        }
+    }
+
+    /// Let a message go once every group has consumed it.
+    #[must_use]
+    pub const fn until_consumed(mut self) -> Self {
+        self.until_consumed = true;
+        self
+    }
+
+    /// Let a message go once it is `age` old (rounded up to whole
+    /// milliseconds; at least 1 ms).
+    #[must_use]
+    pub fn max_age(mut self, age: Duration) -> Self {
+        let ms = age.as_nanos().div_ceil(1_000_000);
+        self.max_age_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Keep at most `count` messages (at least 1).
+    #[must_use]
+    pub const fn max_messages(mut self, count: u64) -> Self {
+        self.max_messages = Some(count);
+        self
+    }
+
+    /// Keep at most `bytes` of payload (at least 1).
+    #[must_use]
+    pub const fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether messages go once consumed.
+    pub const fn is_until_consumed(&self) -> bool {
+        self.until_consumed
+    }
+
+    /// The age at which messages go.
+    pub fn get_max_age(&self) -> Option<Duration> {
+        self.max_age_ms.map(Duration::from_millis)
+    }
+
+    /// [`get_max_age`](Retention::get_max_age) in milliseconds.
+    pub const fn max_age_millis(&self) -> Option<u64> {
+        self.max_age_ms
+    }
+
+    /// The most messages kept.
+    pub const fn get_max_messages(&self) -> Option<u64> {
+        self.max_messages
+    }
+
+    /// The most payload bytes kept.
+    pub const fn get_max_bytes(&self) -> Option<u64> {
+        self.max_bytes
+    }
+
+    /// No rule lets any message go.
+    pub const fn keeps_everything(&self) -> bool {
+        !self.until_consumed
+            && self.max_age_ms.is_none()
+            && self.max_messages.is_none()
+            && self.max_bytes.is_none()
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("max_age", self.max_age_ms),
+            ("max_messages", self.max_messages),
+            ("max_bytes", self.max_bytes),
+        ] {
+            match value {
+                Some(0) => {
+                    return Err(Error::InvalidOptions(format!(
+                        "retention {name} must be at least 1"
+                    )));
+                }
+                Some(v) if v > MAX_SEQ => {
+                    return Err(Error::InvalidOptions(format!(
+                        "retention {name} {v} is over {MAX_SEQ}"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }

@@ -525,6 +525,7 @@ impl Delivery {
         bus.check_open()?;
         bus.drive_deferred();
         let unblocks = !matches!(settlement, Settlement::Extend { .. });
+        let acks = settlement == Settlement::Ack;
         let now = bus.now();
         // An ordered group's ack takes the next message read ahead (one
         // that is due) in the same step: the group stays with this
@@ -597,6 +598,9 @@ impl Delivery {
             // A nack makes the message deliverable again; an ack may let
             // the next of an ordered group (or a shared group's slot) go.
             bus.freed(&consumer.topic, &consumer.group, 1);
+        }
+        if acks {
+            bus.written(&consumer.topic, 1).await;
         }
         Ok(())
     }

@@ -115,6 +115,18 @@ impl Driver for Recording {
         self.inner.topics()
     }
 
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: litebus::Retention,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.inner.set_retention(topic, retention)
+    }
+
+    fn prune<'a>(&'a self, prune: litebus::driver::Prune<'a>) -> BoxFuture<'a, Result<u64>> {
+        self.inner.prune(prune)
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         let mut errors = self.read_errors.lock().unwrap();

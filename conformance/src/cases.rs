@@ -12,6 +12,7 @@ pub mod ordering;
 pub mod publish;
 pub mod reads;
 pub mod redelivery;
+pub mod retention;
 pub mod sharing;
 pub mod wakeups;
 pub mod watermill;

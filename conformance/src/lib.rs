@@ -47,7 +47,8 @@ mod prelude {
     pub(crate) use litebus::driver::{BoxFuture, dead_letter_keys};
     pub(crate) use litebus::{
         Bus, BusOptions, Delivery, Error, Follow, GroupOptions, Live, Message, NackOptions,
-        NameKind, Order, Outcome, Record, Result, Start, Subscription, Timestamp,
+        NameKind, Order, Outcome, PRUNE_BATCH, Record, Result, Retention, Start, Subscription,
+        Timestamp,
     };
 
     pub(crate) use crate::{
@@ -166,6 +167,12 @@ impl<'f, F: Factory> Env<'f, F> {
             seqs.push(outcome.seq());
         }
         seqs
+    }
+
+    /// Another driver on the store (a clone of the driver for an
+    /// in-memory store), to call the driver's steps directly.
+    pub async fn driver(&self) -> F::Driver {
+        self.factory.open(&self.store).await.expect("open driver")
     }
 
     /// Advances the clock.

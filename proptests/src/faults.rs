@@ -151,6 +151,21 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
         Box::pin(with_fault(self.fault(), self.inner.topics()))
     }
 
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: litebus::Retention,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(with_fault(
+            self.fault(),
+            self.inner.set_retention(topic, retention),
+        ))
+    }
+
+    fn prune<'a>(&'a self, prune: litebus::driver::Prune<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(with_fault(self.fault(), self.inner.prune(prune)))
+    }
+
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
         Box::pin(with_fault(self.fault(), self.inner.read(read)))
     }

@@ -39,6 +39,8 @@ fn bus_options(clock: &ManualClock) -> BusOptions {
         .clock(clock.clone())
         .max_message_size(MAX_MESSAGE_SIZE)
         .listener_capacity(LISTENER_CAPACITY)
+        // Every publish and ack prunes, as the model does.
+        .prune_every(1)
 }
 
 fn kind<T>(r: &litebus::Result<T>) -> Result<(), ErrKind> {
@@ -177,6 +179,7 @@ impl<'f, F: Factory> Harness<'f, F> {
                                     g.in_flight,
                                     g.acked_floor,
                                     g.dead_lettered,
+                                    g.pruned,
                                 )
                             })
                             .collect();
@@ -229,6 +232,16 @@ impl<'f, F: Factory> Harness<'f, F> {
                 }
                 Obs::Admin(deleted.map_err(|e| ErrKind::from(&e)))
             }
+            Op::SetRetention(topic, rule) => {
+                let set = self.bus.set_retention(topic.name(), rule.retention()).await;
+                Obs::Admin(set.map(|()| true).map_err(|e| ErrKind::from(&e)))
+            }
+            Op::Prune(topic) => Obs::Pruned(
+                self.bus
+                    .prune(topic.name())
+                    .await
+                    .map_err(|e| ErrKind::from(&e)),
+            ),
             Op::Reopen => {
                 self.bus.close().await.expect("close");
                 for c in &mut self.consumers {

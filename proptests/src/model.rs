@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::ops::{
     ErrKind, Got, GroupChoice, GroupRow, Heard, LISTENER_CAPACITY, MsgSpec, Obs, Op, OrderChoice,
-    StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload, read_key,
+    RetentionChoice, StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload, read_key,
 };
 
 /// One stored message.
@@ -20,6 +20,8 @@ struct Msg {
     key: Option<String>,
     deliver_at: u64,
     payload: Vec<u8>,
+    /// The clock at its publish (retention's `max_age`).
+    published_at: u64,
 }
 
 /// What a group knows of one message it has handed out at least once.
@@ -47,6 +49,8 @@ struct Group {
     start_after: u64,
     handouts: BTreeMap<u64, Handout>,
     dead_lettered: u64,
+    /// Messages retention let go of before the group settled them.
+    pruned: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +91,11 @@ pub struct Model {
     epoch: u32,
     next_payload: u64,
     topics: BTreeMap<String, Vec<Msg>>,
+    /// Every message ever stored, by seq: what a consumer holds stays
+    /// readable after retention let go of it.
+    all: BTreeMap<u64, Msg>,
+    /// Each topic's retention, once set.
+    retention: BTreeMap<String, RetentionChoice>,
     groups: BTreeMap<(String, String), Group>,
     consumers: Vec<Consumer>,
     listeners: Vec<Listener>,
@@ -166,6 +175,14 @@ impl Model {
             Op::Topics => self.topic_names(),
             Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
             Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
+            Op::SetRetention(topic, rule) => self.set_retention(*topic, *rule),
+            Op::Prune(topic) => {
+                if valid_name(topic.name()) {
+                    Obs::Pruned(Ok(self.prune_all(topic.name())))
+                } else {
+                    Obs::Pruned(Err(ErrKind::InvalidName))
+                }
+            }
             Op::Reopen => self.reopen(),
         };
         self.last = Some(obs);
@@ -178,11 +195,8 @@ impl Model {
             .map_or(0, |m| m.seq)
     }
 
-    fn message(&self, topic: &str, seq: u64) -> &Msg {
-        self.topics[topic]
-            .iter()
-            .find(|m| m.seq == seq)
-            .expect("message")
+    fn message(&self, _topic: &str, seq: u64) -> &Msg {
+        self.all.get(&seq).expect("message")
     }
 
     /// Appends one message, deduplicating by id (I2), and tells the
@@ -197,7 +211,9 @@ impl Model {
         self.last_seq += 1;
         let seq = self.last_seq;
         msg.seq = seq;
+        msg.published_at = self.now;
         let payload = msg.payload.clone();
+        self.all.insert(seq, msg.clone());
         log.push(msg);
         for l in &mut self.listeners {
             if l.open && l.topic == topic {
@@ -236,10 +252,17 @@ impl Model {
                     key: s.key.map(|k| format!("k{}", k % 3)),
                     deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
                     payload,
+                    published_at: 0,
                 };
                 self.append(topic.name(), msg)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // The bus prunes after each publish of new messages (the harness's
+        // `prune_every(1)`): up to twice as many as it stored.
+        let new = outcomes.iter().filter(|(duplicate, _)| !duplicate).count() as u64;
+        if new > 0 {
+            self.prune(topic.name(), 2 * new);
+        }
         Obs::Published(Ok(outcomes))
     }
 
@@ -287,6 +310,7 @@ impl Model {
                         start_after,
                         handouts: BTreeMap::new(),
                         dead_lettered: 0,
+                        pruned: 0,
                     },
                 );
             }
@@ -335,6 +359,7 @@ impl Model {
             key: original.key.clone(),
             deliver_at: 0,
             payload: original.payload.clone(),
+            published_at: 0,
         };
         self.append(&dead_letter, msg);
     }
@@ -551,6 +576,10 @@ impl Model {
             (out, &how, &result, consumer.out.as_mut())
         {
             out.2 = now + by;
+        }
+        // The bus prunes after each ack (`prune_every(1)`): up to two.
+        if matches!((&how, &result), (Settle::Ack, Obs::Settled(Ok(())))) {
+            self.prune(&topic, 2);
         }
         result
     }
@@ -789,11 +818,111 @@ impl Model {
                     in_flight,
                     floor,
                     g.dead_lettered,
+                    g.pruned,
                 )
             })
             .collect();
         let count = self.topics.get(topic).map_or(0, Vec::len) as u64;
         Obs::Stats(Ok((last, count, groups)))
+    }
+
+    fn set_retention(&mut self, topic: TopicChoice, rule: RetentionChoice) -> Obs {
+        let topic = topic.name();
+        if !valid_name(topic) {
+            return Obs::Admin(Err(ErrKind::InvalidName));
+        }
+        let zero =
+            rule.max_age_ms == Some(0) || rule.max_messages == Some(0) || rule.max_bytes == Some(0);
+        if zero {
+            return Obs::Admin(Err(ErrKind::InvalidOptions));
+        }
+        self.retention.insert(topic.to_owned(), rule);
+        Obs::Admin(Ok(true))
+    }
+
+    /// `bus.prune`: steps of up to 1,000 until one lets go of fewer.
+    fn prune_all(&mut self, topic: &str) -> u64 {
+        let mut total = 0;
+        loop {
+            let pruned = self.prune(topic, u64::from(litebus::PRUNE_BATCH));
+            total += pruned;
+            if pruned < u64::from(litebus::PRUNE_BATCH) {
+                return total;
+            }
+        }
+    }
+
+    /// One prune step: lets go of the longest run of the topic's oldest
+    /// messages (at most `limit`) that a rule of its retention lets go of:
+    /// those below every group's acked floor (`until_consumed`), those
+    /// over the count or payload bytes kept (oldest first), those as old
+    /// as `max_age`. Each group counts those it had not settled.
+    fn prune(&mut self, topic: &str, limit: u64) -> u64 {
+        let Some(rule) = self.retention.get(topic).copied() else {
+            return 0;
+        };
+        let now = self.now;
+        let floors: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|(_, g)| {
+                let settled = |seq: u64| g.handouts.get(&seq).is_some_and(|h| h.settled);
+                self.topics
+                    .get(topic)
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m.seq > g.start_after && !settled(m.seq))
+                    .map_or(u64::MAX, |m| m.seq - 1)
+            })
+            .collect();
+        let Some(log) = self.topics.get_mut(topic) else {
+            return 0;
+        };
+        let window = &log[..log.len().min(limit as usize)];
+        let mut go = 0;
+        if rule.until_consumed {
+            let floor = floors.into_iter().min().unwrap_or(u64::MAX);
+            go = go.max(window.iter().take_while(|m| m.seq <= floor).count());
+        }
+        if let Some(max) = rule.max_messages {
+            go = go.max(log.len().saturating_sub(usize::from(max)));
+        }
+        if let Some(max) = rule.max_bytes {
+            let mut bytes: u64 = log.iter().map(|m| m.payload.len() as u64).sum();
+            let mut over = 0;
+            while over < window.len() && bytes > u64::from(max) {
+                bytes -= window[over].payload.len() as u64;
+                over += 1;
+            }
+            go = go.max(over);
+        }
+        if let Some(age) = rule.max_age_ms {
+            let old = window
+                .iter()
+                .take_while(|m| m.published_at + u64::from(age) <= now)
+                .count();
+            go = go.max(old);
+        }
+        let go = go.min(window.len());
+        if go == 0 {
+            return 0;
+        }
+        let gone: Vec<u64> = log.drain(..go).map(|m| m.seq).collect();
+        let cut = gone[go - 1];
+        for ((t, _), g) in &mut self.groups {
+            if t != topic {
+                continue;
+            }
+            g.pruned += gone
+                .iter()
+                .filter(|&&seq| {
+                    seq > g.start_after && !g.handouts.get(&seq).is_some_and(|h| h.settled)
+                })
+                .count() as u64;
+            g.handouts.retain(|&seq, _| seq > cut);
+        }
+        go as u64
     }
 
     /// Closing releases every live consumer in the order they subscribed and

@@ -196,8 +196,46 @@ pub enum Op {
     /// `bus.delete_group`, then `close` of the group's live subscriptions
     /// (they hold nothing any more).
     DeleteGroup(TopicChoice, GroupChoice),
+    /// `bus.set_retention` of the rules given (a 0 is refused).
+    SetRetention(TopicChoice, RetentionChoice),
+    /// `bus.prune`
+    Prune(TopicChoice),
     /// Close the bus and open a new one on the same store.
     Reopen,
+}
+
+/// A topic's retention: each rule set or not (0 is a bad value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RetentionChoice {
+    /// `until_consumed`
+    pub until_consumed: bool,
+    /// `max_age`, in ms.
+    pub max_age_ms: Option<u16>,
+    /// `max_messages`
+    pub max_messages: Option<u8>,
+    /// `max_bytes`
+    pub max_bytes: Option<u8>,
+}
+
+impl RetentionChoice {
+    /// The retention it stands for.
+    pub fn retention(&self) -> litebus::Retention {
+        let mut r = litebus::Retention::new();
+        if self.until_consumed {
+            r = r.until_consumed();
+        }
+        if let Some(ms) = self.max_age_ms {
+            r = r.max_age(std::time::Duration::from_millis(u64::from(ms)));
+        }
+        if let Some(n) = self.max_messages {
+            r = r.max_messages(u64::from(n));
+        }
+        if let Some(n) = self.max_bytes {
+            r = r.max_bytes(u64::from(n));
+        }
+        r
+    }
 }
 
 /// The error kinds the tests tell apart.
@@ -254,7 +292,7 @@ pub enum Heard {
 }
 
 /// A group's statistics: name, ready, in flight, acked floor, dead-lettered.
-pub type GroupRow = (String, u64, u64, u64, u64);
+pub type GroupRow = (String, u64, u64, u64, u64, u64);
 
 /// What an operation observably did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +309,8 @@ pub enum Obs {
     Settled(Result<(), ErrKind>),
     /// A listener drained.
     Heard(Vec<Heard>),
+    /// How many messages a prune let go of.
+    Pruned(Result<u64, ErrKind>),
     /// Stats: last seq, messages, groups.
     Stats(Result<(u64, u64, Vec<GroupRow>), ErrKind>),
     /// A read: seq and payload of each message.
@@ -430,6 +470,31 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Topics),
         1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
         1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
+        // Mostly on `b`: retention on `a` would take the messages whose
+        // dead letters the ops above aim at.
+        1 => (
+            prop_oneof![1 => Just(TopicChoice::A), 4 => Just(TopicChoice::B), 1 => topic()],
+            retention(),
+        )
+            .prop_map(|(t, r)| Op::SetRetention(t, r)),
+        1 => topic().prop_map(Op::Prune),
         1 => Just(Op::Reopen),
     ]
+}
+
+fn retention() -> impl Strategy<Value = RetentionChoice> {
+    (
+        proptest::bool::weighted(0.5),
+        proptest::option::weighted(0.3, prop_oneof![10 => 1u16..5000, 1 => Just(0u16)]),
+        proptest::option::weighted(0.4, prop_oneof![10 => 1u8..8, 1 => Just(0u8)]),
+        proptest::option::weighted(0.3, prop_oneof![10 => 2u8..30, 1 => Just(0u8)]),
+    )
+        .prop_map(
+            |(until_consumed, max_age_ms, max_messages, max_bytes)| RetentionChoice {
+                until_consumed,
+                max_age_ms,
+                max_messages,
+                max_bytes,
+            },
+        )
 }

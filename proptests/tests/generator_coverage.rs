@@ -1,7 +1,7 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
-//! lagging listeners and each error kind. A generator that stopped producing them would let the
+//! lagging listeners, retention and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
@@ -47,8 +47,14 @@ fn generated_sequences_reach_every_behaviour() {
                 Obs::Read(Err(ErrKind::InvalidName)) => "read refused",
                 Obs::Admin(Ok(true)) => match op {
                     Op::Seek(..) => "seek",
+                    Op::SetRetention(..) => "retention set",
                     _ => "group deleted",
                 },
+                Obs::Admin(Err(ErrKind::InvalidOptions)) => "retention refused",
+                Obs::Pruned(Ok(n)) if *n > 0 => "pruned",
+                Obs::Stats(Ok((_, _, groups))) if groups.iter().any(|g| g.5 > 0) => {
+                    "lost to retention"
+                }
                 Obs::Admin(Err(ErrKind::UnknownGroup)) => "seek of no group",
                 Obs::Topics(Ok(names)) if names.len() > 2 => "topics",
                 _ => continue,
@@ -77,6 +83,10 @@ fn generated_sequences_reach_every_behaviour() {
         "group deleted",
         "seek of no group",
         "topics",
+        "retention set",
+        "retention refused",
+        "pruned",
+        "lost to retention",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

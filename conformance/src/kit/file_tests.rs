@@ -226,7 +226,7 @@ const SCHEMA_V1: &[u8] = include_bytes!("../../fixtures/schema-v1.db");
 /// lost: every message, group, position, attempt count, lease and dead
 /// letter is where it was, and each group goes on from there.
 pub fn a_version_1_store_is_upgraded_with_nothing_lost<D: FileDriver>() {
-    use litebus::{ManualClock, Order, Start, Timestamp};
+    use litebus::{ManualClock, Order, Retention, Start, Timestamp};
     use std::time::Duration;
     D::block_on(async {
         let dir = TempDir::new("schema-v1");
@@ -336,12 +336,60 @@ pub fn a_version_1_store_is_upgraded_with_nothing_lost<D: FileDriver>() {
                 ),
             ]
         );
+        // Retention (version 4) on what version 1 wrote: its rows have no
+        // publish time (they count as published at 0 for `max_age`), and
+        // the topic's count and bytes start from what it holds.
+        let consumed = Retention::new().until_consumed();
+        bus.set_retention("orders", consumed).await.unwrap();
+        assert_eq!(bus.prune("orders").await.unwrap(), 10);
+        let day = Retention::new().max_age(Duration::from_secs(86_400));
+        bus.set_retention("orders.dlq", day).await.unwrap();
+        // The dead letter version 1 wrote goes; the one written today stays.
+        assert_eq!(bus.prune("orders.dlq").await.unwrap(), 1);
+        bus.publish("orders", litebus::Message::new("o11"))
+            .await
+            .unwrap();
+        let stats = bus.stats("orders").await.unwrap();
+        assert_eq!((stats.messages, stats.retention), (1, consumed));
         bus.close().await.unwrap();
         let version = "SELECT value FROM litebus_meta WHERE name = 'schema_version'";
         assert_eq!(
             D::query(&path, version, 0).await,
             [[litebus_sql::SCHEMA_VERSION.to_string()]]
         );
+    });
+}
+
+/// An upgrade that fails part way (here: the last version's table is
+/// already there, under another shape) changes nothing: the file is still
+/// version 1 with all it held, and opens once the obstacle is gone.
+pub fn a_failed_upgrade_leaves_version_1_intact<D: FileDriver>() {
+    D::block_on(async {
+        let dir = TempDir::new("schema-v1-fails");
+        let path = dir.file("v1.db");
+        std::fs::write(&path, SCHEMA_V1).unwrap();
+        D::query(&path, "CREATE TABLE litebus_topics (unrelated TEXT)", 0).await;
+        let e = open_error::<D>(&path).await;
+        assert!(e.to_string().contains("litebus_topics"), "{e}");
+        let version = "SELECT value FROM litebus_meta WHERE name = 'schema_version'";
+        assert_eq!(D::query(&path, version, 0).await, [["1"]]);
+        let count = "SELECT COUNT(*) FROM litebus_messages";
+        assert_eq!(D::query(&path, count, 0).await, [["11"]]);
+        let v2_column = "SELECT COUNT(*) FROM pragma_table_info('litebus_groups') \
+                         WHERE name = 'head_seq'";
+        assert_eq!(D::query(&path, v2_column, 0).await, [["0"]], "v2 undone");
+        let handouts = "SELECT COUNT(*) FROM litebus_handouts";
+        let before = D::query(&path, handouts, 0).await;
+
+        D::query(&path, "DROP TABLE litebus_topics", 0).await;
+        let bus = Bus::open(D::open(&path).await.unwrap(), BusOptions::new()).unwrap();
+        assert_eq!(bus.stats("orders").await.unwrap().messages, 10);
+        bus.close().await.unwrap();
+        assert_eq!(
+            D::query(&path, version, 0).await,
+            [[litebus_sql::SCHEMA_VERSION.to_string()]]
+        );
+        assert_ne!(before, [["0"]], "version 1 had handouts");
     });
 }
 
@@ -536,6 +584,11 @@ macro_rules! file_tests {
             #[test]
             fn a_read_only_file_is_refused_and_left_alone() {
                 t::a_read_only_file_is_refused_and_left_alone::<$driver>();
+            }
+
+            #[test]
+            fn a_failed_upgrade_leaves_version_1_intact() {
+                t::a_failed_upgrade_leaves_version_1_intact::<$driver>();
             }
 
             #[test]

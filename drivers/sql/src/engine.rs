@@ -55,9 +55,9 @@ use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
-    Next, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
+    Next, Prune, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Message, Order, Outcome, Record, Result, Timestamp};
+use litebus::{DriverError, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
 
@@ -89,6 +89,7 @@ enum Work {
         topic: String,
         messages: Vec<Arc<Message>>,
         expected_last: Option<u64>,
+        now: Timestamp,
         /// Consumers waiting caught up, to lease new messages to.
         handoffs: Vec<Handoff>,
     },
@@ -139,6 +140,15 @@ enum Work {
         topic: String,
         group: String,
     },
+    SetRetention {
+        topic: String,
+        retention: Retention,
+    },
+    Prune {
+        topic: String,
+        now: Timestamp,
+        limit: u32,
+    },
     Topics,
     Migrate,
     /// A statement in a transaction of its own.
@@ -154,11 +164,13 @@ impl Work {
                 topic,
                 messages,
                 expected_last: None,
+                now,
                 handoffs,
             } if messages.len() <= ONE_STATEMENT_APPEND && handoffs.is_empty() => Some(Append {
                 topic,
                 messages,
                 expected_last: None,
+                now: *now,
                 handoffs: &[],
             }),
             _ => None,
@@ -596,6 +608,7 @@ impl<B: Backend> Engine<B> {
                 topic: append.topic.to_owned(),
                 messages: append.messages.to_vec(),
                 expected_last: append.expected_last,
+                now: append.now,
                 handoffs: append.handoffs.to_vec(),
             },
             |answer| match answer {
@@ -742,6 +755,33 @@ impl<B: Backend> Engine<B> {
             },
             |answer| match answer {
                 Answer::Deleted(v) => Some(v),
+                _ => None,
+            },
+        )
+    }
+
+    /// [`Driver::set_retention`](litebus::driver::Driver::set_retention).
+    pub fn set_retention(
+        &self,
+        topic: &str,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<()>> {
+        self.done(Work::SetRetention {
+            topic: topic.to_owned(),
+            retention,
+        })
+    }
+
+    /// [`Driver::prune`](litebus::driver::Driver::prune).
+    pub fn prune(&self, prune: Prune<'_>) -> BoxFuture<'static, Result<u64>> {
+        self.ask(
+            Work::Prune {
+                topic: prune.topic.to_owned(),
+                now: prune.now,
+                limit: prune.limit,
+            },
+            |answer| match answer {
+                Answer::Changed(v) => Some(v),
                 _ => None,
             },
         )
@@ -973,6 +1013,10 @@ fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
         (Work::Seek { topic, group, .. } | Work::DeleteGroup { topic, group }, _) => {
             wakeups.freed(topic, group, usize::MAX);
         }
+        // A group whose delivery went may deliver the next at once.
+        (Work::Prune { topic, .. }, Answer::Changed(pruned)) if *pruned > 0 => {
+            wakeups.published(topic, usize::MAX);
+        }
         _ => {}
     }
 }
@@ -1132,24 +1176,32 @@ async fn run_group(
 /// Publishes (without an expected last seq) by topic, each topic's as one
 /// append.
 async fn publish_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<Answer>>> {
-    let mut by_topic: Vec<(&str, Vec<Arc<Message>>)> = Vec::new();
+    // Publishes merged into one commit share its publish time: the latest.
+    let mut by_topic: Vec<(&str, Vec<Arc<Message>>, Timestamp)> = Vec::new();
     for job in group {
         if let Work::Publish {
-            topic, messages, ..
+            topic,
+            messages,
+            now,
+            ..
         } = &job.work
         {
-            match by_topic.iter_mut().find(|(t, _)| t == topic) {
-                Some((_, all)) => all.extend(messages.iter().cloned()),
-                None => by_topic.push((topic, messages.clone())),
+            match by_topic.iter_mut().find(|(t, ..)| t == topic) {
+                Some((_, all, at)) => {
+                    all.extend(messages.iter().cloned());
+                    *at = (*at).max(*now);
+                }
+                None => by_topic.push((topic, messages.clone(), *now)),
             }
         }
     }
     let mut outcomes: HashMap<&str, std::vec::IntoIter<Outcome>> = HashMap::new();
-    for (topic, messages) in &by_topic {
+    for (topic, messages, now) in &by_topic {
         let append = Append {
             topic,
             messages,
             expected_last: None,
+            now: *now,
             handoffs: &[],
         };
         let done = crate::append(conn, append).await?;
@@ -1219,12 +1271,14 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             topic,
             messages,
             expected_last,
+            now,
             handoffs,
         } => {
             let append = Append {
                 topic,
                 messages,
                 expected_last: *expected_last,
+                now: *now,
                 handoffs: &[],
             };
             let outcomes = crate::append(conn, append).await?;
@@ -1354,6 +1408,18 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             ctx.unread.forget_group(topic, group);
             lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
             Ok(Answer::Deleted(deleted))
+        }
+        Work::SetRetention { topic, retention } => {
+            crate::set_retention(conn, topic, *retention).await?;
+            Ok(Answer::Done)
+        }
+        Work::Prune { topic, now, limit } => {
+            let prune = Prune {
+                topic,
+                now: *now,
+                limit: *limit,
+            };
+            crate::prune(conn, prune).await.map(Answer::Changed)
         }
         Work::Topics => crate::topics(conn).await.map(Answer::Topics),
         Work::Migrate => crate::migrate(conn).await.map(|()| Answer::Done),
@@ -1515,6 +1581,7 @@ pub mod checks {
             topic,
             messages: &messages,
             expected_last: None,
+            now: Timestamp::ZERO,
             handoffs: &[],
         }))
     }

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -127,6 +127,33 @@ const MIGRATIONS: &[&[&str]] = &[&[
         ";
          END"
     ),
+], &[
+    // Version 4: retention. A topic's row holds its rules and, kept by the
+    // triggers below, its message count and payload bytes; a message
+    // keeps its publish time; a group counts what retention took from it.
+    "CREATE TABLE litebus_topics (
+        topic          TEXT PRIMARY KEY,
+        until_consumed INTEGER NOT NULL DEFAULT 0,
+        max_age        INTEGER,
+        max_messages   INTEGER,
+        max_bytes      INTEGER,
+        messages       INTEGER NOT NULL DEFAULT 0,
+        bytes          INTEGER NOT NULL DEFAULT 0
+    )",
+    "ALTER TABLE litebus_messages ADD COLUMN published_at INTEGER",
+    "ALTER TABLE litebus_groups ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0",
+    "CREATE TRIGGER litebus_topic_grows AFTER INSERT ON litebus_messages
+     BEGIN
+        UPDATE litebus_topics SET messages = messages + 1,
+            bytes = bytes + length(CAST(new.payload AS BLOB))
+        WHERE topic = new.topic;
+     END",
+    "CREATE TRIGGER litebus_topic_shrinks AFTER DELETE ON litebus_messages
+     BEGIN
+        UPDATE litebus_topics SET messages = messages - 1,
+            bytes = bytes - length(CAST(old.payload AS BLOB))
+        WHERE topic = old.topic;
+     END",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
-    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Read, Release, Seek, Settle, Settlement,
-    TopicStats, dead_letter_message, generate_id, group_stats, stored_message, stored_record,
-    topic_stats,
+    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Release, Seek, Settle,
+    Settlement, TopicStats, dead_letter_message, generate_id, group_stats, prune_count,
+    stored_message, stored_record, topic_stats,
 };
-use litebus::{Error, Message, Order, Outcome, Record, Result, Timestamp};
+use litebus::{Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
 
 use crate::{Conn, Row, Value};
 use hot::{
@@ -307,6 +307,7 @@ async fn insert_messages(
     conn: &mut dyn Conn,
     topic: &str,
     messages: &[&Message],
+    now: Timestamp,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(messages.len());
     for chunk in messages.chunks(INSERT_CHUNK) {
@@ -338,7 +339,7 @@ async fn insert_messages(
                 fresh.push(m);
             }
         }
-        let seqs = insert_rows(conn, topic, &fresh).await?;
+        let seqs = insert_rows(conn, topic, &fresh, now).await?;
         let mut published = vec![false; fresh.len()];
         for step in plan {
             outcomes.push(match step {
@@ -356,17 +357,18 @@ async fn insert_messages(
 
 /// Inserts `messages` with one statement; their seqs, in order.
 /// The multi-row `INSERT` of `messages` into topic `topic`, and its values.
-fn insert_statement(topic: &str, messages: &[&Message]) -> (String, Vec<Value>) {
+fn insert_statement(topic: &str, messages: &[&Message], now: Timestamp) -> (String, Vec<Value>) {
     let mut sql = String::from(
-        "INSERT INTO litebus_messages (topic, id, payload, metadata, msg_key, deliver_at) VALUES ",
+        "INSERT INTO litebus_messages \
+         (topic, id, payload, metadata, msg_key, deliver_at, published_at) VALUES ",
     );
-    let mut params = Vec::with_capacity(messages.len() * 6);
+    let mut params = Vec::with_capacity(messages.len() * 7);
     for (i, m) in messages.iter().enumerate() {
         // Bare `?`, values in text order: see `placeholders`.
         sql.push_str(if i == 0 {
-            "(?,?,?,?,?,?)"
+            "(?,?,?,?,?,?,?)"
         } else {
-            ",(?,?,?,?,?,?)"
+            ",(?,?,?,?,?,?,?)"
         });
         params.push(Value::from(topic));
         params.push(Value::from(m.id()));
@@ -374,6 +376,7 @@ fn insert_statement(topic: &str, messages: &[&Message]) -> (String, Vec<Value>) 
         params.push(Value::Text(encode_metadata(m.metadata())));
         params.push(Value::from(m.key()));
         params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
+        params.push(ts(now));
     }
     (sql, params)
 }
@@ -384,11 +387,16 @@ fn insert_statement(topic: &str, messages: &[&Message]) -> (String, Vec<Value>) 
 /// statement), as the rows of one `INSERT` take consecutive row ids, unless
 /// a trigger on the table inserted rows between them: one look at the
 /// first row tells, and then the seqs are read by id.
-async fn insert_rows(conn: &mut dyn Conn, topic: &str, messages: &[&Message]) -> Result<Vec<u64>> {
+async fn insert_rows(
+    conn: &mut dyn Conn,
+    topic: &str,
+    messages: &[&Message],
+    now: Timestamp,
+) -> Result<Vec<u64>> {
     let Some(first_message) = messages.first() else {
         return Ok(Vec::new());
     };
-    let (mut sql, params) = insert_statement(topic, messages);
+    let (mut sql, params) = insert_statement(topic, messages, now);
     if !conn.slow_returning() {
         sql.push_str(" RETURNING seq");
         let mut seqs = conn
@@ -457,7 +465,7 @@ pub async fn insert_new(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<O
         ));
     }
     let messages: Vec<&Message> = append.messages.iter().map(|m| &**m).collect();
-    let seqs = insert_rows(conn, append.topic, &messages).await?;
+    let seqs = insert_rows(conn, append.topic, &messages, append.now).await?;
     Ok(seqs
         .into_iter()
         .map(|seq| Outcome::Published { seq })
@@ -485,7 +493,7 @@ pub async fn append(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<Outco
         }
     }
     let messages: Vec<&Message> = append.messages.iter().map(|m| &**m).collect();
-    insert_messages(conn, append.topic, &messages).await
+    insert_messages(conn, append.topic, &messages, append.now).await
 }
 
 fn order_columns(order: Order) -> (&'static str, u32) {
@@ -886,7 +894,7 @@ async fn send_dead_letter(
     };
     let mut letter = dead_letter_message(topic, group, seq, attempt, &error, &original);
     let seq_there = loop {
-        match insert_messages(conn, &g.spec.dead_letter, &[&letter]).await?[0] {
+        match insert_messages(conn, &g.spec.dead_letter, &[&letter], now).await?[0] {
             Outcome::Published { seq } => break seq,
             Outcome::Duplicate { .. } => letter = letter.with_id(generate_id(now)),
         }
@@ -1868,6 +1876,9 @@ pub async fn topics(conn: &mut dyn Conn) -> Result<Vec<String>> {
 /// [`Driver::stats`](litebus::driver::Driver::stats).
 pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<TopicStats> {
     let last = last_seq(conn, topic).await?;
+    let retention = retention(conn, topic)
+        .await?
+        .map_or_else(Retention::new, |(r, ..)| r);
     let rows = conn
         .query(
             "SELECT COUNT(*) FROM litebus_messages WHERE topic = ?1",
@@ -1879,7 +1890,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         .query(
             &format!(
                 "SELECT grp, start_after, cursor, dead_lettered,
-                        holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key',
+                        holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key', pruned,
                         {GROUP_COLUMNS}
                  FROM litebus_groups WHERE topic = ?1 ORDER BY grp"
             ),
@@ -1936,9 +1947,152 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             unsettled - in_flight,
             in_flight,
             acked_floor,
-            dead,
-            group_from(g, 6)?.spec,
+            [dead, g.uint(6)?],
+            group_from(g, 7)?.spec,
         ));
     }
-    Ok(topic_stats(topic.to_owned(), last, count, out))
+    Ok(topic_stats(topic.to_owned(), last, count, out, retention))
+}
+
+/// A topic's stored retention, with its message count and payload bytes
+/// (kept by the triggers on `litebus_messages`); `None` if it was never set.
+async fn retention(conn: &mut dyn Conn, topic: &str) -> Result<Option<(Retention, u64, u64)>> {
+    let rows = conn
+        .query(
+            "SELECT until_consumed, max_age, max_messages, max_bytes, messages, bytes
+             FROM litebus_topics WHERE topic = ?1",
+            vec![Value::from(topic)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let mut r = Retention::new();
+    if row.int(0)? != 0 {
+        r = r.until_consumed();
+    }
+    if let Some(ms) = row.opt_uint(1)? {
+        r = r.max_age(std::time::Duration::from_millis(ms));
+    }
+    if let Some(n) = row.opt_uint(2)? {
+        r = r.max_messages(n);
+    }
+    if let Some(n) = row.opt_uint(3)? {
+        r = r.max_bytes(n);
+    }
+    Ok(Some((r, row.uint(4)?, row.uint(5)?)))
+}
+
+/// [`Driver::set_retention`](litebus::driver::Driver::set_retention). The
+/// topic's row counts its messages and payload bytes from then on (the
+/// triggers on `litebus_messages`), starting from one count of what it
+/// holds when the row is made.
+pub async fn set_retention(conn: &mut dyn Conn, topic: &str, r: Retention) -> Result<()> {
+    let opt = |v: Option<u64>| v.map_or(Value::Null, Value::from);
+    conn.execute(
+        "INSERT INTO litebus_topics (topic, until_consumed, max_age, max_messages, max_bytes,
+                                     messages, bytes)
+         SELECT ?1, ?2, ?3, ?4, ?5, COUNT(*), COALESCE(SUM(length(CAST(payload AS BLOB))), 0)
+         FROM litebus_messages WHERE topic = ?1
+         ON CONFLICT (topic) DO UPDATE SET until_consumed = excluded.until_consumed,
+             max_age = excluded.max_age, max_messages = excluded.max_messages,
+             max_bytes = excluded.max_bytes",
+        vec![
+            Value::from(topic),
+            Value::from(u64::from(r.is_until_consumed())),
+            opt(r.max_age_millis()),
+            opt(r.get_max_messages()),
+            opt(r.get_max_bytes()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`Driver::prune`](litebus::driver::Driver::prune): reads the retention
+/// (one statement: all when it keeps everything), the oldest `limit`
+/// messages and, for `until_consumed`, the groups' lowest floor; then, if
+/// any go, counts what each group loses and moves it past them, deletes
+/// the messages, and deletes the groups' handouts of them (the per-key
+/// trigger brings in each key's next message up to the cursor).
+pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
+    let Some((retention, count, bytes)) = retention(conn, p.topic).await? else {
+        return Ok(0);
+    };
+    if retention.keeps_everything() {
+        return Ok(0);
+    }
+    let topic = Value::from(p.topic);
+    let rows = conn
+        .query(
+            "SELECT seq, CASE WHEN typeof(published_at) = 'integer' THEN published_at ELSE 0 END,
+                    length(CAST(payload AS BLOB))
+             FROM litebus_messages WHERE topic = ?1 ORDER BY seq LIMIT ?2",
+            vec![topic.clone(), Value::from(u64::from(p.limit))],
+        )
+        .await?;
+    let window = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.uint(0)?,
+                Timestamp::from_millis(r.int(1)?.max(0).unsigned_abs()),
+                r.uint(2)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let floor = if retention.is_until_consumed() {
+        let rows = conn
+            .query(
+                "SELECT MIN(MIN(g.cursor, COALESCE((SELECT MIN(h.seq) - 1 FROM litebus_handouts h
+                                                  WHERE h.topic = g.topic AND h.grp = g.grp),
+                                                 g.cursor)))
+                 FROM litebus_groups g WHERE g.topic = ?1",
+                vec![topic.clone()],
+            )
+            .await?;
+        rows.first().map_or(Ok(None), |r| r.opt_uint(0))?
+    } else {
+        None
+    };
+    let go = prune_count(&retention, &window, (count, bytes), floor, p.now);
+    let Some(&(cut, ..)) = go.checked_sub(1).and_then(|last| window.get(last)) else {
+        return Ok(0);
+    };
+    let cut = Value::from(cut);
+    conn.execute(
+        "UPDATE litebus_groups SET
+            pruned = pruned
+                + (SELECT COUNT(*) FROM litebus_messages m
+                   WHERE m.topic = ?1 AND m.seq > litebus_groups.cursor AND m.seq <= ?2)
+                + (SELECT COUNT(*) FROM litebus_handouts h
+                   WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.seq <= ?2)
+                + CASE WHEN ordering = 'per_key' THEN (
+                    SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
+                        ON m.topic = h.topic AND m.msg_key = h.msg_key
+                        AND m.seq > h.seq AND m.seq <= MIN(?2, litebus_groups.cursor)
+                    WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.msg_key IS NOT NULL)
+                  ELSE 0 END,
+            cursor = MAX(cursor, ?2),
+            head_attempt = CASE WHEN head_seq <= ?2 THEN 0 ELSE head_attempt END,
+            holder = CASE WHEN head_seq <= ?2 THEN NULL ELSE holder END,
+            lease_until = CASE WHEN head_seq <= ?2 THEN NULL ELSE lease_until END,
+            ready_at = CASE WHEN head_seq <= ?2 THEN 0 ELSE ready_at END,
+            head_seq = CASE WHEN head_seq <= ?2 THEN NULL ELSE head_seq END
+         WHERE topic = ?1",
+        vec![topic.clone(), cut.clone()],
+    )
+    .await?;
+    let pruned = conn
+        .execute(
+            "DELETE FROM litebus_messages WHERE topic = ?1 AND seq <= ?2",
+            vec![topic.clone(), cut.clone()],
+        )
+        .await?;
+    conn.execute(
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND seq <= ?2",
+        vec![topic, cut],
+    )
+    .await?;
+    Ok(pruned)
 }

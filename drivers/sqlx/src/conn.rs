@@ -156,6 +156,7 @@ pub async fn publish_in(
             topic,
             messages: &batch,
             expected_last: None,
+            now,
             handoffs: &[],
         },
     )

@@ -53,10 +53,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
-    Release, Seek, Settle, TopicStats, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Prune,
+    Read, Release, Seek, Settle, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Outcome, Record, Result, Timestamp};
+use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp};
 use litebus_sql::{FileWakeups, Handle};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -363,6 +363,18 @@ impl Driver for SqlxDriver {
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         self.engine.topics()
+    }
+
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: Retention,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.engine.set_retention(topic, retention)
+    }
+
+    fn prune<'a>(&'a self, prune: Prune<'a>) -> BoxFuture<'a, Result<u64>> {
+        self.engine.prune(prune)
     }
 
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {

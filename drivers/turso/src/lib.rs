@@ -49,10 +49,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Read,
-    Release, Seek, Settle, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Prune,
+    Read, Release, Seek, Settle, Wakeups,
 };
-use litebus::{DriverError, Error, Outcome, Record, Result, Timestamp, TopicStats};
+use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp, TopicStats};
 use litebus_sql::{Engine, Files, Handle, Handles};
 
 use crate::conn::{TursoBackend, map_err};
@@ -357,6 +357,18 @@ impl Driver for TursoDriver {
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         call!(self, |engine| engine.topics())
+    }
+
+    fn set_retention<'a>(
+        &'a self,
+        topic: &'a str,
+        retention: Retention,
+    ) -> BoxFuture<'a, Result<()>> {
+        call!(self, |engine| engine.set_retention(topic, retention))
+    }
+
+    fn prune<'a>(&'a self, prune: Prune<'a>) -> BoxFuture<'a, Result<u64>> {
+        call!(self, |engine| engine.prune(prune))
     }
 
     fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
