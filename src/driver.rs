@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
@@ -374,6 +375,10 @@ pub struct GroupStats {
     /// Messages the topic's [`Retention`] let go of before this group
     /// acked or dead-lettered them: what it lost to retention.
     pub pruned: u64,
+    /// How long the group's oldest unsettled message has waited since its
+    /// publish (by the bus clock); `None` when it has none. With `ready +
+    /// in_flight` (how many it is behind), its lag.
+    pub lag: Option<Duration>,
     /// The settings it is stored with: its order, `max_attempts` and
     /// dead-letter topic.
     pub settings: GroupSpec,
@@ -383,6 +388,7 @@ impl GroupStats {
     pub(crate) fn new(
         group: String,
         [ready, in_flight, acked_floor, dead_lettered, pruned]: [u64; 5],
+        lag: Option<Duration>,
         settings: GroupSpec,
     ) -> Self {
         GroupStats {
@@ -392,6 +398,7 @@ impl GroupStats {
             acked_floor,
             dead_lettered,
             pruned,
+            lag,
             settings,
         }
     }
@@ -574,13 +581,21 @@ pub fn group_stats(
     in_flight: u64,
     acked_floor: u64,
     [dead_lettered, pruned]: [u64; 2],
+    lag: Option<Duration>,
     settings: GroupSpec,
 ) -> GroupStats {
     GroupStats::new(
         group,
         [ready, in_flight, acked_floor, dead_lettered, pruned],
+        lag,
         settings,
     )
+}
+
+/// [`GroupStats::lag`] at `now` of a group whose oldest unsettled message
+/// was published at `published_at` (a driver's `None`: it has none).
+pub fn lag(published_at: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    published_at.map(|at| Duration::from_millis(now.as_millis().saturating_sub(at.as_millis())))
 }
 
 /// Statistics of one topic and its groups, as a driver assembles them.

@@ -10,7 +10,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
     DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Prune, Read,
-    Release, Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id,
+    Release, Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id, lag,
     prune_count,
 };
 use crate::error::{Error, Result};
@@ -67,6 +67,9 @@ struct TopicLog {
     ids: HashMap<String, u64>,
     groups: BTreeMap<String, GroupState>,
     retention: Retention,
+    /// The ids of messages retention let go of, within their dedupe
+    /// window: the original's seq and the window's end.
+    remembered: HashMap<String, (u64, Timestamp)>,
 }
 
 /// A topic's messages in seq order, and the seqs of each key.
@@ -77,6 +80,9 @@ struct Log {
     times: Vec<Timestamp>,
     /// The rows' payload bytes.
     bytes: u64,
+    /// The last seq retention let go of: the topic's last seq never goes
+    /// back.
+    pruned_to: u64,
     by_key: HashMap<String, Vec<u64>>,
 }
 
@@ -90,12 +96,13 @@ impl Log {
         self.times.push(now);
     }
 
-    /// Lets go of the first `count` rows; their ids.
-    fn drop_front(&mut self, count: usize) -> Vec<String> {
+    /// Lets go of the first `count` rows; their ids, seqs and publish times.
+    fn drop_front(&mut self, count: usize) -> Vec<(String, u64, Timestamp)> {
         let gone: Vec<(u64, Arc<Message>)> = self.rows.drain(..count).collect();
-        self.times.drain(..count);
+        let times: Vec<Timestamp> = self.times.drain(..count).collect();
         let mut ids = Vec::with_capacity(count);
-        for (seq, message) in gone {
+        for ((seq, message), at) in gone.into_iter().zip(times) {
+            self.pruned_to = seq;
             self.bytes -= message.payload().len() as u64;
             if let Some(key) = message.key()
                 && let Some(seqs) = self.by_key.get_mut(key)
@@ -105,13 +112,13 @@ impl Log {
                     self.by_key.remove(key);
                 }
             }
-            ids.push(message.id().to_owned());
+            ids.push((message.id().to_owned(), seq, at));
         }
         ids
     }
 
     fn last_seq(&self) -> u64 {
-        self.rows.last().map_or(0, |(seq, _)| *seq)
+        self.rows.last().map_or(self.pruned_to, |(seq, _)| *seq)
     }
 
     /// The row at `seq`, which the log holds.
@@ -184,10 +191,21 @@ impl Heads {
 }
 
 impl TopicLog {
+    /// The seq of the message with id `id`, kept or remembered (I2).
+    fn knows(&self, id: &str, now: Timestamp) -> Option<u64> {
+        self.ids.get(id).copied().or_else(|| {
+            self.remembered
+                .get(id)
+                .filter(|(_, until)| *until > now)
+                .map(|(seq, _)| *seq)
+        })
+    }
+
     fn append(&mut self, last_seq: &mut u64, message: Arc<Message>, now: Timestamp) -> Outcome {
-        if let Some(&seq) = self.ids.get(message.id()) {
+        if let Some(seq) = self.knows(message.id(), now) {
             return Outcome::Duplicate { seq };
         }
+        self.remembered.remove(message.id());
         *last_seq += 1;
         let seq = *last_seq;
         self.ids.insert(message.id().to_owned(), seq);
@@ -198,6 +216,7 @@ impl TopicLog {
     /// Lets go of up to `limit` of the oldest messages the retention no
     /// longer keeps; how many went.
     fn prune(&mut self, now: Timestamp, limit: u32) -> u64 {
+        self.remembered.retain(|_, (_, until)| *until > now);
         if self.retention.keeps_everything() {
             return 0;
         }
@@ -217,8 +236,13 @@ impl TopicLog {
         }
         let cut = window[go - 1].0;
         let gone: Vec<u64> = window[..go].iter().map(|(seq, ..)| *seq).collect();
-        for id in self.messages.drop_front(go) {
+        let window_ms = self.retention.dedupe_window_millis();
+        for (id, seq, at) in self.messages.drop_front(go) {
             self.ids.remove(&id);
+            let until = window_ms.map(|w| Timestamp::from_millis(at.as_millis().saturating_add(w)));
+            if let Some(until) = until.filter(|until| *until > now) {
+                self.remembered.insert(id, (seq, until));
+            }
         }
         for group in self.groups.values_mut() {
             group.prune(cut, &gone, &self.messages);
@@ -424,7 +448,7 @@ impl Store {
             .map(|p| {
                 let log = self.topics.entry(p.topic.clone()).or_default();
                 let mut message = p.message;
-                while log.ids.contains_key(message.id()) {
+                while log.knows(message.id(), now).is_some() {
                     message = message.with_id(generate_id(now));
                 }
                 let message = Arc::new(message);
@@ -713,10 +737,11 @@ impl Store {
                 let unsettled = pending.iter().filter(|(seq, _)| !settled(seq)).count() as u64;
                 let in_flight = g.active_leases(now) as u64;
                 // Everything before the first unsettled message is settled.
-                let acked_floor = pending
-                    .iter()
-                    .find(|(seq, _)| !settled(seq))
-                    .map_or(g.floor.max(last_seq), |(seq, _)| seq - 1);
+                let first = pending.iter().position(|(seq, _)| !settled(seq));
+                let acked_floor = first.map_or(g.floor.max(last_seq), |i| pending[i].0 - 1);
+                // `pending` is the log's tail: its times are the same tail.
+                let times = &log.messages.times[log.messages.rows.len() - pending.len()..];
+                let oldest = first.map(|i| times[i]);
                 GroupStats::new(
                     name.clone(),
                     [
@@ -726,6 +751,7 @@ impl Store {
                         g.dead_lettered,
                         g.pruned,
                     ],
+                    lag(oldest, now),
                     g.spec.clone(),
                 )
             })

@@ -282,6 +282,12 @@ impl NackOptions {
 /// - [`max_bytes`](Retention::max_bytes): the topic keeps at most that many
 ///   payload bytes.
 ///
+/// Dedupe (I2) holds while the topic keeps a message; with a
+/// [`dedupe_window`](Retention::dedupe_window), the id of a message that
+/// went is remembered until that long after its publish, and a publish of
+/// it is still [`Outcome::Duplicate`](crate::Outcome::Duplicate) of the
+/// original.
+///
 /// A message that goes before a group consumed it is counted in that
 /// group's [`GroupStats::pruned`](crate::GroupStats::pruned), and a delivery
 /// of it that is out is no longer current. Messages go in bounded batches,
@@ -302,6 +308,7 @@ pub struct Retention {
     max_age_ms: Option<u64>,
     max_messages: Option<u64>,
     max_bytes: Option<u64>,
+    dedupe_window_ms: Option<u64>,
 }
 
 impl Retention {
@@ -312,7 +319,27 @@ impl Retention {
             max_age_ms: None,
             max_messages: None,
             max_bytes: None,
+            dedupe_window_ms: None,
         }
+    }
+
+    /// Remember the id of a message that goes until `window` after its
+    /// publish (rounded up to whole milliseconds; at least 1 ms): a publish
+    /// of it until then is a duplicate of the original.
+    #[must_use]
+    pub fn dedupe_window(mut self, window: Duration) -> Self {
+        self.dedupe_window_ms = Some(millis(window));
+        self
+    }
+
+    /// How long the ids of messages that went are remembered.
+    pub fn get_dedupe_window(&self) -> Option<Duration> {
+        self.dedupe_window_ms.map(Duration::from_millis)
+    }
+
+    /// [`get_dedupe_window`](Retention::get_dedupe_window) in milliseconds.
+    pub const fn dedupe_window_millis(&self) -> Option<u64> {
+        self.dedupe_window_ms
     }
 
     /// Let a message go once every group has consumed it.
@@ -326,8 +353,7 @@ impl Retention {
     /// milliseconds; at least 1 ms).
     #[must_use]
     pub fn max_age(mut self, age: Duration) -> Self {
-        let ms = age.as_nanos().div_ceil(1_000_000);
-        self.max_age_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+        self.max_age_ms = Some(millis(age));
         self
     }
 
@@ -370,7 +396,7 @@ impl Retention {
         self.max_bytes
     }
 
-    /// No rule lets any message go.
+    /// No rule lets any message go (a dedupe window alone lets none go).
     pub const fn keeps_everything(&self) -> bool {
         !self.until_consumed
             && self.max_age_ms.is_none()
@@ -383,6 +409,7 @@ impl Retention {
             ("max_age", self.max_age_ms),
             ("max_messages", self.max_messages),
             ("max_bytes", self.max_bytes),
+            ("dedupe_window", self.dedupe_window_ms),
         ] {
             match value {
                 Some(0) => {
@@ -400,4 +427,9 @@ impl Retention {
         }
         Ok(())
     }
+}
+
+/// `d` in whole milliseconds, rounded up.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }

@@ -5,6 +5,8 @@
 //!
 //! `cargo run --release -p litebus-bench [-- --quick | --smoke]`
 //!
+//! `-- --soak MESSAGES [STORE]` runs the retention soak instead (`soak.rs`).
+//!
 //! `--quick` runs every workload briefly; `--smoke` runs each system once
 //! (one publish and one consume workload, tiny sizes), to show that the
 //! command and every system still work, not to measure.
@@ -18,6 +20,7 @@ mod apalis;
 mod baselines;
 mod report;
 mod runs;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -575,6 +578,26 @@ async fn main() {
     if let Some(at) = args.iter().position(|a| a == "--publish-to") {
         let samples = args[at + 2].parse().expect("a number of samples");
         runs::publish_timestamps(std::path::Path::new(&args[at + 1]), samples).await;
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--soak") {
+        let messages = args[at + 1].parse().expect("a number of messages");
+        let stores = match args.get(at + 2).map(String::as_str) {
+            None => vec![Store::SqlxFile, Store::TursoFile],
+            Some(name) => Store::ALL
+                .into_iter()
+                .filter(|s| s.name() == name)
+                .collect(),
+        };
+        let p = Params::new(mode, Some("soak"));
+        let _scratch = Scratch(p.dir.clone());
+        let mut held = true;
+        for store in stores {
+            held &= soak::soak(store, &p.dir, messages).await;
+        }
+        if !held {
+            std::process::exit(1);
+        }
         return;
     }
     if let Some(at) = args.iter().position(|a| a == "--job") {

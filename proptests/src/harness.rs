@@ -180,6 +180,7 @@ impl<'f, F: Factory> Harness<'f, F> {
                                     g.acked_floor,
                                     g.dead_lettered,
                                     g.pruned,
+                                    g.lag.map(|d| d.as_millis() as u64),
                                 )
                             })
                             .collect();

@@ -96,6 +96,11 @@ pub struct Model {
     all: BTreeMap<u64, Msg>,
     /// Each topic's retention, once set.
     retention: BTreeMap<String, RetentionChoice>,
+    /// Each topic's last seq that retention let go of.
+    pruned_to: BTreeMap<String, u64>,
+    /// Per topic, the ids of messages retention let go of within their
+    /// dedupe window: (the original's seq, the window's end).
+    remembered: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
     groups: BTreeMap<(String, String), Group>,
     consumers: Vec<Consumer>,
     listeners: Vec<Listener>,
@@ -188,11 +193,14 @@ impl Model {
         self.last = Some(obs);
     }
 
+    /// The topic's last seq; what retention let go of counts (it never
+    /// goes back).
     fn last_seq(&self, topic: &str) -> u64 {
+        let pruned_to = self.pruned_to.get(topic).copied().unwrap_or(0);
         self.topics
             .get(topic)
             .and_then(|t| t.last())
-            .map_or(0, |m| m.seq)
+            .map_or(pruned_to, |m| m.seq)
     }
 
     fn message(&self, _topic: &str, seq: u64) -> &Msg {
@@ -202,12 +210,10 @@ impl Model {
     /// Appends one message, deduplicating by id (I2), and tells the
     /// listeners of the topic.
     fn append(&mut self, topic: &str, mut msg: Msg) -> (bool, u64) {
-        let log = self.topics.entry(topic.to_owned()).or_default();
-        if let Some(id) = &msg.id
-            && let Some(original) = log.iter().find(|m| m.id.as_ref() == Some(id))
-        {
-            return (true, original.seq);
+        if let Some(seq) = msg.id.as_deref().and_then(|id| self.knows(topic, id)) {
+            return (true, seq);
         }
+        let log = self.topics.entry(topic.to_owned()).or_default();
         self.last_seq += 1;
         let seq = self.last_seq;
         msg.seq = seq;
@@ -225,6 +231,22 @@ impl Model {
             }
         }
         (false, seq)
+    }
+
+    /// I2: the seq of the message with id `id`, kept, or let go of by
+    /// retention within its dedupe window.
+    fn knows(&self, topic: &str, id: &str) -> Option<u64> {
+        let kept = self
+            .topics
+            .get(topic)
+            .and_then(|log| log.iter().find(|m| m.id.as_deref() == Some(id)));
+        kept.map(|m| m.seq).or_else(|| {
+            self.remembered
+                .get(topic)
+                .and_then(|ids| ids.get(id))
+                .filter(|(_, until)| *until > self.now)
+                .map(|(seq, _)| *seq)
+        })
     }
 
     /// I1: a batch is validated whole, then appended in order; I2 dedupe.
@@ -345,10 +367,7 @@ impl Model {
         g.dead_lettered += 1;
         let dead_letter = g.dead_letter.clone();
         let id = format!("{topic}/{group}/{seq}");
-        let taken = self
-            .topics
-            .get(&dead_letter)
-            .is_some_and(|log| log.iter().any(|m| m.id.as_ref() == Some(&id)));
+        let taken = self.knows(&dead_letter, &id).is_some();
         if taken {
             self.dead_letters_renamed += 1;
         }
@@ -799,18 +818,19 @@ impl Model {
                     .values()
                     .filter(|h| !h.settled && h.lease.is_some_and(|(_, u)| u > now))
                     .count() as u64;
-                let unsettled: Vec<u64> = self
+                let unsettled: Vec<&Msg> = self
                     .topics
                     .get(topic)
                     .into_iter()
                     .flatten()
-                    .map(|m| m.seq)
-                    .filter(|&seq| seq > g.start_after && !settled(seq))
+                    .filter(|m| m.seq > g.start_after && !settled(m.seq))
                     .collect();
                 // Everything before the first unsettled message is settled.
                 let floor = unsettled
                     .first()
-                    .map_or(g.start_after.max(last), |first| first - 1);
+                    .map_or(g.start_after.max(last), |first| first.seq - 1);
+                // Lag: how long the first unsettled has waited.
+                let lag = unsettled.first().map(|m| now - m.published_at);
                 let unsettled = unsettled.len() as u64;
                 (
                     name.clone(),
@@ -819,6 +839,7 @@ impl Model {
                     floor,
                     g.dead_lettered,
                     g.pruned,
+                    lag,
                 )
             })
             .collect();
@@ -831,8 +852,10 @@ impl Model {
         if !valid_name(topic) {
             return Obs::Admin(Err(ErrKind::InvalidName));
         }
-        let zero =
-            rule.max_age_ms == Some(0) || rule.max_messages == Some(0) || rule.max_bytes == Some(0);
+        let zero = rule.max_age_ms == Some(0)
+            || rule.max_messages == Some(0)
+            || rule.max_bytes == Some(0)
+            || rule.dedupe_window_ms == Some(0);
         if zero {
             return Obs::Admin(Err(ErrKind::InvalidOptions));
         }
@@ -862,6 +885,9 @@ impl Model {
             return 0;
         };
         let now = self.now;
+        if let Some(ids) = self.remembered.get_mut(topic) {
+            ids.retain(|_, (_, until)| *until > now);
+        }
         let floors: Vec<u64> = self
             .groups
             .iter()
@@ -908,8 +934,19 @@ impl Model {
         if go == 0 {
             return 0;
         }
-        let gone: Vec<u64> = log.drain(..go).map(|m| m.seq).collect();
+        let went: Vec<Msg> = log.drain(..go).collect();
+        if let Some(window) = rule.dedupe_window_ms {
+            let ids = self.remembered.entry(topic.to_owned()).or_default();
+            for m in &went {
+                let until = m.published_at + u64::from(window);
+                if let Some(id) = m.id.clone().filter(|_| until > now) {
+                    ids.insert(id, (m.seq, until));
+                }
+            }
+        }
+        let gone: Vec<u64> = went.iter().map(|m| m.seq).collect();
         let cut = gone[go - 1];
+        self.pruned_to.insert(topic.to_owned(), cut);
         for ((t, _), g) in &mut self.groups {
             if t != topic {
                 continue;

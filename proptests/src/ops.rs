@@ -216,6 +216,8 @@ pub struct RetentionChoice {
     pub max_messages: Option<u8>,
     /// `max_bytes`
     pub max_bytes: Option<u8>,
+    /// `dedupe_window`, in ms.
+    pub dedupe_window_ms: Option<u16>,
 }
 
 impl RetentionChoice {
@@ -233,6 +235,9 @@ impl RetentionChoice {
         }
         if let Some(n) = self.max_bytes {
             r = r.max_bytes(u64::from(n));
+        }
+        if let Some(ms) = self.dedupe_window_ms {
+            r = r.dedupe_window(std::time::Duration::from_millis(u64::from(ms)));
         }
         r
     }
@@ -292,7 +297,7 @@ pub enum Heard {
 }
 
 /// A group's statistics: name, ready, in flight, acked floor, dead-lettered.
-pub type GroupRow = (String, u64, u64, u64, u64, u64);
+pub type GroupRow = (String, u64, u64, u64, u64, u64, Option<u64>);
 
 /// What an operation observably did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,13 +493,17 @@ fn retention() -> impl Strategy<Value = RetentionChoice> {
         proptest::option::weighted(0.3, prop_oneof![10 => 1u16..5000, 1 => Just(0u16)]),
         proptest::option::weighted(0.4, prop_oneof![10 => 1u8..8, 1 => Just(0u8)]),
         proptest::option::weighted(0.3, prop_oneof![10 => 2u8..30, 1 => Just(0u8)]),
+        proptest::option::weighted(0.4, prop_oneof![10 => 1u16..8000, 1 => Just(0u16)]),
     )
         .prop_map(
-            |(until_consumed, max_age_ms, max_messages, max_bytes)| RetentionChoice {
-                until_consumed,
-                max_age_ms,
-                max_messages,
-                max_bytes,
+            |(until_consumed, max_age_ms, max_messages, max_bytes, dedupe_window_ms)| {
+                RetentionChoice {
+                    until_consumed,
+                    max_age_ms,
+                    max_messages,
+                    max_bytes,
+                    dedupe_window_ms,
+                }
             },
         )
 }

@@ -277,3 +277,36 @@ pub async fn stats_give_each_groups_settings<F: Factory>(f: &F) {
         );
     }
 }
+
+/// A group's lag: how many messages it is behind (`ready + in_flight`)
+/// and how long its oldest unsettled message has waited since its publish;
+/// none once it is caught up.
+pub async fn stats_give_each_groups_lag<F: Factory>(f: &F) {
+    let env = Env::new(f, "lag").await;
+    let sub = env.sub("t", "g", GroupOptions::new().prefetch(1)).await;
+    let idle = group_stats(&env.bus, "t", "g").await;
+    assert_eq!((idle.ready, idle.lag), (0, None));
+    env.publish_n("t", 0, 1).await;
+    env.advance(Duration::from_secs(3));
+    env.publish_n("t", 1, 2).await;
+    env.advance(Duration::from_secs(2));
+    let g = group_stats(&env.bus, "t", "g").await;
+    assert_eq!(
+        (g.ready + g.in_flight, g.lag),
+        (3, Some(Duration::from_secs(5)))
+    );
+    let d = recv(&sub).await;
+    let g = group_stats(&env.bus, "t", "g").await;
+    assert_eq!(
+        (g.ready, g.in_flight, g.lag),
+        (2, 1, Some(Duration::from_secs(5)))
+    );
+    d.ack().await.unwrap();
+    let g = group_stats(&env.bus, "t", "g").await;
+    assert_eq!(
+        (g.ready + g.in_flight, g.lag),
+        (2, Some(Duration::from_secs(2)))
+    );
+    receive_all(&sub, 2).await;
+    assert_eq!(group_stats(&env.bus, "t", "g").await.lag, None);
+}

@@ -123,15 +123,23 @@ pub async fn until_consumed_waits_for_every_group<F: Factory>(f: &F) {
 }
 
 /// Under `until_consumed` alone a topic without groups keeps nothing, and
-/// a group made later from the beginning sees only what came after.
+/// a group made later from the beginning sees only what came after. Its
+/// last seq does not go back: an expected append and stats see the last
+/// message that went.
 pub async fn until_consumed_without_groups_keeps_nothing<F: Factory>(f: &F) {
     let env = Env::new(f, "until-consumed-none").await;
     env.bus
         .set_retention("t", Retention::new().until_consumed())
         .await
         .unwrap();
-    env.publish_n("t", 0, 4).await;
+    let last = *env.publish_n("t", 0, 4).await.last().unwrap();
     assert_eq!(env.bus.prune("t").await.unwrap(), 4);
+    let stats = env.bus.stats("t").await.unwrap();
+    assert_eq!((stats.last_seq, stats.messages), (last, 0));
+    assert!(matches!(
+        env.bus.publish_batch_expecting("t", 0, [msg("t", 9)]).await,
+        Err(Error::Conflict { actual, .. }) if actual == last
+    ));
     let sub = env
         .sub("t", "g", GroupOptions::new().start(Start::Beginning))
         .await;
@@ -364,4 +372,54 @@ pub async fn retention_is_stored_with_the_topic<F: Factory>(f: &F) {
     assert_eq!(env.bus.stats("t").await.unwrap().retention, rule);
     env.advance(Duration::from_secs(5));
     assert_eq!(env.bus.prune("t").await.unwrap(), 2);
+}
+
+/// With a dedupe window, the id of a message that went is remembered
+/// until the window after its publish: a publish of it, alone, in a batch
+/// or as an expected append, is a duplicate of the original; after the
+/// window it is a new message.
+pub async fn a_dedupe_window_remembers_the_ids_of_messages_that_went<F: Factory>(f: &F) {
+    let env = Env::new(f, "dedupe-window").await;
+    let window = Duration::from_secs(60);
+    env.bus
+        .set_retention("t", Retention::new().max_messages(1).dedupe_window(window))
+        .await
+        .unwrap();
+    let first = env.bus.publish("t", msg("t", 0)).await.unwrap().seq();
+    env.advance(Duration::from_secs(10));
+    let last = env.publish_n("t", 1, 1).await[0];
+    assert_eq!(env.bus.prune("t").await.unwrap(), 1);
+    assert_eq!(kept(&env, "t").await, names("t", 1..2));
+
+    let again = env.bus.publish("t", msg("t", 0)).await.unwrap();
+    assert_eq!(again, Outcome::Duplicate { seq: first }, "alone");
+    let batch = env
+        .bus
+        .publish_batch("t", [msg("t", 0), msg("t", 2)])
+        .await
+        .unwrap();
+    assert_eq!(batch[0], Outcome::Duplicate { seq: first }, "in a batch");
+    let expected = env
+        .bus
+        .publish_batch_expecting("t", batch[1].seq(), [msg("t", 0)])
+        .await
+        .unwrap();
+    assert_eq!(expected[0], Outcome::Duplicate { seq: first }, "expecting");
+    assert!(last < batch[1].seq());
+
+    env.advance(Duration::from_secs(50));
+    env.bus.prune("t").await.unwrap();
+    let new = env.bus.publish("t", msg("t", 0)).await.unwrap();
+    assert!(!new.is_duplicate(), "the window has passed");
+    assert!(new.seq() > batch[1].seq());
+}
+
+/// A dedupe window of 0 is refused.
+pub async fn a_dedupe_window_of_zero_is_refused<F: Factory>(f: &F) {
+    let env = Env::new(f, "dedupe-window-zero").await;
+    let zero = Retention::new().dedupe_window(Duration::ZERO);
+    assert!(matches!(
+        env.bus.set_retention("t", zero).await,
+        Err(Error::InvalidOptions(_))
+    ));
 }

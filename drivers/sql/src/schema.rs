@@ -129,7 +129,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
     ),
 ], &[
     // Version 4: retention. A topic's row holds its rules and, kept by the
-    // triggers below, its message count and payload bytes; a message
+    // triggers below, its message count and payload bytes and the last
+    // seq that went (its last seq never goes back); a message
     // keeps its publish time; a group counts what retention took from it.
     "CREATE TABLE litebus_topics (
         topic          TEXT PRIMARY KEY,
@@ -137,9 +138,29 @@ const MIGRATIONS: &[&[&str]] = &[&[
         max_age        INTEGER,
         max_messages   INTEGER,
         max_bytes      INTEGER,
+        dedupe_window  INTEGER,
         messages       INTEGER NOT NULL DEFAULT 0,
-        bytes          INTEGER NOT NULL DEFAULT 0
+        bytes          INTEGER NOT NULL DEFAULT 0,
+        pruned_to      INTEGER NOT NULL DEFAULT 0
     )",
+    // The ids of messages retention let go of, within the topic's dedupe
+    // window (until `until`, on the bus clock).
+    "CREATE TABLE litebus_dedupe (
+        topic TEXT NOT NULL,
+        id    TEXT NOT NULL,
+        seq   INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (topic, id)
+    )",
+    // A publish that skips the duplicate check (one `INSERT` by itself)
+    // is refused whole for a remembered id, as the unique index refuses a
+    // kept one, and runs again the way that checks.
+    "CREATE TRIGGER litebus_remembered_id BEFORE INSERT ON litebus_messages
+     WHEN EXISTS (SELECT 1 FROM litebus_dedupe d
+                  WHERE d.topic = new.topic AND d.id = new.id AND d.until > new.published_at)
+     BEGIN
+        SELECT RAISE(ABORT, 'UNIQUE constraint failed: litebus_dedupe.id');
+     END",
     "ALTER TABLE litebus_messages ADD COLUMN published_at INTEGER",
     "ALTER TABLE litebus_groups ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0",
     "CREATE TRIGGER litebus_topic_grows AFTER INSERT ON litebus_messages
@@ -151,7 +172,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TRIGGER litebus_topic_shrinks AFTER DELETE ON litebus_messages
      BEGIN
         UPDATE litebus_topics SET messages = messages - 1,
-            bytes = bytes - length(CAST(old.payload AS BLOB))
+            bytes = bytes - length(CAST(old.payload AS BLOB)),
+            pruned_to = MAX(pruned_to, old.seq)
         WHERE topic = old.topic;
      END",
 ]];

@@ -8,7 +8,7 @@ use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
     GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Release, Seek, Settle,
-    Settlement, TopicStats, dead_letter_message, generate_id, group_stats, prune_count,
+    Settlement, TopicStats, dead_letter_message, generate_id, group_stats, lag, prune_count,
     stored_message, stored_record, topic_stats,
 };
 use litebus::{Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
@@ -254,10 +254,28 @@ pub mod hot {
         sql
     }
 
-    /// The highest seq of a topic, if any. (`ORDER BY … LIMIT 1` rather
-    /// than `MAX(seq)`: turso answers `MAX` by reading every row.)
-    pub const LAST_SEQ: &str =
-        "SELECT seq FROM litebus_messages WHERE topic = ?1 ORDER BY seq DESC LIMIT 1";
+    /// [`known_ids`], and the ids among them that retention let go of
+    /// within their dedupe window (`litebus_dedupe`). Parameters: the
+    /// ids, the topic, the ids again, the topic, the bus clock's time.
+    #[must_use]
+    pub fn known_or_remembered_ids(count: usize) -> String {
+        let mut sql = known_ids(count);
+        sql.push_str(" UNION ALL SELECT d.id, d.seq FROM (VALUES ");
+        for i in 0..count {
+            sql.push_str(if i == 0 { "(?)" } else { ",(?)" });
+        }
+        sql.push_str(
+            ") AS v JOIN litebus_dedupe d ON d.topic = ? AND d.id = v.column1 AND d.until > ?",
+        );
+        sql
+    }
+
+    /// The highest seq of a topic, or of what retention let go of (a
+    /// topic's last seq never goes back), 0 if none. (`ORDER BY … LIMIT 1`
+    /// rather than `MAX(seq)`: turso answers `MAX` by reading every row.)
+    pub const LAST_SEQ: &str = "SELECT MAX(
+        COALESCE((SELECT seq FROM litebus_messages WHERE topic = ?1 ORDER BY seq DESC LIMIT 1), 0),
+        COALESCE((SELECT pruned_to FROM litebus_topics WHERE topic = ?1), 0))";
 
     /// Reads: the messages of topic `?1` after seq `?2`, at most `?3`.
     pub const READ: &str = concat!(
@@ -315,9 +333,13 @@ async fn insert_messages(
         // `ON CONFLICT DO NOTHING`: a skipped row still uses up an
         // AUTOINCREMENT value, and seqs would depend on how many
         // duplicates came by.
-        let sql = hot::known_ids(chunk.len());
-        let mut params: Vec<Value> = chunk.iter().map(|m| Value::from(m.id())).collect();
+        let sql = hot::known_or_remembered_ids(chunk.len());
+        let ids = chunk.iter().map(|m| Value::from(m.id()));
+        let mut params: Vec<Value> = ids.clone().collect();
         params.push(Value::from(topic));
+        params.extend(ids);
+        params.push(Value::from(topic));
+        params.push(ts(now));
         let mut known: HashMap<String, u64> = HashMap::new();
         for row in conn.query(&sql, params).await? {
             known.insert(row.text(0)?.to_owned(), row.uint(1)?);
@@ -1942,12 +1964,28 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             .flatten()
             .min();
         let acked_floor = first_unsettled.map_or(start_after.max(last), |first| first - 1);
+        let oldest = match first_unsettled {
+            Some(first) => {
+                let rows = conn
+                    .query(
+                        "SELECT CASE WHEN typeof(published_at) = 'integer'
+                                THEN published_at ELSE 0 END
+                         FROM litebus_messages WHERE seq = ?1",
+                        vec![Value::from(first)],
+                    )
+                    .await?;
+                let at = rows.first().map_or(Ok(0), |r| r.int(0))?;
+                Some(Timestamp::from_millis(at.max(0).unsigned_abs()))
+            }
+            None => None,
+        };
         out.push(group_stats(
             name.to_owned(),
             unsettled - in_flight,
             in_flight,
             acked_floor,
             [dead, g.uint(6)?],
+            lag(oldest, now),
             group_from(g, 7)?.spec,
         ));
     }
@@ -1959,7 +1997,8 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
 async fn retention(conn: &mut dyn Conn, topic: &str) -> Result<Option<(Retention, u64, u64)>> {
     let rows = conn
         .query(
-            "SELECT until_consumed, max_age, max_messages, max_bytes, messages, bytes
+            "SELECT until_consumed, max_age, max_messages, max_bytes, messages, bytes,
+                    dedupe_window
              FROM litebus_topics WHERE topic = ?1",
             vec![Value::from(topic)],
         )
@@ -1980,6 +2019,9 @@ async fn retention(conn: &mut dyn Conn, topic: &str) -> Result<Option<(Retention
     if let Some(n) = row.opt_uint(3)? {
         r = r.max_bytes(n);
     }
+    if let Some(ms) = row.opt_uint(6)? {
+        r = r.dedupe_window(std::time::Duration::from_millis(ms));
+    }
     Ok(Some((r, row.uint(4)?, row.uint(5)?)))
 }
 
@@ -1991,18 +2033,20 @@ pub async fn set_retention(conn: &mut dyn Conn, topic: &str, r: Retention) -> Re
     let opt = |v: Option<u64>| v.map_or(Value::Null, Value::from);
     conn.execute(
         "INSERT INTO litebus_topics (topic, until_consumed, max_age, max_messages, max_bytes,
-                                     messages, bytes)
-         SELECT ?1, ?2, ?3, ?4, ?5, COUNT(*), COALESCE(SUM(length(CAST(payload AS BLOB))), 0)
+                                     dedupe_window, messages, bytes)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, COUNT(*),
+                COALESCE(SUM(length(CAST(payload AS BLOB))), 0)
          FROM litebus_messages WHERE topic = ?1
          ON CONFLICT (topic) DO UPDATE SET until_consumed = excluded.until_consumed,
              max_age = excluded.max_age, max_messages = excluded.max_messages,
-             max_bytes = excluded.max_bytes",
+             max_bytes = excluded.max_bytes, dedupe_window = excluded.dedupe_window",
         vec![
             Value::from(topic),
             Value::from(u64::from(r.is_until_consumed())),
             opt(r.max_age_millis()),
             opt(r.get_max_messages()),
             opt(r.get_max_bytes()),
+            opt(r.dedupe_window_millis()),
         ],
     )
     .await?;
@@ -2019,10 +2063,17 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
     let Some((retention, count, bytes)) = retention(conn, p.topic).await? else {
         return Ok(0);
     };
+    let topic = Value::from(p.topic);
+    if retention.dedupe_window_millis().is_some() {
+        conn.execute(
+            "DELETE FROM litebus_dedupe WHERE topic = ?1 AND until <= ?2",
+            vec![topic.clone(), ts(p.now)],
+        )
+        .await?;
+    }
     if retention.keeps_everything() {
         return Ok(0);
     }
-    let topic = Value::from(p.topic);
     let rows = conn
         .query(
             "SELECT seq, CASE WHEN typeof(published_at) = 'integer' THEN published_at ELSE 0 END,
@@ -2083,6 +2134,16 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
         vec![topic.clone(), cut.clone()],
     )
     .await?;
+    if let Some(window) = retention.dedupe_window_millis() {
+        conn.execute(
+            "INSERT OR REPLACE INTO litebus_dedupe (topic, id, seq, until)
+             SELECT topic, id, seq, COALESCE(published_at, 0) + ?3 FROM litebus_messages
+             WHERE topic = ?1 AND seq <= ?2 AND COALESCE(published_at, 0) + ?3 > ?4
+               AND typeof(id) = 'text'",
+            vec![topic.clone(), cut.clone(), Value::from(window), ts(p.now)],
+        )
+        .await?;
+    }
     let pruned = conn
         .execute(
             "DELETE FROM litebus_messages WHERE topic = ?1 AND seq <= ?2",
