@@ -261,11 +261,7 @@ impl Bus {
             max_attempts: options.max_attempts,
             dead_letter,
         };
-        let start_after = match options.start {
-            Start::Beginning => Some(0),
-            Start::End => None,
-            Start::AfterSeq(seq) => Some(seq),
-        };
+        let start_after = options.start.start_after()?;
         inner.drive_deferred();
         inner
             .driver
@@ -427,16 +423,7 @@ impl Bus {
         inner.check_open()?;
         check_name(NameKind::Topic, topic)?;
         check_name(NameKind::Group, group)?;
-        let start_after = match to {
-            Start::Beginning => Some(0),
-            Start::End => None,
-            Start::AfterSeq(seq) if seq > MAX_SEQ => {
-                return Err(Error::InvalidOptions(format!(
-                    "seek after seq {seq}: seqs end at {MAX_SEQ}"
-                )));
-            }
-            Start::AfterSeq(seq) => Some(seq),
-        };
+        let start_after = to.start_after()?;
         inner.drive_deferred();
         inner
             .driver

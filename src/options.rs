@@ -119,6 +119,22 @@ pub enum Start {
     AfterSeq(u64),
 }
 
+impl Start {
+    /// The seq a group at this start sees messages after (`None`: after
+    /// the topic's last message when it is made); a seq above 2^63 − 1 is
+    /// [`Error::InvalidOptions`].
+    pub(crate) fn start_after(self) -> Result<Option<u64>> {
+        match self {
+            Start::Beginning => Ok(Some(0)),
+            Start::End => Ok(None),
+            Start::AfterSeq(seq) if seq > MAX_SEQ => Err(Error::InvalidOptions(format!(
+                "start after seq {seq}: seqs end at {MAX_SEQ}"
+            ))),
+            Start::AfterSeq(seq) => Ok(Some(seq)),
+        }
+    }
+}
+
 /// Options of a consumer group and of one subscription to it.
 ///
 /// `order`, `max_attempts` and `dead_letter` belong to the group and are
@@ -209,13 +225,7 @@ impl GroupOptions {
         if self.prefetch == 0 {
             return Err(Error::InvalidOptions("prefetch must be at least 1".into()));
         }
-        if let Start::AfterSeq(seq) = self.start
-            && seq > MAX_SEQ
-        {
-            return Err(Error::InvalidOptions(format!(
-                "start after seq {seq}: seqs end at {MAX_SEQ}"
-            )));
-        }
+        self.start.start_after()?;
         if let Order::Shared { max_in_flight: 0 } = self.order {
             return Err(Error::InvalidOptions(
                 "max_in_flight must be at least 1".into(),

@@ -54,7 +54,7 @@ pub async fn soak(store: Store, dir: &Path, messages: usize) -> bool {
         (size(path), size(&wal))
     };
     println!(
-        "soak: {} , {messages} messages, until_consumed, bound {} MiB",
+        "soak: {}, {messages} messages, until_consumed, bound {} MiB",
         store.name(),
         FILE_BOUND >> 20
     );
