@@ -159,6 +159,9 @@ async fn cancelled_recv(sub: &Subscription, ms: u64) -> Option<Delivery> {
 /// sets another count). Every message is acked exactly once, at its first
 /// attempt (the clock never moves, so nothing comes back by a lease running
 /// out), and the run fails if no ack lands for 10 s: a stall, not slowness.
+/// The topic is under `Retention::until_consumed`, so the acks' prune steps
+/// run among the receives (I15): none takes a message before it is acked,
+/// and at the end none is left.
 pub async fn competing_cut_receives_lose_nothing<F: Factory>(f: &F) {
     let env = Env::new(f, "cut_competing").await;
     let count = stress_count();
@@ -170,6 +173,8 @@ pub async fn competing_cut_receives_lose_nothing<F: Factory>(f: &F) {
     for _ in 0..4 {
         consumers.push(env.sub("t", "g", shared(1000).prefetch(8)).await);
     }
+    let consumed = litebus::Retention::new().until_consumed();
+    env.bus.set_retention("t", consumed).await.unwrap();
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, u32)>::new()));
     let progress = Arc::new(AtomicU64::new(0));
     let work: Vec<BoxFuture<'_, ()>> = consumers
@@ -231,6 +236,10 @@ pub async fn competing_cut_receives_lose_nothing<F: Factory>(f: &F) {
     for sub in &consumers {
         none(sub).await;
     }
+    env.bus.prune("t").await.unwrap();
+    let stats = env.bus.stats("t").await.unwrap();
+    assert_eq!(stats.messages, 0, "every message went once acked");
+    assert_eq!(stats.groups[0].pruned, 0, "none went before its ack");
 }
 
 /// Whether a consumer holding `batch` should ack it now: the messages left
