@@ -2025,6 +2025,17 @@ async fn retention(conn: &mut dyn Conn, topic: &str) -> Result<Option<(Retention
     Ok(Some((r, row.uint(4)?, row.uint(5)?)))
 }
 
+/// Whether a retention was ever set for `topic` (one `SELECT`).
+pub async fn has_retention(conn: &mut dyn Conn, topic: &str) -> Result<bool> {
+    let rows = conn
+        .query(
+            "SELECT 1 FROM litebus_topics WHERE topic = ?1",
+            vec![Value::from(topic)],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// [`Driver::set_retention`](litebus::driver::Driver::set_retention). The
 /// topic's row counts its messages and payload bytes from then on (the
 /// triggers on `litebus_messages`), starting from one count of what it

@@ -470,6 +470,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_prune_step_stays_within_its_statement_budget() {
+        let engine = counted().await;
+        let (without, with) = checks::prune_statements(&engine).await.unwrap();
+        eprintln!("prune statements: without retention {without}, with {with}");
+        assert_eq!(without, 1, "one SELECT, no transaction");
+        assert!(with <= 8, "a prune step took {with} statements");
+    }
+
+    #[tokio::test]
     async fn a_failing_call_is_rolled_back_alone() {
         let engine = counted().await;
         checks::a_failing_call_fails_alone(&engine).await.unwrap();

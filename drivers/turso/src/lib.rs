@@ -449,6 +449,17 @@ mod tests {
     }
 
     #[test]
+    fn a_prune_step_stays_within_its_statement_budget() {
+        futures_lite::future::block_on(async {
+            let (_db, engine) = counted().await;
+            let (without, with) = checks::prune_statements(&engine).await.unwrap();
+            eprintln!("prune statements: without retention {without}, with {with}");
+            assert_eq!(without, 1, "one SELECT, no transaction");
+            assert!(with <= 8, "a prune step took {with} statements");
+        });
+    }
+
+    #[test]
     fn a_failing_call_is_rolled_back_alone() {
         futures_lite::future::block_on(async {
             let (_db, engine) = counted().await;
