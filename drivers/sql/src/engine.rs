@@ -1599,13 +1599,9 @@ pub mod checks {
         Error::Internal(what)
     }
 
-    /// A prune step of a topic without retention is one `SELECT` outside
-    /// any transaction; with retention (`max_messages(1)`, two to go, one
-    /// group), the check, then `BEGIN`, the rules, the window, the groups'
-    /// `UPDATE`, the two `DELETE`s, `COMMIT`. Gives both counts.
-    pub async fn prune_statements<B: Backend>(
-        engine: &Engine<Counted<B>>,
-    ) -> Result<(usize, usize)> {
+    /// A new store with group `g` of topic `t`, shared (16 in flight),
+    /// from the beginning: where the statement counts are taken.
+    async fn shared_group<B: Backend>(engine: &Engine<Counted<B>>) -> Result<()> {
         engine.migrate().await?;
         let group = litebus::driver::GroupSpec {
             order: litebus::Order::Shared { max_in_flight: 16 },
@@ -1619,7 +1615,17 @@ pub mod checks {
                 spec: &group,
                 start_after: Some(0),
             })
-            .await?;
+            .await
+    }
+
+    /// A prune step of a topic without retention is one `SELECT` outside
+    /// any transaction; with retention (`max_messages(1)`, two to go, one
+    /// group), the check, then `BEGIN`, the rules, the window, the groups'
+    /// `UPDATE`, the two `DELETE`s, `COMMIT`. Gives both counts.
+    pub async fn prune_statements<B: Backend>(
+        engine: &Engine<Counted<B>>,
+    ) -> Result<(usize, usize)> {
+        shared_group(engine).await?;
         publish(engine, "t", &["a", "b", "c"])?.await?;
         let step = litebus::driver::Prune {
             topic: "t",
@@ -1652,20 +1658,7 @@ pub mod checks {
     pub async fn shared_statements<B: Backend>(
         engine: &Engine<Counted<B>>,
     ) -> Result<(usize, usize, usize)> {
-        engine.migrate().await?;
-        let group = litebus::driver::GroupSpec {
-            order: litebus::Order::Shared { max_in_flight: 16 },
-            max_attempts: 5,
-            dead_letter: "t.dlq".into(),
-        };
-        engine
-            .ensure_group(litebus::driver::EnsureGroup {
-                topic: "t",
-                group: "g",
-                spec: &group,
-                start_after: Some(0),
-            })
-            .await?;
+        shared_group(engine).await?;
         engine.statements();
         // Queued while the turn is held, so one transaction takes them all.
         let hold = engine.hold().await;
