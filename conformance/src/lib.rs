@@ -368,7 +368,7 @@ macro_rules! conformance_tests {
                         #[::wasm_bindgen_test::wasm_bindgen_test]
                         async fn $case() {
                             let factory = $factory;
-                            $crate::cases::$theme::$case(&factory).await;
+                            $crate::kit::browser::in_page($crate::cases::$theme::$case(&factory)).await;
                         }
                     )*
                 }

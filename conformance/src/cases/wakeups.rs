@@ -216,6 +216,10 @@ pub async fn competing_cut_receives_lose_nothing<F: Factory>(f: &F) {
                         acked.lock().unwrap().extend(done);
                         batch.clear();
                     }
+                    // Lets the other consumers in: on storage that never
+                    // waits, a loop that is always ready would otherwise run
+                    // to the end in one poll, alone.
+                    future::yield_now().await;
                 }
             });
             future
