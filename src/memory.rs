@@ -3,7 +3,7 @@
 //! It is the readable reference for the SQL drivers: each method takes the
 //! store's one lock, so every call is atomic and calls are serialized.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::{Timestamp, lock};
@@ -83,13 +83,14 @@ struct Log {
     /// The last seq retention let go of: the topic's last seq never goes
     /// back.
     pruned_to: u64,
-    by_key: HashMap<String, Vec<u64>>,
+    /// Each key's seqs, oldest first: retention lets go of their fronts.
+    by_key: HashMap<String, VecDeque<u64>>,
 }
 
 impl Log {
     fn push(&mut self, seq: u64, message: Arc<Message>, now: Timestamp) {
         if let Some(key) = message.key() {
-            self.by_key.entry(key.to_owned()).or_default().push(seq);
+            self.by_key.entry(key.to_owned()).or_default().push_back(seq);
         }
         self.bytes += message.payload().len() as u64;
         self.rows.push((seq, message));
@@ -107,7 +108,9 @@ impl Log {
             if let Some(key) = message.key()
                 && let Some(seqs) = self.by_key.get_mut(key)
             {
-                seqs.retain(|&s| s != seq);
+                // The log's front is each of its keys' front.
+                debug_assert_eq!(seqs.front(), Some(&seq));
+                seqs.pop_front();
                 if seqs.is_empty() {
                     self.by_key.remove(key);
                 }
@@ -777,9 +780,10 @@ impl Store {
                 .map(record)
                 .collect(),
             Some(key) => {
-                let seqs = log.by_key.get(key).map_or(&[][..], Vec::as_slice);
-                seqs[seqs.partition_point(|&s| s <= read.after)..]
-                    .iter()
+                let Some(seqs) = log.by_key.get(key) else {
+                    return Vec::new();
+                };
+                seqs.range(seqs.partition_point(|&s| s <= read.after)..)
                     .take(limit)
                     .map(|&seq| record(log.row(seq)))
                     .collect()
