@@ -18,7 +18,7 @@ use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
 use crate::message::{Message, Outcome, check_label, check_name, next_id, prepare_message};
 use crate::options::{BusOptions, GroupOptions, MAX_SEQ, PRUNE_BATCH, Retention, Start};
-use crate::read::{Follow, Record};
+use crate::read::{DeadLetter, Follow, Record};
 use crate::subscription::Subscription;
 
 /// A publish/subscribe bus over one storage [`Driver`].
@@ -394,6 +394,77 @@ impl Bus {
         Ok(Follow::new(self.inner.clone(), topic, Some(key), after))
     }
 
+    /// The dead letters of group `group` of `topic` (I8): those its
+    /// dead-letter topic holds from seq `from_seq` of that topic on, at most
+    /// `limit`, each with where it came from, its attempts and its last
+    /// error. A next page starts after the last one's
+    /// [`record().seq()`](Record::seq). Messages of the dead-letter topic
+    /// that are not this group's dead letters (another group's, or published
+    /// there by hand) are passed over, so this reads the dead-letter topic
+    /// through, in pages, until it has `limit` or is at the end. A group
+    /// that does not exist is [`Error::UnknownGroup`] (a deleted group's dead
+    /// letters stay in its dead-letter topic, for [`read`](Bus::read)).
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, NackOptions};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let sub = bus.subscribe("jobs", "workers", GroupOptions::new().max_attempts(1)).await?;
+    /// bus.publish("jobs", Message::new("resize").with_id("job-7")).await?;
+    /// let job = sub.recv().await?;
+    /// job.nack(NackOptions::new().with_reason("image too large")).await?;
+    /// let dead = bus.dead_letters("jobs", "workers", 1, 10).await?;
+    /// assert_eq!((dead[0].id(), dead[0].attempts()), ("job-7", 1));
+    /// assert_eq!(dead[0].error(), "image too large");
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn dead_letters(
+        &self,
+        topic: &str,
+        group: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        check_name(NameKind::Group, group)?;
+        let mut after = check_read(inner, topic, None, from_seq)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stats = self.stats(topic).await?;
+        let Some(spec) = stats.groups.into_iter().find(|g| g.group == group) else {
+            return Err(Error::UnknownGroup {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+            });
+        };
+        let dead_letter = spec.settings.dead_letter;
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let page = self
+                .read_inner(&dead_letter, None, after + 1, DEAD_LETTER_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.seq();
+            let end = page.len() < DEAD_LETTER_PAGE;
+            let room = limit - found.len();
+            found.extend(
+                page.into_iter()
+                    .filter_map(|record| DeadLetter::of(record, topic, group))
+                    .take(room),
+            );
+            if end {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// Moves group `group` of `topic` to a new position, as a consumer
     /// reset does: `Start::Beginning` (every message the topic holds again),
     /// `Start::End` (none of those it holds now) or `Start::AfterSeq(n)`.
@@ -612,6 +683,10 @@ impl Bus {
 }
 
 /// Checks a read's input; the seq to read after.
+/// How many messages of a dead-letter topic [`Bus::dead_letters`] reads at a
+/// time.
+const DEAD_LETTER_PAGE: usize = 256;
+
 fn check_read(inner: &BusInner, topic: &str, key: Option<&str>, from_seq: u64) -> Result<u64> {
     inner.check_open()?;
     check_name(NameKind::Topic, topic)?;

@@ -65,5 +65,5 @@ pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start};
-pub use read::{Follow, Record};
+pub use read::{DeadLetter, Follow, Record};
 pub use subscription::{Delivery, Subscription};

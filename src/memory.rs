@@ -90,7 +90,10 @@ struct Log {
 impl Log {
     fn push(&mut self, seq: u64, message: Arc<Message>, now: Timestamp) {
         if let Some(key) = message.key() {
-            self.by_key.entry(key.to_owned()).or_default().push_back(seq);
+            self.by_key
+                .entry(key.to_owned())
+                .or_default()
+                .push_back(seq);
         }
         self.bytes += message.payload().len() as u64;
         self.rows.push((seq, message));

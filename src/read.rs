@@ -57,6 +57,90 @@ impl Record {
     }
 }
 
+/// A dead letter of one group, as [`Bus::dead_letters`](crate::Bus::dead_letters)
+/// lists it: the message in the group's dead-letter topic, and what its
+/// `litebus.dead_letter.*` metadata says of where it came from and why it
+/// died (I8).
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    record: Record,
+    topic: String,
+    group: String,
+    seq: u64,
+    id: String,
+    attempts: u32,
+    error: String,
+}
+
+impl DeadLetter {
+    /// Reads `record` as a dead letter of `group` of `topic`: `None` for a
+    /// message of the dead-letter topic that is not one (anyone may publish
+    /// there) or is another group's.
+    pub(crate) fn of(record: Record, topic: &str, group: &str) -> Option<DeadLetter> {
+        use crate::driver::dead_letter_keys as keys;
+        let meta = record.message().metadata();
+        if meta.get(keys::TOPIC).map(String::as_str) != Some(topic)
+            || meta.get(keys::GROUP).map(String::as_str) != Some(group)
+        {
+            return None;
+        }
+        let seq = meta.get(keys::SEQ)?.parse().ok()?;
+        let attempts = meta.get(keys::ATTEMPTS)?.parse().ok()?;
+        let id = meta.get(keys::ID)?.clone();
+        let error = meta.get(keys::ERROR)?.clone();
+        Some(DeadLetter {
+            record,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            seq,
+            id,
+            attempts,
+            error,
+        })
+    }
+
+    /// The dead letter as its dead-letter topic stores it: its seq there
+    /// (where a next page starts after) and the message, with the payload,
+    /// key and metadata of the one that died.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The topic the message came from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The group that gave up on it.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Its seq in [`topic`](DeadLetter::topic).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its id in [`topic`](DeadLetter::topic).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many deliveries it had.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last error (cut to 1 KiB): a nack's reason (or
+    /// [`NACKED`](crate::driver::NACKED) when it gave none),
+    /// [`LEASE_EXPIRED`](crate::driver::LEASE_EXPIRED),
+    /// [`CONSUMER_RELEASED`](crate::driver::CONSUMER_RELEASED), or why a row
+    /// was undecodable.
+    pub fn error(&self) -> &str {
+        &self.error
+    }
+}
+
 /// How many messages a [`Follow`] reads per look at the store.
 const PAGE: u32 = 512;
 

@@ -213,6 +213,37 @@ impl<'f, F: Factory> Harness<'f, F> {
                 )
             }
             Op::Topics => Obs::Topics(self.bus.topics().await.map_err(|e| ErrKind::from(&e))),
+            Op::DeadLetters {
+                topic,
+                group,
+                from,
+                limit,
+            } => Obs::DeadLetters(
+                self.bus
+                    .dead_letters(
+                        topic.name(),
+                        group.name(),
+                        u64::from(*from),
+                        usize::from(*limit),
+                    )
+                    .await
+                    .map(|listed| {
+                        listed
+                            .iter()
+                            .map(|d| {
+                                (
+                                    d.record().seq(),
+                                    d.record().message().payload().to_vec(),
+                                    d.topic().to_owned(),
+                                    d.seq(),
+                                    d.attempts(),
+                                    d.error().to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .map_err(|e| ErrKind::from(&e)),
+            ),
             Op::Seek(topic, group, to) => {
                 let sought = self.bus.seek(topic.name(), group.name(), start(*to)).await;
                 Obs::Admin(sought.map(|()| true).map_err(|e| ErrKind::from(&e)))

@@ -22,6 +22,18 @@ struct Msg {
     payload: Vec<u8>,
     /// The clock at its publish (retention's `max_age`).
     published_at: u64,
+    /// For a dead letter, what it says of the message that died.
+    dead: Option<Dead>,
+}
+
+/// Where a dead letter came from (its `litebus.dead_letter.*` metadata).
+#[derive(Debug, Clone)]
+struct Dead {
+    topic: String,
+    group: String,
+    seq: u64,
+    attempts: u32,
+    error: &'static str,
 }
 
 /// What a group knows of one message it has handed out at least once.
@@ -178,6 +190,12 @@ impl Model {
                 usize::from(*limit),
             ),
             Op::Topics => self.topic_names(),
+            Op::DeadLetters {
+                topic,
+                group,
+                from,
+                limit,
+            } => self.dead_letters(*topic, *group, u64::from(*from), usize::from(*limit)),
             Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
             Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
             Op::SetRetention(topic, rule) => self.set_retention(*topic, *rule),
@@ -275,6 +293,7 @@ impl Model {
                     deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
                     payload,
                     published_at: 0,
+                    dead: None,
                 };
                 self.append(topic.name(), msg)
             })
@@ -356,7 +375,7 @@ impl Model {
     /// `<topic>/<group>/<seq>`, or a fresh id (one no publish here can
     /// repeat) when that topic holds the id already: a dead letter always
     /// lands. It is settled for the group.
-    fn dead_letter(&mut self, topic: &str, group: &str, seq: u64) {
+    fn dead_letter(&mut self, topic: &str, group: &str, seq: u64, error: &'static str) {
         let g = self
             .groups
             .get_mut(&(topic.to_owned(), group.to_owned()))
@@ -364,6 +383,7 @@ impl Model {
         let h = g.handouts.entry(seq).or_default();
         h.settled = true;
         h.lease = None;
+        let attempts = h.attempt;
         g.dead_lettered += 1;
         let dead_letter = g.dead_letter.clone();
         let id = format!("{topic}/{group}/{seq}");
@@ -379,6 +399,13 @@ impl Model {
             deliver_at: 0,
             payload: original.payload.clone(),
             published_at: 0,
+            dead: Some(Dead {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                seq,
+                attempts,
+                error,
+            }),
         };
         self.append(&dead_letter, msg);
     }
@@ -408,7 +435,7 @@ impl Model {
             .collect();
         expired.sort_unstable();
         for (_, seq) in expired {
-            self.dead_letter(&topic, &group, seq);
+            self.dead_letter(&topic, &group, seq, "lease expired");
         }
 
         let msgs = self.topics.get(&topic).cloned().unwrap_or_default();
@@ -641,7 +668,7 @@ impl Model {
             // I6, I8
             Settle::Nack(delay) => {
                 if h.attempt >= max_attempts {
-                    self.dead_letter(topic, group, seq);
+                    self.dead_letter(topic, group, seq, "nacked");
                 } else {
                     h.lease = None;
                     h.retry_at = now + delay;
@@ -680,7 +707,7 @@ impl Model {
             let g = self.groups.get_mut(&key).expect("group");
             let h = g.handouts.get_mut(&seq).expect("handout");
             if h.attempt >= g.max_attempts {
-                self.dead_letter(&key.0, &key.1, seq);
+                self.dead_letter(&key.0, &key.1, seq, "consumer released");
             } else {
                 h.lease = None;
                 h.retry_at = now;
@@ -741,6 +768,44 @@ impl Model {
             .map(|m| (m.seq, m.payload.clone()))
             .collect();
         Obs::Read(Ok(read))
+    }
+
+    /// I8: a group's dead letters, as its dead-letter topic holds them
+    /// from seq `from` on; a limit of 0 asks for nothing, before the group
+    /// is looked for.
+    fn dead_letters(&self, topic: TopicChoice, group: GroupChoice, from: u64, limit: usize) -> Obs {
+        let (topic, group) = (topic.name(), group.name());
+        if !valid_name(topic) || !valid_name(group) {
+            return Obs::DeadLetters(Err(ErrKind::InvalidName));
+        }
+        if limit == 0 {
+            return Obs::DeadLetters(Ok(Vec::new()));
+        }
+        let Some(g) = self.groups.get(&(topic.to_owned(), group.to_owned())) else {
+            return Obs::DeadLetters(Err(ErrKind::UnknownGroup));
+        };
+        let listed = self
+            .topics
+            .get(&g.dead_letter)
+            .into_iter()
+            .flatten()
+            .filter(|m| m.seq >= from)
+            .filter_map(|m| {
+                let dead = m.dead.as_ref()?;
+                (dead.topic == topic && dead.group == group).then(|| {
+                    (
+                        m.seq,
+                        m.payload.clone(),
+                        dead.topic.clone(),
+                        dead.seq,
+                        dead.attempts,
+                        dead.error.to_owned(),
+                    )
+                })
+            })
+            .take(limit)
+            .collect();
+        Obs::DeadLetters(Ok(listed))
     }
 
     /// The topics that hold a message or a group, in order.

@@ -191,6 +191,18 @@ pub enum Op {
     },
     /// `bus.topics`
     Topics,
+    /// `bus.dead_letters` of a group: its dead letters from seq `from` of
+    /// its dead-letter topic, at most `limit`.
+    DeadLetters {
+        /// The topic.
+        topic: TopicChoice,
+        /// The group.
+        group: GroupChoice,
+        /// The first seq of the dead-letter topic.
+        from: u8,
+        /// The most dead letters.
+        limit: u8,
+    },
     /// `bus.seek`: move a group's position.
     Seek(TopicChoice, GroupChoice, StartChoice),
     /// `bus.delete_group`, then `close` of the group's live subscriptions
@@ -299,6 +311,10 @@ pub enum Heard {
 /// A group's statistics: name, ready, in flight, acked floor, dead-lettered.
 pub type GroupRow = (String, u64, u64, u64, u64, u64, Option<u64>);
 
+/// A dead letter as [`Obs::DeadLetters`] shows it: (seq in the dead-letter
+/// topic, payload, topic, seq, attempts, last error).
+pub type DeadRow = (u64, Vec<u8>, String, u64, u32, String);
+
 /// What an operation observably did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Obs {
@@ -322,6 +338,10 @@ pub enum Obs {
     Read(Result<Vec<(u64, Vec<u8>)>, ErrKind>),
     /// The topics listed.
     Topics(Result<Vec<String>, ErrKind>),
+    /// Dead letters listed: each one's seq in its dead-letter topic,
+    /// payload, then the topic, seq, attempts and last error of the message
+    /// that died (not its id: a generated one is unknown to the model).
+    DeadLetters(Result<Vec<DeadRow>, ErrKind>),
     /// A seek (`true`) or a group deleted (whether it existed).
     Admin(Result<bool, ErrKind>),
     /// Done (advance, drop, listen, reopen).
@@ -473,6 +493,13 @@ pub fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(topic, from, key, limit)| Op::Read { topic, from, key, limit }),
         1 => Just(Op::Topics),
+        4 => (
+            topic(),
+            group(),
+            prop_oneof![5 => Just(0u8), 1 => 0u8..40],
+            prop_oneof![1 => Just(0u8), 8 => 1u8..6, 2 => Just(u8::MAX)],
+        )
+            .prop_map(|(topic, group, from, limit)| Op::DeadLetters { topic, group, from, limit }),
         1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
         1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
         // Mostly on `b`: retention on `a` would take the messages whose

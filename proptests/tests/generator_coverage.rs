@@ -1,7 +1,7 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
-//! lagging listeners, retention and each error kind. A generator that stopped producing them would let the
+//! lagging listeners, retention, dead-letter listings and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
@@ -57,6 +57,7 @@ fn generated_sequences_reach_every_behaviour() {
                 }
                 Obs::Admin(Err(ErrKind::UnknownGroup)) => "seek of no group",
                 Obs::Topics(Ok(names)) if names.len() > 2 => "topics",
+                Obs::DeadLetters(Ok(listed)) if !listed.is_empty() => "dead letters listed",
                 _ => continue,
             };
             *seen.entry(label).or_default() += 1;
@@ -87,6 +88,7 @@ fn generated_sequences_reach_every_behaviour() {
         "retention refused",
         "pruned",
         "lost to retention",
+        "dead letters listed",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

@@ -187,3 +187,116 @@ pub async fn longest_names_work_end_to_end<F: Factory>(f: &F) {
     let deeper = litebus::driver::default_dead_letter_topic(&dead_letters);
     assert_eq!(env.bus.stats(&deeper).await.unwrap().messages, 1);
 }
+
+/// I8: `dead_letters` lists one group's dead letters from its dead-letter
+/// topic, in order, with where each came from, its attempts and last error
+/// (a nack's reason, `nacked`, `lease expired`); it passes over the topic's
+/// other messages (another group's dead letters, hundreds published there
+/// by hand, across pages), goes in pages by the dead-letter topic's seqs,
+/// reads a group's own dead-letter topic, and refuses bad input.
+pub async fn dead_letters_list_a_groups_own_with_attempts_and_error<F: Factory>(f: &F) {
+    let env = Env::new(f, "dead_letters_list").await;
+    let by_hand = (0..300)
+        .map(|i| Message::new(format!("by hand {i}")).with_metadata(dead_letter_keys::TOPIC, "t"));
+    env.bus.publish_batch("t.dlq", by_hand).await.unwrap();
+    let seqs = env.publish_n("t", 0, 3).await;
+    let g1 = env
+        .sub("t", "g1", GroupOptions::new().max_attempts(2))
+        .await;
+    let g2 = env
+        .sub("t", "g2", GroupOptions::new().max_attempts(1))
+        .await;
+    let g3 = env
+        .sub(
+            "t",
+            "g3",
+            GroupOptions::new().max_attempts(1).dead_letter("graveyard"),
+        )
+        .await;
+    for reason in ["bad input", "still bad"] {
+        let d = recv(&g1).await;
+        assert_eq!(text(&d), "t-0");
+        d.nack(NackOptions::new().with_reason(reason))
+            .await
+            .unwrap();
+    }
+    recv(&g1).await.ack().await.unwrap();
+    recv(&g1).await.nack(NackOptions::new()).await.unwrap();
+    assert_eq!(recv(&g1).await.attempt(), 2);
+    env.advance(LEASE);
+    none(&g1).await;
+    recv(&g2).await.nack(NackOptions::new()).await.unwrap();
+    let d = recv(&g3).await;
+    d.nack(NackOptions::new().with_reason("x")).await.unwrap();
+
+    let listed = env.bus.dead_letters("t", "g1", 1, 10).await.unwrap();
+    let seen: Vec<(&str, u64, &str, u32, &str, &str)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d.id(),
+                d.seq(),
+                d.error(),
+                d.attempts(),
+                d.topic(),
+                d.group(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("t-0", seqs[0], "still bad", 2, "t", "g1"),
+            ("t-2", seqs[2], litebus::driver::LEASE_EXPIRED, 2, "t", "g1"),
+        ]
+    );
+    assert_eq!(listed[0].record().message().payload(), b"t-0");
+    assert!(listed[0].record().seq() > 300);
+    assert!(listed[0].record().seq() < listed[1].record().seq());
+
+    let other = env.bus.dead_letters("t", "g2", 1, 10).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(
+        (other[0].id(), other[0].attempts(), other[0].error()),
+        ("t-0", 1, litebus::driver::NACKED)
+    );
+    let own = env.bus.dead_letters("t", "g3", 1, 10).await.unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!((own[0].seq(), own[0].error()), (seqs[0], "x"));
+    let graveyard = env.bus.read("graveyard", 1, 10).await.unwrap();
+    assert_eq!(own[0].record().seq(), graveyard[0].seq());
+
+    let first = env.bus.dead_letters("t", "g1", 1, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let next = first[0].record().seq() + 1;
+    let second = env.bus.dead_letters("t", "g1", next, 1).await.unwrap();
+    assert_eq!(second[0].id(), "t-2");
+    let after = second[0].record().seq() + 1;
+    assert!(
+        env.bus
+            .dead_letters("t", "g1", after, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        env.bus
+            .dead_letters("t", "g1", 1, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(matches!(
+        env.bus.dead_letters("t", "nobody", 1, 10).await,
+        Err(Error::UnknownGroup { .. })
+    ));
+    assert!(matches!(
+        env.bus.dead_letters("", "g1", 1, 10).await,
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        env.bus.dead_letters("t", "g1", u64::MAX, 10).await,
+        Err(Error::InvalidOptions(_))
+    ));
+}
