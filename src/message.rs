@@ -60,6 +60,27 @@ impl Message {
         self
     }
 
+    /// Adds every `(key, value)` of `entries` to the metadata, in order (a
+    /// later entry replaces an earlier one of the same key): headers from a
+    /// map, a request or another message.
+    ///
+    /// ```
+    /// use litebus::Message;
+    /// let headers = [("trace-id", "4bf92f35"), ("tenant", "acme")];
+    /// let message = Message::new("hello").with_metadata_iter(headers);
+    /// assert_eq!(message.metadata()["tenant"], "acme");
+    /// ```
+    #[must_use]
+    pub fn with_metadata_iter<K, V>(mut self, entries: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.metadata
+            .extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
     /// Holds the message back from every group until the bus clock reads `at`.
     #[must_use]
     pub fn with_deliver_at(mut self, at: Timestamp) -> Self {
