@@ -48,6 +48,7 @@ mod read;
 mod stream;
 mod subscription;
 mod wake;
+mod worker;
 
 pub use bus::Bus;
 #[cfg(all(feature = "async-io", not(target_arch = "wasm32")))]
@@ -67,3 +68,4 @@ pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
 pub use options::{BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start};
 pub use read::{DeadLetter, Follow, Record};
 pub use subscription::{Delivery, Subscription};
+pub use worker::{Worker, WorkerReport};

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 
 /// The first pause after a retryable error; it doubles up to
 /// [`MAX_BACKOFF`] and starts again after a success.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A stream's state after errors.
 #[derive(Debug, Default)]

@@ -187,6 +187,11 @@ impl Subscription {
         &self.shared.id
     }
 
+    /// The bus this subscription belongs to.
+    pub(crate) fn bus(&self) -> &Arc<BusInner> {
+        &self.shared.bus
+    }
+
     /// Leaves the group, releasing every delivery this consumer holds and
     /// waiting until the store has recorded it.
     pub async fn close(self) -> Result<()> {

@@ -16,3 +16,4 @@ pub mod retention;
 pub mod sharing;
 pub mod wakeups;
 pub mod watermill;
+pub mod worker;
