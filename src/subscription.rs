@@ -521,6 +521,18 @@ impl Delivery {
         self.settle(Settlement::Extend { lease_until }).await?;
         self.lease_until
             .store(lease_until.as_millis(), Ordering::Release);
+        // The store knows a delivery by (seq, attempt) only: after a seek
+        // (which starts attempts again at 1) this may be an earlier
+        // delivery of the same identity as the consumer's ordered one out,
+        // whose lease the store has just extended too.
+        if let Some(out) = lock(&self.consumer.buffer)
+            .out
+            .as_ref()
+            .filter(|o| (o.seq, o.attempt) == (self.seq, self.attempt))
+        {
+            out.lease_until
+                .store(lease_until.as_millis(), Ordering::Release);
+        }
         Ok(lease_until)
     }
 

@@ -114,3 +114,52 @@ prop_state_machine! {
     #[test]
     fn memory_driver_matches_model_under_tokio(sequential 1..80 => MemoryTest<Tokio>);
 }
+
+/// A sequence the fuzzer found (`ops_memory`): an ordered group's delivery
+/// (seq 1, attempt 1) from before a seek is extended after the seek has
+/// handed the same message out again as (seq 1, attempt 1). The store knows
+/// a delivery by (seq, attempt), so it extends the new lease; the consumer
+/// kept the old end for its delivery out and claimed again once that passed,
+/// getting its delivery a second time, where the model (and the store's
+/// lease) says it still holds it.
+#[test]
+fn an_extend_after_a_seek_reaches_the_delivery_out_of_the_same_identity() {
+    use litebus_proptests::ops::{
+        GroupChoice, MsgSpec, OrderChoice, StartChoice, SubSpec, TopicChoice,
+    };
+    let spec = SubSpec {
+        order: OrderChoice::Ordered,
+        max_attempts: 41,
+        lease_ms: 10_537,
+        prefetch: 41,
+        start: StartChoice::Beginning,
+    };
+    let message = MsgSpec {
+        id: Some(25),
+        key: None,
+        delay_ms: None,
+        too_large: false,
+    };
+    let receive = Op::Receive { consumer: 0 };
+    let ops = [
+        Op::Subscribe(TopicChoice::A, GroupChoice::G1, spec),
+        Op::Publish(TopicChoice::A, message),
+        receive.clone(),
+        Op::Advance(30_050),
+        receive.clone(),
+        Op::Seek(TopicChoice::A, GroupChoice::G1, StartChoice::Beginning),
+        Op::Advance(25_697),
+        receive.clone(),
+        // The first delivery it holds: (seq 1, attempt 1) from before the seek.
+        Op::Extend {
+            consumer: 0,
+            held: 0,
+            by_ms: 65_535,
+        },
+        Op::Advance(30_050),
+        receive,
+    ];
+    let checked =
+        futures_lite::future::block_on(litebus_proptests::check_against_model(&*FACTORY, &ops));
+    assert_eq!(checked, Ok(()));
+}
