@@ -682,11 +682,11 @@ impl Bus {
     }
 }
 
-/// Checks a read's input; the seq to read after.
 /// How many messages of a dead-letter topic [`Bus::dead_letters`] reads at a
 /// time.
 const DEAD_LETTER_PAGE: usize = 256;
 
+/// Checks a read's input; the seq to read after.
 fn check_read(inner: &BusInner, topic: &str, key: Option<&str>, from_seq: u64) -> Result<u64> {
     inner.check_open()?;
     check_name(NameKind::Topic, topic)?;

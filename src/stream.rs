@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 
 /// The first pause after a retryable error; it doubles up to
 /// [`MAX_BACKOFF`] and starts again after a success.
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A stream's state after errors.
 #[derive(Debug, Default)]
@@ -58,10 +58,7 @@ impl StreamState {
                 Poll::Ready(None)
             }
             Err(e) if e.is_retryable() => {
-                self.backoff = Some(
-                    self.backoff
-                        .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF)),
-                );
+                self.backoff = Some(next_backoff(self.backoff));
                 Poll::Ready(Some(Err(e)))
             }
             Err(e) => {
@@ -70,6 +67,11 @@ impl StreamState {
             }
         }
     }
+}
+
+/// The pause after one more retryable error in a row, given the one before.
+pub(crate) fn next_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF))
 }
 
 /// Waits `pause` on the bus clock, or until the bus closes.

@@ -525,14 +525,14 @@ impl Delivery {
         // (which starts attempts again at 1) this may be an earlier
         // delivery of the same identity as the consumer's ordered one out,
         // whose lease the store has just extended too.
-        if let Some(out) = lock(&self.consumer.buffer)
-            .out
-            .as_ref()
-            .filter(|o| (o.seq, o.attempt) == (self.seq, self.attempt))
+        let buffer = lock(&self.consumer.buffer);
+        if buffer.is_out(self)
+            && let Some(out) = &buffer.out
         {
             out.lease_until
                 .store(lease_until.as_millis(), Ordering::Release);
         }
+        drop(buffer);
         Ok(lease_until)
     }
 

@@ -16,7 +16,7 @@ use futures_lite::FutureExt as _;
 use crate::driver::{BoxFuture, MaybeSend};
 use crate::error::{Error, Result};
 use crate::options::NackOptions;
-use crate::stream::{FIRST_BACKOFF, MAX_BACKOFF, wait_out};
+use crate::stream::{next_backoff, wait_out};
 use crate::subscription::{Delivery, Subscription};
 
 /// Runs a handler on each delivery of a [`Subscription`]: made by
@@ -238,7 +238,7 @@ where
                     }
                     Err(e) if e.is_retryable() => {
                         report.retried += 1;
-                        pause = Some(pause.map_or(FIRST_BACKOFF, |p| (p * 2).min(MAX_BACKOFF)));
+                        pause = Some(next_backoff(pause));
                     }
                     // The bus closed.
                     Err(Error::Closed) => return Poll::Ready(Ok(())),
