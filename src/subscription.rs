@@ -18,7 +18,7 @@ use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Set
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{GroupOptions, NackOptions, Order};
-use crate::stream::{StreamState, wait_out};
+use crate::stream::{StreamState, next_backoff, wait_out};
 use crate::wake::{Inbox, Taken, Waiting};
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
@@ -534,6 +534,62 @@ impl Delivery {
         }
         drop(buffer);
         Ok(lease_until)
+    }
+
+    /// Keeps the lease while this delivery is being worked on: each time a
+    /// third of the subscription's lease is left, extends it by the whole
+    /// lease (on the bus clock). Run it beside the work and drop it when the
+    /// work is done (a [`Worker`](crate::Worker) does this for each
+    /// handler); a process that dies stops heartbeating, and its lease runs
+    /// out as usual (I6).
+    ///
+    /// The future ends only when an extension fails, with that error:
+    /// [`Error::LeaseLost`] once the delivery is settled, or when the lease
+    /// ran out and the group handed the message to another consumer;
+    /// [`Error::Closed`] when the bus closes. Retryable errors of the store
+    /// are tried again after a growing pause.
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, Error, GroupOptions, MemoryDriver, Message};
+    /// use futures_lite::future;
+    /// # future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let sub = bus.subscribe("videos", "encoders", GroupOptions::new()).await?;
+    /// bus.publish("videos", Message::new("cat.mov")).await?;
+    /// let delivery = sub.recv().await?;
+    /// let encode = async {
+    ///     // Work that may outlast the lease.
+    ///     Ok::<(), Error>(())
+    /// };
+    /// let heartbeat = async { Err(delivery.heartbeat().await) };
+    /// future::or(encode, heartbeat).await?;
+    /// delivery.ack().await?;
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn heartbeat(&self) -> Error {
+        let bus = &self.consumer.bus;
+        let lease = self.consumer.lease;
+        let mut pause = None;
+        loop {
+            let now = bus.now();
+            let wait = pause.unwrap_or_else(|| {
+                let left = self.lease_until().saturating_duration_since(now);
+                left.saturating_sub(lease / 3)
+            });
+            if !wait.is_zero() {
+                let closing = bus.closing.listen();
+                if let Err(e) = bus.check_open() {
+                    return e;
+                }
+                futures_lite::future::or(bus.clock.sleep_until(now + wait), closing).await;
+            }
+            match self.extend(lease).await {
+                Ok(_) => pause = None,
+                Err(e) if e.is_retryable() => pause = Some(next_backoff(pause)),
+                Err(e) => return e,
+            }
+        }
     }
 
     async fn settle(&self, settlement: Settlement) -> Result<()> {

@@ -36,6 +36,10 @@ use crate::subscription::{Delivery, Subscription};
 /// pool of your runtime. The subscription's prefetch decides how many
 /// deliveries it claims at a time.
 ///
+/// While a handler runs, its delivery's lease is kept by a
+/// [`Delivery::heartbeat`], so a handler may outlast the lease;
+/// [`heartbeat(false)`](Worker::heartbeat) makes the lease its time limit.
+///
 /// [`shutdown`](Worker::shutdown) gives it a signal (a future): once the
 /// signal completes, the worker takes no new delivery, waits for the running
 /// handlers up to a grace period on the bus clock, then drops those still
@@ -46,6 +50,7 @@ pub struct Worker<H> {
     subscription: Subscription,
     handler: H,
     concurrency: usize,
+    heartbeat: bool,
     shutdown: Option<(BoxFuture<'static, ()>, Duration)>,
 }
 
@@ -128,6 +133,7 @@ impl Subscription {
             subscription: self,
             handler,
             concurrency: 1,
+            heartbeat: true,
             shutdown: None,
         }
     }
@@ -142,6 +148,17 @@ where
     /// Runs up to `n` handlers at once (at least 1; default 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Whether the lease of each delivery is kept while its handler runs
+    /// (default yes): a [`Delivery::heartbeat`] runs beside each handler,
+    /// so a handler may take longer than the lease and the message stays
+    /// its own. Turned off, a handler that outlasts its lease loses the
+    /// message to the group (its ack then counts in
+    /// [`WorkerReport::lease_lost`]): the lease is then a time limit.
+    pub fn heartbeat(mut self, on: bool) -> Self {
+        self.heartbeat = on;
         self
     }
 
@@ -168,6 +185,7 @@ where
             subscription,
             handler,
             concurrency,
+            heartbeat,
             shutdown,
         } = self;
         let (mut signal, grace) = match shutdown {
@@ -230,7 +248,7 @@ where
                         pause = None;
                         let delivery = Arc::new(delivery);
                         let work = handler(delivery.clone());
-                        let mut task = Box::pin(handle(delivery, work));
+                        let mut task = Box::pin(handle(delivery, work, heartbeat));
                         match task.as_mut().poll(cx) {
                             Poll::Ready(ended) => report.count(ended),
                             Poll::Pending => running.push(task),
@@ -285,13 +303,27 @@ impl WorkerReport {
     }
 }
 
-/// Runs one handler's future and settles its delivery by what it gave.
-async fn handle<F, E>(delivery: Arc<Delivery>, work: F) -> Ended
+/// Runs one handler's future (beside its delivery's heartbeat, if on) and
+/// settles its delivery by what it gave.
+async fn handle<F, E>(delivery: Arc<Delivery>, work: F, heartbeat: bool) -> Ended
 where
     F: Future<Output = std::result::Result<(), E>>,
     E: fmt::Display,
 {
-    let (settled, ended) = match AssertUnwindSafe(work).catch_unwind().await {
+    let work = AssertUnwindSafe(work).catch_unwind();
+    let outcome = if heartbeat {
+        // A failed heartbeat (the lease lost, the bus closed) stops keeping
+        // the lease and leaves the handler to finish: its settle says how
+        // it ended.
+        let beat = async {
+            let _ = delivery.heartbeat().await;
+            std::future::pending().await
+        };
+        futures_lite::future::or(work, beat).await
+    } else {
+        work.await
+    };
+    let (settled, ended) = match outcome {
         Ok(Ok(())) => (delivery.ack().await, Ended::Acked),
         Ok(Err(e)) => {
             let reason = NackOptions::new().with_reason(e.to_string());
@@ -319,6 +351,7 @@ impl<H> fmt::Debug for Worker<H> {
         f.debug_struct("Worker")
             .field("subscription", &self.subscription)
             .field("concurrency", &self.concurrency)
+            .field("heartbeat", &self.heartbeat)
             .field("shutdown", &self.shutdown.as_ref().map(|(_, grace)| grace))
             .finish_non_exhaustive()
     }

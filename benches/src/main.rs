@@ -196,6 +196,7 @@ fn workloads(p: &Params) -> Vec<Workload> {
             false,
         ),
         w("consume.perkey16", "claim + ack, per key (16 keys)", false),
+        w("worker.16", "worker, no-op handler, concurrency 16", false),
         w("read.100", "read without consuming, pages of 100", false),
         w("latency.p50", "live latency p50 (µs)", true),
         w("latency.p99", "live latency p99 (µs)", true),
@@ -280,7 +281,11 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     ];
     for store in Store::ALL {
         add(store.name(), &everything, true);
-        add(store.name(), &["consume.perkey16", "read.100"], true);
+        add(
+            store.name(),
+            &["consume.perkey16", "worker.16", "read.100"],
+            true,
+        );
     }
     // Across processes: the driver that is made for it.
     add("sqlx file", &["xlatency"], false);
@@ -394,6 +399,7 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
             ("latency", ..) => latency(key, runs::latency(&bus, p).await),
             ("xlatency", ..) => latency(key, runs::cross_process_latency(&bus, &path, p).await),
             ("read.100", ..) => one(runs::read_pages(&bus, p, p.backlog).await),
+            ("worker.16", ..) => one(runs::worker(&bus, p, p.backlog).await),
             (_, _, Some(d)) => {
                 let (claim_us, rate) = runs::depth(&bus, p, d).await;
                 Ok(vec![

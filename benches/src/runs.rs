@@ -226,6 +226,44 @@ pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64
     total as f64 / last.as_secs_f64() / shape.groups as f64
 }
 
+/// A worker with a handler that does nothing, 16 handlers at once, on a
+/// backlog of `backlog` (shared group, at most 1,000 in flight, prefetch
+/// 100): msgs/s, each delivery acked one by one as its handler ends.
+pub async fn worker(bus: &Bus, p: &Params, backlog: usize) -> f64 {
+    let options = GroupOptions::new()
+        .order(Order::Shared {
+            max_in_flight: 1000,
+        })
+        .prefetch(100);
+    let sub = bus.subscribe("bench", "g", options).await.unwrap();
+    fill(bus, backlog, 1000).await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let all = Arc::new(tokio::sync::Notify::new());
+    let stop = {
+        let (all, budget) = (all.clone(), p.budget);
+        async move {
+            futures_lite::future::or(all.notified(), tokio::time::sleep(budget)).await;
+        }
+    };
+    let clock = Stopwatch::start();
+    let report = sub
+        .worker(|_delivery| {
+            let (handled, all) = (handled.clone(), all.clone());
+            async move {
+                if handled.fetch_add(1, Ordering::Relaxed) + 1 == backlog {
+                    all.notify_one();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            }
+        })
+        .concurrency(16)
+        .shutdown(stop, Duration::from_mins(1))
+        .run()
+        .await
+        .unwrap();
+    report.acked as f64 / clock.elapsed().as_secs_f64()
+}
+
 /// Reads a backlog of `backlog` stored messages in pages of 100 with
 /// `bus.read`, from the first: msgs/s.
 pub async fn read_pages(bus: &Bus, p: &Params, backlog: usize) -> f64 {

@@ -203,3 +203,34 @@ pub async fn threads_compete<F: Factory>(f: &F) {
 pub async fn threads_compete<F: Factory>(f: &F) {
     crate::cases::watermill::concurrent_subscribe(f).await;
 }
+
+/// A heartbeat keeps a delivery's lease while it is worked on: each time a
+/// third of the lease is left it extends the lease by the whole lease, so
+/// the message stays with its holder long past its first lease; once the
+/// delivery is settled the heartbeat ends with `LeaseLost`.
+pub async fn a_heartbeat_keeps_a_delivery_leased_until_it_is_settled<F: Factory>(f: &F) {
+    let env = Env::new(f, "heartbeat").await;
+    env.publish_n("t", 0, 1).await;
+    let holder = env.sub("t", "g", shared(10)).await;
+    let other = env.sub("t", "g", shared(10)).await;
+    let d = recv(&holder).await;
+    let mut beat = Box::pin(d.heartbeat());
+    // Beats at 8 s into each 10 s lease: three leases' time in all.
+    for _ in 0..4 {
+        let before = d.lease_until();
+        env.advance(Duration::from_secs(8));
+        let now = env.clock.now();
+        while d.lease_until() == before {
+            assert!(future::poll_once(beat.as_mut()).await.is_none());
+            future::yield_now().await;
+        }
+        assert_eq!(d.lease_until(), now + LEASE, "extended by a lease from now");
+        none(&other).await;
+    }
+    d.ack().await.unwrap();
+    env.advance(LEASE);
+    assert!(within(beat).await.is_lease_lost());
+    none(&other).await;
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!((stats.in_flight, stats.ready, stats.acked_floor), (0, 0, 1));
+}

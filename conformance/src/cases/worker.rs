@@ -4,6 +4,7 @@
 //! handlers up to the grace period, then releases the rest.
 
 use event_listener::Event;
+use litebus::WorkerReport;
 
 use crate::prelude::*;
 
@@ -240,4 +241,102 @@ pub async fn a_worker_dropped_after_any_poll_loses_nothing<F: Factory>(f: &F) {
     assert_eq!(seen, names("t", 0..total).into_iter().collect());
     let stats = group_stats(&env.bus, "t", "g").await;
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
+}
+
+/// Runs a worker on a one-message topic whose handler waits until told to
+/// finish, while the clock moves 8 s four times (past three 10 s leases)
+/// and a second consumer of the group looks for work after each step.
+/// Returns the report and what the second consumer got.
+async fn a_long_handler<F: Factory>(env: &Env<'_, F>, heartbeat: bool) -> (WorkerReport, Vec<u32>) {
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", shared(10)).await;
+    let other = env.sub("t", "g", shared(10)).await;
+    let (started, finish, event) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Event::new()),
+    );
+    // The handler's lease end, as the handler sees it each time it wakes.
+    let lease = Arc::new(AtomicU64::new(0));
+    let stop = Event::new();
+    let worker = sub.worker(|d| {
+        let (started, finish, event, lease) = (
+            started.clone(),
+            finish.clone(),
+            event.clone(),
+            lease.clone(),
+        );
+        async move {
+            started.store(1, Ordering::Release);
+            event.notify(usize::MAX);
+            until(&event, || {
+                lease.store(d.lease_until().as_millis(), Ordering::Release);
+                finish.load(Ordering::Acquire) == 1
+            })
+            .await;
+            Ok::<(), String>(())
+        }
+    });
+    let run = worker
+        .heartbeat(heartbeat)
+        .shutdown(stop.listen(), Duration::from_secs(60))
+        .run();
+    let drive = async {
+        until(&event, || started.load(Ordering::Acquire) == 1).await;
+        let lease_until = || {
+            event.notify(usize::MAX);
+            Timestamp::from_millis(lease.load(Ordering::Acquire))
+        };
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            let before = lease_until();
+            env.advance(Duration::from_secs(8));
+            let now = env.clock.now();
+            if heartbeat {
+                // The worker's heartbeat extends the lease by a lease from now.
+                while lease_until() == before {
+                    future::yield_now().await;
+                }
+                assert_eq!(lease_until(), now + LEASE);
+            }
+            if let Some(again) = other.try_recv().await.unwrap() {
+                taken.push(again.attempt());
+                again.ack().await.unwrap();
+            }
+        }
+        finish.store(1, Ordering::Release);
+        event.notify(usize::MAX);
+        stop.notify(usize::MAX);
+        taken
+    };
+    let (report, taken) = within(future::zip(run, drive)).await;
+    (report.unwrap(), taken)
+}
+
+/// A handler may run longer than the lease: the worker's heartbeat keeps
+/// extending it, nobody else is handed the message meanwhile, and the
+/// handler's `Ok` acks it.
+pub async fn a_worker_keeps_a_long_handlers_lease_and_acks_it<F: Factory>(f: &F) {
+    let env = Env::new(f, "worker_heartbeat").await;
+    let (report, taken) = a_long_handler(&env, true).await;
+    assert_eq!(
+        taken,
+        Vec::<u32>::new(),
+        "the message stayed with its handler"
+    );
+    assert_eq!((report.acked, report.lease_lost), (1, 0));
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!((stats.in_flight, stats.ready, stats.acked_floor), (0, 0, 1));
+}
+
+/// With the heartbeat off the lease is a time limit: a handler that
+/// outlasts it loses the message to another consumer (attempt 2), and its
+/// own ack is `LeaseLost`.
+pub async fn a_worker_without_heartbeat_loses_a_long_handlers_lease<F: Factory>(f: &F) {
+    let env = Env::new(f, "worker_no_heartbeat").await;
+    let (report, taken) = a_long_handler(&env, false).await;
+    assert_eq!(taken, [2], "taken over once the lease ran out");
+    assert_eq!((report.acked, report.lease_lost), (0, 1));
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!((stats.in_flight, stats.ready, stats.acked_floor), (0, 0, 1));
 }
