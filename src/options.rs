@@ -179,11 +179,23 @@ impl GroupOptions {
         self
     }
 
-    /// Deliveries without ack after which a message is dead-lettered (I8).
+    /// Deliveries without ack after which a message is dead-lettered (I8):
+    /// at least 1; `u32::MAX` is [`unlimited_attempts`](Self::unlimited_attempts).
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
+    }
+
+    /// No limit on attempts: a message that keeps failing is delivered
+    /// again and again and never dead-lettered for it (pair it with a nack
+    /// delay so it does not spin). Stored as `max_attempts(u32::MAX)`, the
+    /// same setting: attempts are counted in a `u32`, so after 4,294,967,295
+    /// deliveries of one message (136 years at one a second) it would go to
+    /// the dead-letter topic like any other.
+    #[must_use]
+    pub fn unlimited_attempts(self) -> Self {
+        self.max_attempts(u32::MAX)
     }
 
     /// The dead-letter topic (default `<topic>.dlq`; for a topic longer than

@@ -397,7 +397,7 @@ pub fn group_options(spec: SubSpec) -> GroupOptions {
     };
     GroupOptions::new()
         .order(order)
-        .max_attempts(u32::from(spec.max_attempts))
+        .max_attempts(spec.attempts())
         .lease(Duration::from_millis(u64::from(spec.lease_ms)))
         .prefetch(u32::from(spec.prefetch))
         .start(start(spec.start))

@@ -335,7 +335,7 @@ impl Model {
             // A group's settings are fixed at creation.
             Some(g)
                 if g.mode != mode
-                    || g.max_attempts != u32::from(spec.max_attempts)
+                    || g.max_attempts != spec.attempts()
                     || g.dead_letter != dead_letter =>
             {
                 return Obs::Subscribed(Err(ErrKind::InvalidOptions));
@@ -346,7 +346,7 @@ impl Model {
                     key,
                     Group {
                         mode,
-                        max_attempts: u32::from(spec.max_attempts),
+                        max_attempts: spec.attempts(),
                         dead_letter,
                         start_after,
                         handouts: BTreeMap::new(),

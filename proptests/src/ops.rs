@@ -104,7 +104,8 @@ pub enum StartChoice {
 pub struct SubSpec {
     /// Ordering mode.
     pub order: OrderChoice,
-    /// `max_attempts`.
+    /// `max_attempts`; `u8::MAX` stands for `unlimited_attempts` (see
+    /// [`SubSpec::attempts`]).
     pub max_attempts: u8,
     /// Lease in ms.
     pub lease_ms: u16,
@@ -112,6 +113,17 @@ pub struct SubSpec {
     pub prefetch: u8,
     /// Start.
     pub start: StartChoice,
+}
+
+impl SubSpec {
+    /// The `max_attempts` this spec asks for: `u8::MAX` is unlimited
+    /// (`u32::MAX`).
+    pub fn attempts(&self) -> u32 {
+        match self.max_attempts {
+            u8::MAX => u32::MAX,
+            n => u32::from(n),
+        }
+    }
 }
 
 /// One operation on the bus.
@@ -444,7 +456,7 @@ fn sub_spec() -> impl Strategy<Value = SubSpec> {
             3 => Just(OrderChoice::Shared(2)),
             1 => (0u8..4).prop_map(OrderChoice::Shared),
         ],
-        prop_oneof![12 => Just(2u8), 2 => 1u8..4, 1 => Just(0u8)],
+        prop_oneof![12 => Just(2u8), 2 => 1u8..4, 1 => Just(u8::MAX), 1 => Just(0u8)],
         prop_oneof![10 => 500u16..3000, 1 => Just(0u16)],
         prop_oneof![10 => 1u8..4, 1 => Just(0u8)],
         start(),

@@ -16,7 +16,7 @@ fn generated_sequences_reach_every_behaviour() {
     let mut runner = TestRunner::deterministic();
     let ops = proptest::collection::vec(op(), 80);
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for _ in 0..300 {
+    for _ in 0..600 {
         let sequence = ops.new_tree(&mut runner).expect("tree").current();
         let mut model = Model::new();
         for op in &sequence {

@@ -300,3 +300,46 @@ pub async fn dead_letters_list_a_groups_own_with_attempts_and_error<F: Factory>(
         Err(Error::InvalidOptions(_))
     ));
 }
+
+/// With unlimited attempts a message that keeps failing — by nacks, by
+/// expired leases, in every ordering mode — is delivered again each time
+/// and never dead-lettered; the setting is stored as `u32::MAX` attempts,
+/// so a subscription asking for a limit is refused and one asking for
+/// `max_attempts(u32::MAX)` joins.
+pub async fn unlimited_attempts_never_dead_letter<F: Factory>(f: &F) {
+    let env = Env::new(f, "unlimited_attempts").await;
+    env.publish_n("t", 0, 1).await;
+    for (group, order) in [
+        ("ordered", Order::Ordered),
+        ("per_key", Order::PerKey),
+        ("shared", Order::Shared { max_in_flight: 4 }),
+    ] {
+        let options = GroupOptions::new().order(order).unlimited_attempts();
+        let sub = env.sub("t", group, options.clone()).await;
+        for attempt in 1..=40 {
+            let d = recv(&sub).await;
+            assert_eq!((text(&d), d.attempt()), ("t-0".to_owned(), attempt));
+            if attempt % 4 == 0 {
+                drop(d);
+                env.advance(LEASE);
+            } else {
+                d.nack(NackOptions::new().with_reason("still broken"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let stats = group_stats(&env.bus, "t", group).await;
+        assert_eq!((stats.dead_lettered, stats.acked_floor), (0, 0));
+        let limited = options.clone().max_attempts(5).lease(LEASE);
+        let refused = env.bus.subscribe("t", group, limited).await.unwrap_err();
+        assert!(matches!(refused, Error::InvalidOptions(_)), "{refused:?}");
+        let same = options.max_attempts(u32::MAX);
+        let joined = env.sub("t", group, same).await;
+        drop(sub);
+        env.advance(LEASE);
+        let d = recv(&joined).await;
+        assert_eq!(d.attempt(), 41);
+        d.ack().await.unwrap();
+    }
+    assert_eq!(env.bus.stats("t.dlq").await.unwrap().messages, 0);
+}
