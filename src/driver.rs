@@ -197,6 +197,11 @@ pub struct Claimed {
     pub lease_until: Timestamp,
     /// The message.
     pub message: Arc<Message>,
+    /// The group's generation when it was handed out: a seek starts a new
+    /// one (and attempts again at 1), so a delivery is known by
+    /// `(generation, seq, attempt)`; one of an earlier generation is never
+    /// current (I14).
+    pub generation: u64,
 }
 
 /// A message moved to a dead-letter topic.
@@ -262,7 +267,8 @@ pub enum Settlement {
 
 /// Settle one delivery, identified by `(seq, attempt)`.
 ///
-/// The lease is current when the message is not settled and its latest
+/// The lease is current when the group is still in the delivery's
+/// generation (no seek since), the message is not settled and its latest
 /// delivery is this attempt, still leased (even if the lease has run out, as
 /// long as nobody else took the message). Otherwise the driver returns
 /// [`Error::LeaseLost`](crate::Error::LeaseLost) and changes nothing.
@@ -276,6 +282,10 @@ pub struct Settle<'a> {
     pub seq: u64,
     /// The delivery's attempt.
     pub attempt: u32,
+    /// The group's generation the delivery was handed out in
+    /// ([`Claimed::generation`]): the lease is current only while the
+    /// group is still in it.
+    pub generation: u64,
     /// The bus clock's time.
     pub now: Timestamp,
     /// What to do.
@@ -489,8 +499,11 @@ pub trait Driver: MaybeSendSync + 'static {
     /// Moves a group's position, atomically: the group forgets every
     /// delivery, lease and attempt count (a delivery out is no longer
     /// current: settling it gives [`Error::LeaseLost`](crate::Error::LeaseLost)),
-    /// keeps its settings and its count of dead letters, and from now on
-    /// sees the messages after `start_after`, each as new (attempt 1).
+    /// keeps its settings and its count of dead letters, starts a new
+    /// generation ([`Claimed::generation`]: a delivery of an earlier one is
+    /// never current, even once the same message is handed out again at the
+    /// same attempt), and from now on sees the messages after
+    /// `start_after`, each as new (attempt 1).
     fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>>;
 
     /// Deletes a group with its position, leases and attempt counts;

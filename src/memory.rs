@@ -58,6 +58,9 @@ struct Store {
     /// The last seq given to any message: seqs are one sequence across
     /// topics, like a SQL table's row ids, so a topic's seqs have gaps.
     last_seq: u64,
+    /// The last generation given to a group, store-wide: a group created
+    /// again after a delete never has one its deliveries of before had.
+    last_generation: u64,
     topics: HashMap<String, TopicLog>,
 }
 
@@ -272,6 +275,9 @@ struct GroupState {
     pruned: u64,
     /// A per-key group's candidates.
     heads: Option<Heads>,
+    /// Given at creation and by each seek, from the store's count
+    /// (`Claimed::generation`).
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -310,6 +316,7 @@ impl GroupState {
                 tail: floor,
                 ..Heads::default()
             }),
+            generation: 0,
         }
     }
 
@@ -495,14 +502,15 @@ impl Store {
             return Ok(());
         }
         let floor = req.start_after.unwrap_or_else(|| log.messages.last_seq());
-        log.groups.insert(
-            req.group.to_owned(),
-            GroupState::new(req.spec.clone(), floor, [0, 0]),
-        );
+        self.last_generation += 1;
+        let mut group = GroupState::new(req.spec.clone(), floor, [0, 0]);
+        group.generation = self.last_generation;
+        log.groups.insert(req.group.to_owned(), group);
         Ok(())
     }
 
     fn seek(&mut self, req: Seek<'_>) -> Result<()> {
+        let generation = self.last_generation + 1;
         let (log, group) = self.group_mut(req.topic, req.group)?;
         let floor = req.start_after.unwrap_or_else(|| log.last_seq());
         *group = GroupState::new(
@@ -510,6 +518,8 @@ impl Store {
             floor,
             [group.dead_lettered, group.pruned],
         );
+        group.generation = generation;
+        self.last_generation = generation;
         Ok(())
     }
 
@@ -588,6 +598,7 @@ impl Store {
                             attempt: entry.map_or(1, |e| e.attempt),
                             lease_until: lease.until,
                             message: message.clone(),
+                            generation: group.generation,
                         });
                         break;
                     }
@@ -613,6 +624,7 @@ impl Store {
                     attempt,
                     lease_until: req.lease_until,
                     message: message.clone(),
+                    generation: group.generation,
                 });
                 if ordered || deliveries.len() >= limit {
                     break;
@@ -650,6 +662,9 @@ impl Store {
         let (messages, group) = self
             .group_mut(req.topic, req.group)
             .map_err(|_| Error::LeaseLost)?;
+        if req.generation != group.generation {
+            return Err(Error::LeaseLost);
+        }
         let entry = group.entries.get_mut(&req.seq).ok_or(Error::LeaseLost)?;
         if entry.settled || entry.attempt != req.attempt || entry.lease.is_none() {
             return Err(Error::LeaseLost);
@@ -1031,6 +1046,7 @@ mod tests {
                         group: "g",
                         seq: d.seq,
                         attempt: d.attempt,
+                        generation: d.generation,
                         now: Timestamp::ZERO,
                         settlement: Settlement::Ack,
                         ordered: false,

@@ -92,7 +92,7 @@ impl Buffer {
     fn is_out(&self, delivery: &Delivery) -> bool {
         self.out
             .as_ref()
-            .is_some_and(|o| o.seq == delivery.seq && o.attempt == delivery.attempt)
+            .is_some_and(|o| o.identity() == delivery.identity())
     }
 }
 
@@ -101,6 +101,7 @@ impl Buffer {
 struct Out {
     seq: u64,
     attempt: u32,
+    generation: u64,
     lease_until: Arc<AtomicU64>,
 }
 
@@ -109,8 +110,13 @@ impl Out {
         Out {
             seq: delivery.seq,
             attempt: delivery.attempt,
+            generation: delivery.generation,
             lease_until: delivery.lease_until.clone(),
         }
+    }
+
+    fn identity(&self) -> (u64, u64, u32) {
+        (self.generation, self.seq, self.attempt)
     }
 }
 
@@ -452,6 +458,9 @@ pub struct Delivery {
     /// delivery out.
     lease_until: Arc<AtomicU64>,
     message: Arc<Message>,
+    /// The group's generation it was handed out in (a seek starts a new
+    /// one): with `seq` and `attempt`, what the store knows it by.
+    generation: u64,
 }
 
 impl Delivery {
@@ -462,7 +471,13 @@ impl Delivery {
             attempt: claimed.attempt,
             lease_until: Arc::new(AtomicU64::new(claimed.lease_until.as_millis())),
             message: claimed.message,
+            generation: claimed.generation,
         }
+    }
+
+    /// What the store knows this delivery by.
+    fn identity(&self) -> (u64, u64, u32) {
+        (self.generation, self.seq, self.attempt)
     }
 
     /// The message.
@@ -521,10 +536,9 @@ impl Delivery {
         self.settle(Settlement::Extend { lease_until }).await?;
         self.lease_until
             .store(lease_until.as_millis(), Ordering::Release);
-        // The store knows a delivery by (seq, attempt) only: after a seek
-        // (which starts attempts again at 1) this may be an earlier
-        // delivery of the same identity as the consumer's ordered one out,
-        // whose lease the store has just extended too.
+        // A claim that gives an ordered consumer its delivery out again
+        // (after a cut) makes another `Delivery` of the same identity: the
+        // consumer's record of the one out learns the new lease end too.
         let buffer = lock(&self.consumer.buffer);
         if buffer.is_out(self)
             && let Some(out) = &buffer.out
@@ -630,6 +644,7 @@ impl Delivery {
                 group: &consumer.group,
                 seq: self.seq,
                 attempt: self.attempt,
+                generation: self.generation,
                 now,
                 settlement,
                 ordered: consumer.ordered,
@@ -654,6 +669,7 @@ impl Delivery {
                             attempt: 1,
                             lease_until,
                             message: ahead.message,
+                            generation: self.generation,
                         },
                     );
                     buffer.ready.push_front(delivery);
@@ -698,6 +714,7 @@ impl fmt::Debug for Delivery {
             .field("group", &self.consumer.group)
             .field("seq", &self.seq)
             .field("attempt", &self.attempt)
+            .field("generation", &self.generation)
             .field("lease_until", &self.lease_until())
             .field("message", &self.message)
             .finish()

@@ -63,6 +63,10 @@ struct Group {
     dead_lettered: u64,
     /// Messages retention let go of before the group settled them.
     pruned: u64,
+    /// Given at creation and by each seek, from the store's count: a
+    /// delivery is current only in the generation it was handed out in
+    /// (I14), even once a deleted group is created again.
+    generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -74,13 +78,16 @@ struct Consumer {
     alive: bool,
     /// Which bus it belongs to (a reopen starts a new one).
     epoch: u32,
-    /// Claimed, not yet handed to the caller: (seq, attempt, lease end).
-    buffer: VecDeque<(u64, u32, u64)>,
-    /// Handed to the caller, not yet acked or nacked: (seq, attempt).
-    held: Vec<(u64, u32)>,
+    /// Claimed, not yet handed to the caller: (seq, attempt, lease end,
+    /// generation).
+    buffer: VecDeque<(u64, u32, u64, u64)>,
+    /// Handed to the caller, not yet acked or nacked: (seq, attempt,
+    /// generation).
+    held: Vec<(u64, u32, u64)>,
     /// Ordered groups: the delivery handed out and not settled through
-    /// this consumer: (seq, attempt, lease end as the consumer knows it).
-    out: Option<(u64, u32, u64)>,
+    /// this consumer: (seq, attempt, lease end as the consumer knows it,
+    /// generation).
+    out: Option<(u64, u32, u64, u64)>,
     /// Ordered groups: the messages after it that the claim read ahead.
     ahead: VecDeque<u64>,
 }
@@ -100,6 +107,9 @@ pub struct Model {
     now: u64,
     /// Seqs are one sequence across topics (I1 allows gaps in a topic).
     last_seq: u64,
+    /// The last generation given to a group (at its creation, by a seek),
+    /// store-wide.
+    last_generation: u64,
     epoch: u32,
     next_payload: u64,
     topics: BTreeMap<String, Vec<Msg>>,
@@ -342,6 +352,7 @@ impl Model {
             }
             Some(_) => {}
             None => {
+                self.last_generation += 1;
                 self.groups.insert(
                     key,
                     Group {
@@ -352,6 +363,7 @@ impl Model {
                         handouts: BTreeMap::new(),
                         dead_lettered: 0,
                         pruned: 0,
+                        generation: self.last_generation,
                     },
                 );
             }
@@ -413,7 +425,7 @@ impl Model {
     /// A claim for consumer `c` (I4, I6, I7, I8). An ordered group's
     /// claim also reads up to `prefetch - 1` messages after the one it
     /// delivers into the consumer's `ahead`.
-    fn claim(&mut self, c: usize) -> Vec<(u64, u32, u64)> {
+    fn claim(&mut self, c: usize) -> Vec<(u64, u32, u64, u64)> {
         let now = self.now;
         let (topic, group) = (
             self.consumers[c].topic.clone(),
@@ -480,7 +492,7 @@ impl Model {
                 && holder == c
                 && active(&h)
             {
-                claimed.push((seq, h.attempt, until));
+                claimed.push((seq, h.attempt, until, g.generation));
                 break;
             }
             let deliverable = !active(&h) && h.retry_at.max(m.deliver_at) <= now;
@@ -488,14 +500,14 @@ impl Model {
                 let h = g.handouts.entry(seq).or_default();
                 h.attempt += 1;
                 h.lease = Some((c, lease_until));
-                claimed.push((seq, h.attempt, lease_until));
+                claimed.push((seq, h.attempt, lease_until, g.generation));
             }
             if g.mode == Mode::Ordered {
                 break;
             }
         }
         let ahead = match claimed.first() {
-            Some(&(first, _, _)) if g.mode == Mode::Ordered => msgs
+            Some(&(first, ..)) if g.mode == Mode::Ordered => msgs
                 .iter()
                 .map(|m| m.seq)
                 .filter(|&seq| seq > first)
@@ -526,15 +538,15 @@ impl Model {
         };
         let now = self.now;
         // Prefetched deliveries whose lease ran out are skipped.
-        while let Some((seq, attempt, until)) = self.consumers[c].buffer.pop_front() {
+        while let Some((seq, attempt, until, generation)) = self.consumers[c].buffer.pop_front() {
             if until > now {
-                return self.hand_out(c, seq, attempt, until);
+                return self.hand_out(c, (seq, attempt, until, generation));
             }
         }
         // I7: nothing more of an ordered group while the consumer's
         // delivery out is leased; once its lease ran out, the consumer
         // forgets it and what it read ahead.
-        if let Some((_, _, until)) = self.consumers[c].out {
+        if let Some((_, _, until, _)) = self.consumers[c].out {
             if until > now {
                 return Obs::Received(Ok(None));
             }
@@ -544,22 +556,23 @@ impl Model {
         let mut claimed = self.claim(c).into_iter();
         match claimed.next() {
             None => Obs::Received(Ok(None)),
-            Some((seq, attempt, until)) => {
+            Some(delivery) => {
                 self.consumers[c].buffer.extend(claimed);
-                self.hand_out(c, seq, attempt, until)
+                self.hand_out(c, delivery)
             }
         }
     }
 
-    fn hand_out(&mut self, c: usize, seq: u64, attempt: u32, until: u64) -> Obs {
+    fn hand_out(&mut self, c: usize, delivery: (u64, u32, u64, u64)) -> Obs {
+        let (seq, attempt, _, generation) = delivery;
         if self.is_ordered(c) {
-            self.consumers[c].out = Some((seq, attempt, until));
+            self.consumers[c].out = Some(delivery);
         }
         let consumer = &mut self.consumers[c];
         if is_a_g1(&consumer.topic, &consumer.group) {
             self.a_g1 = seq;
         }
-        consumer.held.push((seq, attempt));
+        consumer.held.push((seq, attempt, generation));
         let topic = consumer.topic.clone();
         let payload = self.message(&topic, seq).payload.clone();
         Obs::Received(Ok(Some(Got {
@@ -581,7 +594,7 @@ impl Model {
             return Obs::Skipped;
         }
         let i = usize::from(held) % consumer.held.len();
-        let (seq, attempt) = if matches!(how, Settle::Extend(_)) {
+        let (seq, attempt, generation) = if matches!(how, Settle::Extend(_)) {
             consumer.held[i]
         } else {
             consumer.held.remove(i)
@@ -595,14 +608,15 @@ impl Model {
         // an ack takes the next message read ahead, if it is due.
         let out = consumer
             .out
-            .is_some_and(|(s, a, _)| (s, a) == (seq, attempt));
+            .is_some_and(|(s, a, _, g)| (s, a, g) == (seq, attempt, generation));
         let extend = matches!(how, Settle::Extend(_));
         let front = consumer.ahead.front().copied();
         let lease_ms = consumer.lease_ms;
         let next = front.filter(|&next| {
             out && matches!(how, Settle::Ack) && self.message(&topic, next).deliver_at <= now
         });
-        let result = self.settle_in_store(&topic, &group, (seq, attempt), &how, next, c);
+        let result =
+            self.settle_in_store(&topic, &group, (seq, attempt, generation), &how, next, c);
         let taken = next.filter(|_| out && matches!(result, Obs::Settled(Ok(()))));
         if taken.is_some() {
             self.ordered_handovers += 1;
@@ -613,7 +627,9 @@ impl Model {
             match taken {
                 Some(next) => {
                     consumer.ahead.pop_front();
-                    consumer.buffer.push_front((next, 1, now + lease_ms));
+                    consumer
+                        .buffer
+                        .push_front((next, 1, now + lease_ms, generation));
                 }
                 None => consumer.ahead.clear(),
             }
@@ -636,7 +652,7 @@ impl Model {
         &mut self,
         topic: &str,
         group: &str,
-        (seq, attempt): (u64, u32),
+        (seq, attempt, generation): (u64, u32, u64),
         how: &Settle,
         next: Option<u64>,
         c: usize,
@@ -647,6 +663,10 @@ impl Model {
         let Some(g) = self.groups.get_mut(&(topic.to_owned(), group.to_owned())) else {
             return Obs::Settled(Err(ErrKind::LeaseLost));
         };
+        // I14: nor are those from before a seek.
+        if g.generation != generation {
+            return Obs::Settled(Err(ErrKind::LeaseLost));
+        }
         let max_attempts = g.max_attempts;
         let Some(h) = g.handouts.get_mut(&seq) else {
             return Obs::Settled(Err(ErrKind::LeaseLost));
@@ -840,6 +860,8 @@ impl Model {
         };
         g.handouts.clear();
         g.start_after = start_after;
+        self.last_generation += 1;
+        g.generation = self.last_generation;
         Obs::Admin(Ok(true))
     }
 

@@ -121,7 +121,9 @@ prop_state_machine! {
 /// a delivery by (seq, attempt), so it extends the new lease; the consumer
 /// kept the old end for its delivery out and claimed again once that passed,
 /// getting its delivery a second time, where the model (and the store's
-/// lease) says it still holds it.
+/// lease) says it still holds it. Deliveries now carry their group's
+/// generation, which the seek moved on: the extend is `LeaseLost`, in the
+/// model and on the bus alike.
 #[test]
 fn an_extend_after_a_seek_reaches_the_delivery_out_of_the_same_identity() {
     use litebus_proptests::ops::{

@@ -88,6 +88,59 @@ pub async fn seek_moves_a_group_in_every_mode<F: Factory>(f: &F) {
     }
 }
 
+/// I14: after a seek hands a message out again as new (attempt 1), a
+/// delivery of it from before the seek — the same seq and attempt — is not
+/// current: neither one still out (its ack, nack and extend are
+/// `LeaseLost`) nor one already acked (acked again, it is `LeaseLost`), and
+/// neither settles the new delivery, which stays current. In every mode.
+pub async fn a_delivery_from_before_a_seek_never_settles_the_new_one<F: Factory>(f: &F) {
+    let env = Env::new(f, "seek_identity").await;
+    for (name, options) in modes() {
+        let topic = format!("s.{name}");
+        for i in 0..2 {
+            let m = msg(&topic, i).with_key(format!("k{i}"));
+            env.bus.publish(&topic, m).await.unwrap();
+        }
+        let before = env.sub(&topic, "g", options.clone()).await;
+        let acked = recv(&before).await;
+        acked.ack().await.unwrap();
+        let out = recv(&before).await;
+        assert_eq!(
+            [(text(&acked), acked.attempt()), (text(&out), out.attempt())],
+            [(format!("{topic}-0"), 1), (format!("{topic}-1"), 1)]
+        );
+
+        env.bus.seek(&topic, "g", Start::Beginning).await.unwrap();
+        let after = env.sub(&topic, "g", options.clone()).await;
+        let again = recv(&after).await;
+        assert_eq!((text(&again), again.attempt()), (text(&acked), 1), "{name}");
+        assert!(
+            acked.ack().await.unwrap_err().is_lease_lost(),
+            "{name}: a second ack from before the seek"
+        );
+        again.ack().await.unwrap();
+        let again = recv(&after).await;
+        assert_eq!((text(&again), again.attempt()), (text(&out), 1), "{name}");
+        assert!(
+            out.extend(LEASE).await.unwrap_err().is_lease_lost(),
+            "{name}"
+        );
+        let nack = out.nack(NackOptions::new()).await;
+        assert!(nack.unwrap_err().is_lease_lost(), "{name}");
+        assert!(out.ack().await.unwrap_err().is_lease_lost(), "{name}");
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!(
+            (stats.in_flight, stats.acked_floor),
+            (1, acked.seq()),
+            "{name}"
+        );
+        again.ack().await.unwrap();
+        drop((before, after));
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!((stats.in_flight, stats.ready), (0, 0), "{name}");
+    }
+}
+
 /// A seek keeps the group's settings and its count of dead letters; a
 /// message it dead-lettered comes again as new.
 pub async fn seek_keeps_settings_and_dead_letters<F: Factory>(f: &F) {
@@ -173,6 +226,39 @@ pub async fn delete_group_forgets_it<F: Factory>(f: &F) {
         assert_eq!(take(&again, 6).await, fresh(&topic, 0..6), "{name}");
         none(&again).await;
         assert_eq!(recv(&kept).await.attempt(), 1);
+    }
+}
+
+/// A delivery of a deleted group is not current, even once the group is
+/// created again (same name, same settings) and hands the same message out
+/// again as (seq, attempt 1): it neither settles nor extends the new
+/// delivery, which stays current. In every mode.
+pub async fn a_delivery_of_a_deleted_group_is_never_current_again<F: Factory>(f: &F) {
+    let env = Env::new(f, "delete_identity").await;
+    for (name, options) in modes() {
+        let topic = format!("d.{name}");
+        env.publish_n(&topic, 0, 1).await;
+        let before = env.sub(&topic, "g", options.clone()).await;
+        let old = recv(&before).await;
+        assert!(env.bus.delete_group(&topic, "g").await.unwrap(), "{name}");
+        let after = env.sub(&topic, "g", options.clone()).await;
+        let new = recv(&after).await;
+        assert_eq!((new.seq(), new.attempt()), (old.seq(), 1), "{name}");
+        assert!(
+            old.extend(LEASE).await.unwrap_err().is_lease_lost(),
+            "{name}"
+        );
+        assert!(old.ack().await.unwrap_err().is_lease_lost(), "{name}");
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!((stats.in_flight, stats.ready), (1, 0), "{name}");
+        new.ack().await.unwrap();
+        let stats = group_stats(&env.bus, &topic, "g").await;
+        assert_eq!(
+            (stats.in_flight, stats.acked_floor),
+            (0, new.seq()),
+            "{name}"
+        );
+        drop((before, after));
     }
 }
 

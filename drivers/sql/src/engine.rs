@@ -110,6 +110,7 @@ enum Work {
         group: String,
         seq: u64,
         attempt: u32,
+        generation: u64,
         now: Timestamp,
         settlement: Settlement,
         ordered: bool,
@@ -661,6 +662,7 @@ impl<B: Backend> Engine<B> {
                 group: settle.group.to_owned(),
                 seq: settle.seq,
                 attempt: settle.attempt,
+                generation: settle.generation,
                 now: settle.now,
                 settlement: settle.settlement,
                 ordered: settle.ordered,
@@ -1232,9 +1234,9 @@ async fn publish_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Res
         .collect())
 }
 
-/// Acks by group, each group's as one statement.
+/// Acks by group (and generation), each group's as one statement.
 async fn ack_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<Answer>>> {
-    type Deliveries<'a> = ((&'a str, &'a str), Vec<(u64, u32)>);
+    type Deliveries<'a> = ((&'a str, &'a str, u64), Vec<(u64, u32)>);
     let mut by_group: Vec<Deliveries<'_>> = Vec::new();
     for job in group {
         if let Work::Settle {
@@ -1242,27 +1244,33 @@ async fn ack_many(conn: &mut dyn Conn, group: &[Arc<Job>]) -> Result<Vec<Result<
             group,
             seq,
             attempt,
+            generation,
             ..
         } = &job.work
         {
-            let key = (topic.as_str(), group.as_str());
+            let key = (topic.as_str(), group.as_str(), *generation);
             match by_group.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, list)) => list.push((*seq, *attempt)),
                 None => by_group.push((key, vec![(*seq, *attempt)])),
             }
         }
     }
-    let mut current: HashMap<(&str, &str), std::vec::IntoIter<bool>> = HashMap::new();
-    for ((topic, grp), deliveries) in &by_group {
-        let acked = crate::ack_many(conn, topic, grp, deliveries).await?;
-        current.insert((topic, grp), acked.into_iter());
+    let mut current: HashMap<(&str, &str, u64), std::vec::IntoIter<bool>> = HashMap::new();
+    for (key @ (topic, grp, generation), deliveries) in &by_group {
+        let acked = crate::ack_many(conn, (topic, grp, *generation), deliveries).await?;
+        current.insert(*key, acked.into_iter());
     }
     Ok(group
         .iter()
         .map(|job| match &job.work {
-            Work::Settle { topic, group, .. } => {
+            Work::Settle {
+                topic,
+                group,
+                generation,
+                ..
+            } => {
                 match current
-                    .get_mut(&(topic.as_str(), group.as_str()))
+                    .get_mut(&(topic.as_str(), group.as_str(), *generation))
                     .and_then(Iterator::next)
                 {
                     Some(true) => Ok(Answer::Settled(None)),
@@ -1351,6 +1359,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             group,
             seq,
             attempt,
+            generation,
             now,
             settlement,
             ordered,
@@ -1361,6 +1370,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
                 group,
                 seq: *seq,
                 attempt: *attempt,
+                generation: *generation,
                 now: *now,
                 settlement: settlement.clone(),
                 ordered: *ordered,
@@ -1702,6 +1712,7 @@ pub mod checks {
                     group: "g",
                     seq: d.seq,
                     attempt: d.attempt,
+                    generation: d.generation,
                     now: Timestamp::ZERO,
                     settlement: litebus::driver::Settlement::Ack,
                     ordered: false,
@@ -1812,6 +1823,7 @@ pub mod checks {
                 group: "o",
                 seq: d.seq,
                 attempt: d.attempt,
+                generation: d.generation,
                 now: Timestamp::ZERO,
                 settlement: Settlement::Ack,
                 ordered: true,

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -176,6 +176,14 @@ const MIGRATIONS: &[&[&str]] = &[&[
             pruned_to = MAX(pruned_to, old.seq)
         WHERE topic = old.topic;
      END",
+], &[
+    // Version 5: a group's generation, given at its creation and by each
+    // seek from one count of the store (`generations`); a delivery is
+    // current only in the generation it was handed out in (attempts start
+    // again at 1 after a seek, and a deleted group may be created again,
+    // so seq and attempt alone do not tell a delivery from before).
+    "ALTER TABLE litebus_groups ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+    "INSERT INTO litebus_meta (name, value) VALUES ('generations', 0)",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

@@ -80,7 +80,7 @@ pub mod hot {
             concat!(
                 "SELECT 1, h.attempt, ",
                 message_columns!(),
-                ", NULL, NULL
+                ", NULL, NULL, NULL
                  FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
                  WHERE h.topic = ?1 AND h.grp = ?2
                    AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3",
@@ -125,7 +125,7 @@ pub mod hot {
             concat!(
                 "SELECT 1, 0, ",
                 message_columns!(),
-                ", NULL, NULL
+                ", NULL, NULL, NULL
                  FROM litebus_messages m
                  WHERE m.topic = ?1
                    AND m.seq > (SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)
@@ -149,7 +149,7 @@ pub mod hot {
                     SELECT COUNT(*) FROM litebus_handouts a
                     WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
                 ) ELSE 0 END,
-                x.seq, x.lease_until
+                x.seq, x.lease_until, g.generation
              FROM litebus_groups g
              LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
                 AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
@@ -222,21 +222,25 @@ pub mod hot {
     pub const ORDERED_LEASE: &str = "UPDATE litebus_groups
          SET head_seq = ?3, head_attempt = ?4, holder = ?5, lease_until = ?6, ready_at = 0
          WHERE topic = ?1 AND grp = ?2";
-    /// Acks ordered group `?2`'s delivery `(?3, ?4)` if it is current: the
-    /// cursor moves to it, and the consumer that held it takes seq `?5`
-    /// (attempt 1, leased until `?6`) when `?5` is not `NULL`.
+    /// Acks ordered group `?2`'s delivery `(?3, ?4)` of generation `?5` if
+    /// it is current: the cursor moves to it, and the consumer that held it
+    /// takes seq `?6` (attempt 1, leased until `?7`) when `?6` is not
+    /// `NULL`.
     pub const ORDERED_ACK: &str = "UPDATE litebus_groups
-         SET cursor = head_seq, head_seq = ?5,
-             head_attempt = CASE WHEN ?5 IS NULL THEN 0 ELSE 1 END,
-             holder = CASE WHEN ?5 IS NULL THEN NULL ELSE holder END,
-             lease_until = ?6, ready_at = 0
+         SET cursor = head_seq, head_seq = ?6,
+             head_attempt = CASE WHEN ?6 IS NULL THEN 0 ELSE 1 END,
+             holder = CASE WHEN ?6 IS NULL THEN NULL ELSE holder END,
+             lease_until = ?7, ready_at = 0
          WHERE topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4
-           AND holder IS NOT NULL";
-    /// Acks one delivery if it is current. (`+consumer`: the test on the
-    /// lease must not steer turso's planner to the partial index of leases,
-    /// a range over every lease of the group, instead of the primary key.)
+           AND holder IS NOT NULL AND generation = ?5";
+    /// Acks delivery `(?3, ?4)` of generation `?5` if it is current.
+    /// (`+consumer`: the test on the lease must not steer turso's planner
+    /// to the partial index of leases, a range over every lease of the
+    /// group, instead of the primary key.)
     pub const ACK: &str = "DELETE FROM litebus_handouts
-         WHERE topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND +consumer IS NOT NULL";
+         WHERE topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND +consumer IS NOT NULL
+           AND EXISTS (SELECT 1 FROM litebus_groups g
+                       WHERE g.topic = ?1 AND g.grp = ?2 AND g.generation = ?5)";
 
     /// The ids among `count` (≥ 1) given as `?2…` that topic `?1` already
     /// holds, with their seqs. A join on a `VALUES` list, not `id IN (…)`:
@@ -535,6 +539,9 @@ struct Group {
     cursor: u64,
     /// Ordered groups: their one delivery.
     head: Head,
+    /// Starts at 0; each seek starts the next (`Claimed::generation`). Read
+    /// by the claim and `load_group` only.
+    generation: u64,
 }
 
 /// An ordered group's delivery, kept in its group row: a lease of the
@@ -581,11 +588,18 @@ const GROUP_COLUMNS: &str = "ordering, max_in_flight, max_attempts, dead_letter,
 async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Option<Group>> {
     let rows = conn
         .query(
-            &format!("SELECT {GROUP_COLUMNS} FROM litebus_groups WHERE topic = ?1 AND grp = ?2"),
+            &format!(
+                "SELECT {GROUP_COLUMNS}, generation FROM litebus_groups WHERE topic = ?1 AND grp = ?2"
+            ),
             vec![Value::from(topic), Value::from(group)],
         )
         .await?;
-    rows.first().map(|row| group_from(row, 0)).transpose()
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let mut g = group_from(row, 0)?;
+    g.generation = row.uint(10)?;
+    Ok(Some(g))
 }
 
 /// A group from the [`GROUP_COLUMNS`] of `row` from column `at` on.
@@ -608,6 +622,7 @@ fn group_from(row: &Row, at: usize) -> Result<Group> {
         },
         cursor: row.uint(at + 4)?,
         head: Head::read(row, at + 5)?,
+        generation: 0,
     })
 }
 
@@ -617,6 +632,13 @@ fn unknown_group(topic: &str, group: &str) -> Error {
         group: group.to_owned(),
     }
 }
+
+/// Counts one more generation in the store: the next group created or
+/// sought takes it (`SELECT value FROM litebus_meta WHERE name =
+/// 'generations'`), so no two generations of a group are ever the same,
+/// even across a delete.
+const NEXT_GENERATION: &str =
+    "UPDATE litebus_meta SET value = value + 1 WHERE name = 'generations'";
 
 /// [`Driver::ensure_group`](litebus::driver::Driver::ensure_group).
 pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<()> {
@@ -634,10 +656,13 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
         None => last_seq(conn, req.topic).await?,
     };
     let (ordering, max_in_flight) = order_columns(req.spec.order);
+    conn.execute(NEXT_GENERATION, Vec::new()).await?;
     conn.execute(
         "INSERT INTO litebus_groups
-            (topic, grp, ordering, max_in_flight, max_attempts, dead_letter, start_after, cursor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            (topic, grp, ordering, max_in_flight, max_attempts, dead_letter, start_after, cursor,
+             generation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7,
+             (SELECT value FROM litebus_meta WHERE name = 'generations'))",
         vec![
             Value::from(req.topic),
             Value::from(req.group),
@@ -1024,7 +1049,8 @@ async fn claim_group(
     let Some(row) = group else {
         return Ok(None);
     };
-    let g = group_from(&row, 1)?;
+    let mut g = group_from(&row, 1)?;
+    g.generation = row.uint(15)?;
     expired.sort_unstable();
     sort_candidates(&mut next)?;
     let known_right = known.is_some_and(|o| same_order(o, g.spec.order));
@@ -1128,6 +1154,7 @@ pub async fn claim(
                     attempt,
                     lease_until: c.lease_until,
                     message: Arc::new(message),
+                    generation: cg.g.generation,
                 }),
                 Err(_) => undecodable.push(seq),
             }
@@ -1227,6 +1254,7 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
                 attempt: g.head.attempt,
                 lease_until: Timestamp::from_millis(g.head.lease_until),
                 message: Arc::new(message),
+                generation: g.generation,
             }
         } else {
             if let Some(at) = message.deliver_at().filter(|&at| at > now) {
@@ -1250,6 +1278,7 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
                 attempt,
                 lease_until: c.lease_until,
                 message: Arc::new(message),
+                generation: g.generation,
             }
         };
         return Ok(ClaimOutcome {
@@ -1345,8 +1374,8 @@ async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[Row]) -> Result<()> 
 
 /// Where a delivery's lease is kept: a shared or per-key group's handout
 /// row, or an ordered group's own row. `current` is true of the row while
-/// delivery `(?3, ?4)` of group `?2` of topic `?1` is current; `give_back`
-/// ends its lease, deliverable again from `?5`.
+/// delivery `(?3, ?4)` of generation `?5` of group `?2` of topic `?1` is
+/// current; `give_back` ends its lease, deliverable again from `?6`.
 struct LeaseRow {
     table: &'static str,
     current: &'static str,
@@ -1355,26 +1384,30 @@ struct LeaseRow {
 
 const HANDOUT_LEASE: LeaseRow = LeaseRow {
     table: "litebus_handouts",
-    current: "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL",
-    give_back: "consumer = NULL, lease_until = NULL, ready_at = ?5",
+    current: "topic = ?1 AND grp = ?2 AND seq = ?3 AND attempt = ?4 AND consumer IS NOT NULL
+        AND EXISTS (SELECT 1 FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2 AND g.generation = ?5)",
+    give_back: "consumer = NULL, lease_until = NULL, ready_at = ?6",
 };
 
 const GROUP_LEASE: LeaseRow = LeaseRow {
     table: "litebus_groups",
-    current: "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL",
-    give_back: "holder = NULL, lease_until = NULL, ready_at = ?5",
+    current:
+        "topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4 AND holder IS NOT NULL
+        AND generation = ?5",
+    give_back: "holder = NULL, lease_until = NULL, ready_at = ?6",
 };
 
 /// What a group with a consumer waiting caught up looks like, for
 /// [`hand_off`]: ordering, `max_in_flight`, cursor, its unexpired leases,
 /// whether it has messages older than the first new one (`?4`) not taken
 /// in (shared) or not settled (ordered), whether the group is free of
-/// holders, its head, its delay.
+/// holders, its head, its delay, its generation.
 const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
         (SELECT COUNT(*) FROM litebus_handouts a WHERE a.topic = ?1 AND a.grp = ?2
             AND a.consumer IS NOT NULL AND a.lease_until > ?3),
         EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4),
-        g.holder IS NULL OR g.lease_until <= ?3, g.head_seq IS NULL, g.ready_at <= ?3
+        g.holder IS NULL OR g.lease_until <= ?3, g.head_seq IS NULL, g.ready_at <= ?3,
+        g.generation
      FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2";
 
 /// Leases the new messages of a publish to consumers of the topic waiting
@@ -1425,6 +1458,7 @@ pub async fn hand_off(
             g.int(6)? != 0,
             g.int(7)? != 0,
         );
+        let generation = g.uint(8)?;
         if older || cursor >= first {
             continue;
         }
@@ -1433,6 +1467,7 @@ pub async fn hand_off(
             attempt: 1,
             lease_until: h.lease_until,
             message: message.clone(),
+            generation,
         };
         let outcome = match ordering {
             "shared" => {
@@ -1505,7 +1540,7 @@ pub async fn hand_off(
                 }
             }
             "per_key" if due == new.len() => {
-                let Some(outcome) = hand_off_per_key(conn, topic, new, h).await? else {
+                let Some(outcome) = hand_off_per_key(conn, topic, new, h, generation).await? else {
                     continue;
                 };
                 outcome
@@ -1529,6 +1564,7 @@ async fn hand_off_per_key(
     topic: &str,
     new: &[(u64, Arc<Message>)],
     h: &Handoff,
+    generation: u64,
 ) -> Result<Option<ClaimOutcome>> {
     let group = h.group.as_str();
     let mut keys: Vec<&str> = new.iter().filter_map(|(_, m)| m.key()).collect();
@@ -1601,6 +1637,7 @@ async fn hand_off_per_key(
                 attempt: 1,
                 lease_until: h.lease_until,
                 message: message.clone(),
+                generation,
             })
             .collect(),
         ..ClaimOutcome::default()
@@ -1622,6 +1659,7 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
             Value::from(s.group),
             Value::from(s.seq),
             Value::from(s.attempt),
+            Value::from(s.generation),
         ]
     };
     let changed = match s.settlement {
@@ -1635,7 +1673,7 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
         }
         Settlement::Ack => conn.execute(ACK, key()).await?,
         Settlement::Extend { lease_until } => {
-            let sql = format!("UPDATE {table} SET lease_until = ?5 WHERE {current}");
+            let sql = format!("UPDATE {table} SET lease_until = ?6 WHERE {current}");
             let mut params = key();
             params.push(ts(lease_until));
             conn.execute(&sql, params).await?
@@ -1672,12 +1710,12 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
 }
 
 /// Acks many deliveries of one group in one statement (the coalesced form
-/// of [`settle`] with [`Settlement::Ack`]); for each, whether its lease was
-/// current. A delivery named twice is acked by its first mention only.
+/// of [`settle`] with [`Settlement::Ack`]), all of one generation of the
+/// group; for each, whether its lease was current. A delivery named twice
+/// is acked by its first mention only.
 pub async fn ack_many(
     conn: &mut dyn Conn,
-    topic: &str,
-    group: &str,
+    (topic, group, generation): (&str, &str, u64),
     deliveries: &[(u64, u32)],
 ) -> Result<Vec<bool>> {
     let mut first: HashMap<u64, usize> = HashMap::new();
@@ -1704,7 +1742,15 @@ pub async fn ack_many(
             params.push(Value::from(*seq));
             params.push(Value::from(*attempt));
         }
-        sql.push_str(" END RETURNING seq");
+        sql.push_str(
+            " END AND EXISTS (SELECT 1 FROM litebus_groups g
+                   WHERE g.topic = ? AND g.grp = ? AND g.generation = ?) RETURNING seq",
+        );
+        params.extend([
+            Value::from(topic),
+            Value::from(group),
+            Value::from(generation),
+        ]);
         for row in conn.query(&sql, params).await? {
             acked.insert(row.uint(0)?);
         }
@@ -1818,10 +1864,12 @@ pub async fn seek(conn: &mut dyn Conn, seek: Seek<'_>) -> Result<()> {
     let key = || vec![Value::from(topic), Value::from(group)];
     // Cursor -1 first: deleting a per-key group's handouts brings in no
     // next message of their keys (`litebus_next_of_key` takes up to it).
+    conn.execute(NEXT_GENERATION, Vec::new()).await?;
     let moved = conn
         .execute(
             "UPDATE litebus_groups SET cursor = -1, head_seq = NULL, head_attempt = 0,
-                holder = NULL, lease_until = NULL, ready_at = 0
+                holder = NULL, lease_until = NULL, ready_at = 0,
+                generation = (SELECT value FROM litebus_meta WHERE name = 'generations')
              WHERE topic = ?1 AND grp = ?2",
             key(),
         )
