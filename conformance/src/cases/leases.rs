@@ -234,3 +234,16 @@ pub async fn a_heartbeat_keeps_a_delivery_leased_until_it_is_settled<F: Factory>
     let stats = group_stats(&env.bus, "t", "g").await;
     assert_eq!((stats.in_flight, stats.ready, stats.acked_floor), (0, 0, 1));
 }
+
+/// A heartbeat waiting for its next extension ends with `Error::Closed`
+/// when the bus closes (on a clock that does not move: it never hangs).
+pub async fn a_heartbeat_ends_when_the_bus_closes<F: Factory>(f: &F) {
+    let env = Env::new(f, "heartbeat_close").await;
+    env.publish_n("t", 0, 1).await;
+    let sub = env.sub("t", "g", GroupOptions::new()).await;
+    let d = recv(&sub).await;
+    let mut beat = Box::pin(d.heartbeat());
+    assert!(future::poll_once(beat.as_mut()).await.is_none());
+    env.bus.close().await.unwrap();
+    assert!(matches!(within(beat).await, Error::Closed));
+}
