@@ -539,8 +539,9 @@ struct Group {
     cursor: u64,
     /// Ordered groups: their one delivery.
     head: Head,
-    /// Starts at 0; each seek starts the next (`Claimed::generation`). Read
-    /// by the claim and `load_group` only.
+    /// Given at creation and by each seek from the store's count
+    /// (`litebus_meta` `generations`; `Claimed::generation`). Read by the
+    /// claim and `load_group` only: `group_from` leaves it 0.
     generation: u64,
 }
 
