@@ -203,6 +203,7 @@ impl Bus {
                 now,
                 lease_until: now + w.lease,
                 max: w.max,
+                backoff: w.backoff,
                 inbox: w.inbox.clone(),
             })
             .collect();
@@ -259,6 +260,7 @@ impl Bus {
         let spec = GroupSpec {
             order: options.order,
             max_attempts: options.max_attempts,
+            backoff: options.backoff,
             dead_letter,
         };
         let start_after = options.start.start_after()?;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
-use crate::options::{Order, Retention};
+use crate::options::{Backoff, Order, Retention};
 use crate::read::Record;
 pub use crate::wake::{Inbox, Wakeups};
 
@@ -109,6 +109,8 @@ pub struct GroupSpec {
     pub order: Order,
     /// Deliveries without ack before the message is dead-lettered (I8).
     pub max_attempts: u32,
+    /// The wait before a failed message is delivered again (I6).
+    pub backoff: Backoff,
     /// Where dead letters go.
     pub dead_letter: String,
 }
@@ -148,6 +150,8 @@ pub struct Handoff {
     /// The most deliveries to lease (an ordered group: one, and up to
     /// `max - 1` read ahead).
     pub max: u32,
+    /// The group's backoff ([`Claim::backoff`]).
+    pub backoff: Backoff,
     /// Where they go once the step has committed.
     pub inbox: Inbox,
 }
@@ -183,6 +187,13 @@ pub struct Claim<'a> {
     /// The most deliveries to return. An ordered group delivers one and
     /// reads up to `max - 1` more ahead ([`ClaimOutcome::ahead`]).
     pub max: u32,
+    /// The group's backoff (as stored; the subscription checked it): a
+    /// lease this step writes, of attempt `n` of the message at `seq`,
+    /// leaves it deliverable again, should the lease run out, only from
+    /// `lease_until + backoff.delay(seq, n)` (I6). So does every step that
+    /// writes a lease: an extension, an ordered group's ack that takes the
+    /// next message, a hand-off.
+    pub backoff: Backoff,
 }
 
 /// One message handed to a consumer by a claim.
@@ -299,6 +310,9 @@ pub struct Settle<'a> {
     /// (a new delivery, attempt 1). The claim that read it guarantees it is
     /// the group's next message.
     pub next: Option<Next<'a>>,
+    /// The group's backoff, for the lease an extension or `next` writes
+    /// ([`Claim::backoff`]).
+    pub backoff: Backoff,
 }
 
 /// The message an ordered group's consumer takes with an ack ([`Settle::next`]).

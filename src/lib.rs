@@ -65,7 +65,9 @@ pub use error::{DriverError, Error, NameKind, Result};
 pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
-pub use options::{BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start};
+pub use options::{
+    Backoff, BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start,
+};
 pub use read::{DeadLetter, Follow, Record};
 pub use subscription::{Delivery, Subscription};
 pub use worker::{Worker, WorkerReport};

@@ -15,7 +15,7 @@ use crate::driver::{
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
-use crate::options::{Order, Retention};
+use crate::options::{Backoff, Order, Retention};
 use crate::read::Record;
 
 /// A driver that keeps everything in memory: fast, not durable, available on
@@ -368,8 +368,10 @@ impl GroupState {
         }
     }
 
-    /// A new delivery of `seq`: the next attempt, leased to `consumer`.
-    fn lease_to(&mut self, seq: u64, consumer: &str, until: Timestamp) -> u32 {
+    /// A new delivery of `seq`: the next attempt, leased to `consumer`
+    /// until `until`, and should the lease run out, deliverable again
+    /// `backoff` after it.
+    fn lease_to(&mut self, seq: u64, consumer: &str, until: Timestamp, backoff: Backoff) -> u32 {
         self.end_lease(seq);
         let entry = self.entries.entry(seq).or_insert(Entry {
             attempt: 0,
@@ -378,6 +380,7 @@ impl GroupState {
             settled: false,
         });
         entry.attempt += 1;
+        entry.retry_at = until + backoff.delay(seq, entry.attempt);
         entry.lease = Some(Lease {
             consumer: consumer.to_owned(),
             until,
@@ -602,7 +605,8 @@ impl Store {
                         });
                         break;
                     }
-                    due(lease.until);
+                    // Should it run out, the backoff after it.
+                    due(lease.until.max(entry.map_or(lease.until, |e| e.retry_at)));
                     if ordered {
                         break;
                     }
@@ -618,7 +622,7 @@ impl Store {
                     }
                     continue;
                 }
-                let attempt = group.lease_to(seq, req.consumer, req.lease_until);
+                let attempt = group.lease_to(seq, req.consumer, req.lease_until, req.backoff);
                 deliveries.push(Claimed {
                     seq,
                     attempt,
@@ -675,7 +679,7 @@ impl Store {
                 if let Some(next) = req.next
                     && group.spec.order == Order::Ordered
                 {
-                    group.lease_to(next.seq, next.consumer, next.lease_until);
+                    group.lease_to(next.seq, next.consumer, next.lease_until, req.backoff);
                 }
                 None
             }
@@ -690,6 +694,7 @@ impl Store {
                 }
             }
             Settlement::Extend { lease_until } => {
+                entry.retry_at = lease_until + req.backoff.delay(req.seq, entry.attempt);
                 let lease = entry.lease.as_mut().ok_or(Error::LeaseLost)?;
                 let old = std::mem::replace(&mut lease.until, lease_until);
                 group.leases.remove(&(old, req.seq));
@@ -831,6 +836,7 @@ impl Driver for MemoryDriver {
                         now: h.now,
                         lease_until: h.lease_until,
                         max: h.max,
+                        backoff: h.backoff,
                     });
                     if let Ok(outcome) = claimed {
                         if !outcome.dead_lettered.is_empty() {
@@ -989,6 +995,7 @@ mod tests {
         let spec = GroupSpec {
             order: Order::PerKey,
             max_attempts: 5,
+            backoff: Backoff::none(),
             dead_letter: "t.dlq".into(),
         };
         store
@@ -1028,6 +1035,7 @@ mod tests {
                     now: Timestamp::ZERO,
                     lease_until: Timestamp::from_millis(1000),
                     max: 100,
+                    backoff: Backoff::none(),
                 })
                 .unwrap()
                 .deliveries;
@@ -1051,6 +1059,7 @@ mod tests {
                         settlement: Settlement::Ack,
                         ordered: false,
                         next: None,
+                        backoff: Backoff::none(),
                     })
                     .unwrap();
                 acked += 1;

@@ -135,9 +135,197 @@ impl Start {
     }
 }
 
+/// How long a group waits before it delivers a failed message again: after
+/// a nack that gives no delay of its own, and after a lease that ran out.
+/// Set with [`GroupOptions::backoff`] and stored with the group.
+///
+/// The wait after attempt `n` (1-based) of the message at `seq` is
+/// `min(base × 2^(n−1), max)` ([`fixed`](Backoff::fixed): `base = max`),
+/// less up to `jitter` of itself: `delay × jitter × u`, where `u` in
+/// `[0, 1)` is a hash of `(seed, seq, n)` — the same every time, so
+/// retries of messages that failed together spread out, and a test on a
+/// manual clock knows each time exactly ([`delay`](Backoff::delay)). Delays
+/// are whole milliseconds on the bus clock (I10): an expired lease's
+/// message is deliverable again `delay` after the lease's end, a nacked
+/// one `delay` after the nack. A nack's own delay
+/// ([`NackOptions::with_delay`]) wins over the group's backoff.
+///
+/// ```
+/// use std::time::Duration;
+/// use litebus::Backoff;
+/// let b = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
+/// assert_eq!(b.delay(7, 1), Duration::from_secs(1));
+/// assert_eq!(b.delay(7, 3), Duration::from_secs(4));
+/// assert_eq!(b.delay(7, 20), Duration::from_secs(60));
+/// let j = b.jitter(0.5);
+/// assert!(j.delay(7, 3) > Duration::from_secs(2) && j.delay(7, 3) <= Duration::from_secs(4));
+/// assert_eq!(j.delay(7, 3), j.delay(7, 3));
+/// assert_eq!(Backoff::none().delay(7, 3), Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Backoff {
+    base_ms: u64,
+    max_ms: u64,
+    /// Thousandths; over 1000 is an invalid ratio, refused by `validate`.
+    jitter_permille: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    /// No wait: a failed message is deliverable again at once (the default).
+    pub const fn none() -> Self {
+        Backoff {
+            base_ms: 0,
+            max_ms: 0,
+            jitter_permille: 0,
+            seed: 0,
+        }
+    }
+
+    /// The same wait after every attempt (rounded up to whole milliseconds).
+    pub fn fixed(delay: Duration) -> Self {
+        let ms = millis(delay);
+        Backoff {
+            base_ms: ms,
+            max_ms: ms,
+            ..Backoff::none()
+        }
+    }
+
+    /// `base` after the first attempt, doubling after each one after it, at
+    /// most `max` (each rounded up to whole milliseconds; `base` over `max`
+    /// is [`Error::InvalidOptions`]).
+    pub fn exponential(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base_ms: millis(base),
+            max_ms: millis(max),
+            ..Backoff::none()
+        }
+    }
+
+    /// Takes up to `ratio` (from 0 to 1) of each wait off, by a hash of the
+    /// message's seq and attempt, so messages that failed together do not
+    /// come back together. A ratio outside `0..=1` is
+    /// [`Error::InvalidOptions`].
+    #[must_use]
+    pub fn jitter(mut self, ratio: f64) -> Self {
+        self.jitter_permille = if (0.0..=1.0).contains(&ratio) {
+            // In 0..=1000: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let permille = (ratio * 1000.0).round() as u32;
+            permille
+        } else {
+            u32::MAX
+        };
+        self
+    }
+
+    /// The seed of the jitter's hash (default 0): groups with different
+    /// seeds spread the same seqs differently.
+    #[must_use]
+    pub const fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The wait after attempt `attempt` (1-based) of the message at `seq`.
+    pub fn delay(&self, seq: u64, attempt: u32) -> Duration {
+        Duration::from_millis(self.delay_millis(seq, attempt))
+    }
+
+    /// [`delay`](Backoff::delay) in milliseconds.
+    pub fn delay_millis(&self, seq: u64, attempt: u32) -> u64 {
+        let e = attempt.saturating_sub(1);
+        let full = if e >= 64 || self.base_ms > self.max_ms >> e {
+            self.max_ms
+        } else {
+            self.base_ms << e
+        };
+        let ratio = u128::from(self.jitter_permille.min(1000));
+        if ratio == 0 || full == 0 {
+            return full;
+        }
+        // u in [0, 1) as thousandths of thousandths.
+        let u = u128::from(mix(self.seed, seq, attempt) % 1_000_000);
+        let off = u128::from(full) * ratio * u / 1_000_000_000;
+        full - u64::try_from(off).unwrap_or(full)
+    }
+
+    /// The first wait, in milliseconds (the whole wait of a fixed backoff).
+    pub const fn base_millis(&self) -> u64 {
+        self.base_ms
+    }
+
+    /// The longest wait, in milliseconds.
+    pub const fn max_millis(&self) -> u64 {
+        self.max_ms
+    }
+
+    /// The jitter ratio, in thousandths.
+    pub const fn jitter_permille(&self) -> u32 {
+        self.jitter_permille
+    }
+
+    /// The jitter's seed.
+    pub const fn get_seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Never waits.
+    pub const fn is_none(&self) -> bool {
+        self.max_ms == 0
+    }
+
+    /// The backoff with these stored fields (`base`, `max` and `jitter` as
+    /// [`base_millis`](Backoff::base_millis),
+    /// [`max_millis`](Backoff::max_millis) and
+    /// [`jitter_permille`](Backoff::jitter_permille) give them): how a
+    /// driver reads it back from its store.
+    pub const fn from_parts(base_ms: u64, max_ms: u64, jitter_permille: u32, seed: u64) -> Self {
+        Backoff {
+            base_ms,
+            max_ms,
+            jitter_permille,
+            seed,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.jitter_permille > 1000 {
+            return Err(Error::InvalidOptions(
+                "backoff jitter must be a ratio from 0 to 1".into(),
+            ));
+        }
+        if self.base_ms > self.max_ms {
+            return Err(Error::InvalidOptions(format!(
+                "backoff base {} ms is over its max {} ms",
+                self.base_ms, self.max_ms
+            )));
+        }
+        if self.max_ms > MAX_SEQ {
+            return Err(Error::InvalidOptions(format!(
+                "backoff max {} ms is over {MAX_SEQ}",
+                self.max_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A hash of `(seed, seq, attempt)`: the `SplitMix64` finalizer over a sum
+/// of its parts, each times an odd constant.
+fn mix(seed: u64, seq: u64, attempt: u32) -> u64 {
+    let mut z = seed
+        .wrapping_add(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(u64::from(attempt).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Options of a consumer group and of one subscription to it.
 ///
-/// `order`, `max_attempts` and `dead_letter` belong to the group and are
+/// `order`, `max_attempts`, `backoff` and `dead_letter` belong to the group and are
 /// stored with it: a later subscription asking for different ones gets
 /// [`Error::InvalidOptions`]. `lease`, `prefetch` and `start` belong to the
 /// subscription (`start` only matters to the one that creates the group).
@@ -146,19 +334,21 @@ pub struct GroupOptions {
     pub(crate) order: Order,
     pub(crate) lease: Duration,
     pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
     pub(crate) dead_letter: Option<String>,
     pub(crate) start: Start,
     pub(crate) prefetch: u32,
 }
 
 impl GroupOptions {
-    /// Ordered delivery, 30 s leases, 5 attempts, dead letters to
-    /// `<topic>.dlq`, from the beginning, prefetch 32.
+    /// Ordered delivery, 30 s leases, 5 attempts, no backoff, dead letters
+    /// to `<topic>.dlq`, from the beginning, prefetch 32.
     pub fn new() -> Self {
         GroupOptions {
             order: Order::Ordered,
             lease: Duration::from_secs(30),
             max_attempts: 5,
+            backoff: Backoff::none(),
             dead_letter: None,
             start: Start::Beginning,
             prefetch: 32,
@@ -196,6 +386,15 @@ impl GroupOptions {
     #[must_use]
     pub fn unlimited_attempts(self) -> Self {
         self.max_attempts(u32::MAX)
+    }
+
+    /// How long a failed message waits before it is delivered again, after
+    /// a nack without a delay of its own and after an expired lease
+    /// (default [`Backoff::none`]: at once).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     /// The dead-letter topic (default `<topic>.dlq`; for a topic longer than
@@ -238,6 +437,7 @@ impl GroupOptions {
             return Err(Error::InvalidOptions("prefetch must be at least 1".into()));
         }
         self.start.start_after()?;
+        self.backoff.validate()?;
         if let Order::Shared { max_in_flight: 0 } = self.order {
             return Err(Error::InvalidOptions(
                 "max_in_flight must be at least 1".into(),
@@ -256,23 +456,25 @@ impl Default for GroupOptions {
 /// What a nack asks for: when to deliver again and why it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NackOptions {
-    /// Wait this long before the message is deliverable again.
-    pub delay: Duration,
+    /// Wait this long before the message is deliverable again; `None`: as
+    /// long as the group's [`Backoff`] says (at once without one).
+    pub delay: Option<Duration>,
     /// Why processing failed; kept as the message's last error and written
     /// into its dead letter.
     pub reason: Option<String>,
 }
 
 impl NackOptions {
-    /// Deliver again at once, no reason given.
+    /// Deliver again after the group's backoff, no reason given.
     pub fn new() -> Self {
         NackOptions::default()
     }
 
-    /// Deliver again after `delay`.
+    /// Deliver again after `delay`, whatever the group's backoff says
+    /// (`Duration::ZERO`: at once).
     #[must_use]
     pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
+        self.delay = Some(delay);
         self
     }
 
@@ -454,4 +656,79 @@ impl Retention {
 /// `d` in whole milliseconds, rounded up.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each wait doubles from the base up to the max, whatever the attempt
+    /// (no overflow at `u32::MAX` attempts nor with the largest delays);
+    /// jitter takes off at most its share, and the same `(seq, attempt)`
+    /// always gets the same wait.
+    #[test]
+    fn backoff_waits_double_up_to_the_max_and_jitter_stays_in_its_share() {
+        let big = Duration::from_millis(MAX_SEQ);
+        for (base, max) in [
+            (1, 1),
+            (3, 1000),
+            (1000, 1000),
+            (7, MAX_SEQ),
+            (MAX_SEQ, MAX_SEQ),
+        ] {
+            let plain =
+                Backoff::exponential(Duration::from_millis(base), Duration::from_millis(max));
+            assert!(plain.validate().is_ok());
+            let jittered = plain.jitter(0.3).seed(99);
+            let mut last = 0;
+            for attempt in (1..=70).chain([1_000, u32::MAX - 1, u32::MAX]) {
+                let full = plain.delay_millis(12, attempt);
+                // Below 2^127: no bit is lost.
+                let expected = match attempt - 1 {
+                    e @ 0..64 => (u128::from(base) << e).min(u128::from(max)),
+                    _ => u128::from(max),
+                };
+                assert_eq!(u128::from(full), expected, "{base} {max} {attempt}");
+                assert!(full >= last);
+                last = full;
+                let j = jittered.delay_millis(12, attempt);
+                assert!(
+                    j <= full && j >= full.saturating_sub(full / 10 * 3 + 3),
+                    "{j} of {full}"
+                );
+                assert_eq!(j, jittered.delay_millis(12, attempt));
+            }
+        }
+        assert_eq!(Backoff::none().delay(5, u32::MAX), Duration::ZERO);
+        assert_eq!(Backoff::fixed(big).delay(5, 9), big);
+        let spread: std::collections::BTreeSet<u64> = (1..=100)
+            .map(|seq| {
+                Backoff::fixed(Duration::from_secs(10))
+                    .jitter(1.0)
+                    .delay_millis(seq, 1)
+            })
+            .collect();
+        assert!(spread.len() > 90, "{} distinct waits of 100", spread.len());
+    }
+
+    #[test]
+    fn a_backoff_that_makes_no_sense_is_refused() {
+        let ms = Duration::from_millis;
+        for bad in [
+            Backoff::exponential(ms(2), ms(1)),
+            Backoff::fixed(ms(MAX_SEQ + 1)),
+            Backoff::fixed(ms(1)).jitter(1.01),
+            Backoff::fixed(ms(1)).jitter(-0.01),
+            Backoff::fixed(ms(1)).jitter(f64::INFINITY),
+            Backoff::fixed(ms(1)).jitter(f64::NAN),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(Error::InvalidOptions(_))),
+                "{bad:?}"
+            );
+            let options = GroupOptions::new().backoff(bad);
+            assert!(matches!(options.validate(), Err(Error::InvalidOptions(_))));
+        }
+        assert_eq!(Backoff::fixed(ms(1)).jitter(0.25).jitter_permille(), 250);
+    }
 }

@@ -17,7 +17,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Settlement};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::options::{GroupOptions, NackOptions, Order};
+use crate::options::{Backoff, GroupOptions, NackOptions, Order};
 use crate::stream::{StreamState, next_backoff, wait_out};
 use crate::wake::{Inbox, Taken, Waiting};
 
@@ -48,6 +48,7 @@ struct Consumer {
     id: String,
     lease: Duration,
     prefetch: u32,
+    backoff: Backoff,
     /// The group is `Ordered`: one delivery out at a time, the next ones
     /// read ahead and taken with each ack.
     ordered: bool,
@@ -140,6 +141,7 @@ impl Subscription {
                 id: consumer,
                 lease: options.lease,
                 prefetch: options.prefetch,
+                backoff: options.backoff,
                 ordered: options.order == Order::Ordered,
                 buffer: Mutex::new(Buffer::default()),
                 settled: Event::new(),
@@ -269,6 +271,7 @@ impl Consumer {
                         group: self.group.clone(),
                         consumer: self.id.clone(),
                         lease: self.lease,
+                        backoff: self.backoff,
                         max: self.prefetch,
                         inbox: self.inbox.clone(),
                     },
@@ -343,6 +346,7 @@ impl Consumer {
                         now,
                         lease_until,
                         max: self.prefetch,
+                        backoff: self.backoff,
                     })
                     .await?
             };
@@ -519,10 +523,14 @@ impl Delivery {
     }
 
     /// Gives the message back: it is delivered again after `options.delay`
-    /// with the next attempt number (I6), or moved to the dead-letter topic
-    /// if this was the final attempt (I8).
+    /// (without one, after the group's [`Backoff`] for this attempt) with
+    /// the next attempt number (I6), or moved to the dead-letter topic if
+    /// this was the final attempt (I8).
     pub async fn nack(&self, options: NackOptions) -> Result<()> {
-        let retry_at = self.consumer.bus.now() + options.delay;
+        let delay = options
+            .delay
+            .unwrap_or_else(|| self.consumer.backoff.delay(self.seq, self.attempt));
+        let retry_at = self.consumer.bus.now() + delay;
         self.settle(Settlement::Nack {
             retry_at,
             reason: options.reason,
@@ -653,6 +661,7 @@ impl Delivery {
                     seq,
                     lease_until,
                 }),
+                backoff: consumer.backoff,
             })
             .await;
         forget.0 = None;

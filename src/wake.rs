@@ -61,6 +61,8 @@ pub(crate) struct Waiting {
     pub(crate) lease: Duration,
     /// The most deliveries it takes at once (its prefetch).
     pub(crate) max: u32,
+    /// Its group's backoff.
+    pub(crate) backoff: crate::options::Backoff,
     /// Where what is leased to it goes.
     pub(crate) inbox: Inbox,
 }

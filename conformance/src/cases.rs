@@ -2,6 +2,7 @@
 //! these files; a theme file without its line here fails to build.
 
 pub mod admin;
+pub mod backoff;
 pub mod dead_letter;
 pub mod dedupe;
 pub mod groups;

@@ -46,9 +46,9 @@ mod prelude {
     pub(crate) use futures_lite::future;
     pub(crate) use litebus::driver::{BoxFuture, dead_letter_keys};
     pub(crate) use litebus::{
-        Bus, BusOptions, Delivery, Error, Follow, GroupOptions, Live, Message, NackOptions,
-        NameKind, Order, Outcome, PRUNE_BATCH, Record, Result, Retention, Start, Subscription,
-        Timestamp,
+        Backoff, Bus, BusOptions, Delivery, Error, Follow, GroupOptions, Live, Message,
+        NackOptions, NameKind, Order, Outcome, PRUNE_BATCH, Record, Result, Retention, Start,
+        Subscription, Timestamp,
     };
 
     pub(crate) use crate::{

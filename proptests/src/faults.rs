@@ -187,6 +187,11 @@ fn options(spec: SubSpec) -> GroupOptions {
         lease_ms: spec.lease_ms.max(1),
         prefetch: spec.prefetch.max(1),
         start: StartChoice::Beginning,
+        backoff: if spec.backoff.is_valid() {
+            spec.backoff
+        } else {
+            crate::ops::BackoffChoice::default()
+        },
     })
 }
 
@@ -269,8 +274,12 @@ pub async fn check_faults(schedule: Vec<u8>, ops: &[Op]) -> std::result::Result<
                 }
                 let d = list.remove(usize::from(*held) % list.len());
                 if let Op::Nack { delay_ms, .. } = op {
-                    let delay = Duration::from_millis(u64::from(*delay_ms));
-                    let _ = d.nack(NackOptions::new().with_delay(delay)).await;
+                    let delay = delay_ms.map(|d| Duration::from_millis(u64::from(d)));
+                    let options = NackOptions {
+                        delay,
+                        ..NackOptions::new()
+                    };
+                    let _ = d.nack(options).await;
                 } else {
                     let key = (d.topic().to_owned(), d.group().to_owned(), d.seq());
                     // An ack that failed may still have been stored (a lost

@@ -112,7 +112,7 @@ impl<'f, F: Factory> Harness<'f, F> {
                 held,
                 delay_ms,
             } => {
-                let delay = Duration::from_millis(u64::from(*delay_ms));
+                let delay = delay_ms.map(|d| Duration::from_millis(u64::from(d)));
                 self.settle(*consumer, *held, Some(Err(delay))).await
             }
             Op::Extend {
@@ -360,8 +360,14 @@ impl<'f, F: Factory> Harness<'f, F> {
         }
     }
 
-    /// `how`: `None` acks, `Some(Err(delay))` nacks, `Some(Ok(by))` extends.
-    async fn settle(&mut self, c: u8, held: u8, how: Option<Result<Duration, Duration>>) -> Obs {
+    /// `how`: `None` acks, `Some(Err(delay))` nacks (without a delay: the
+    /// group's backoff), `Some(Ok(by))` extends.
+    async fn settle(
+        &mut self,
+        c: u8,
+        held: u8,
+        how: Option<Result<Duration, Option<Duration>>>,
+    ) -> Obs {
         if self.consumers.is_empty() {
             return Obs::Skipped;
         }
@@ -374,11 +380,11 @@ impl<'f, F: Factory> Harness<'f, F> {
         let result = match how {
             None => consumer.held.remove(i).ack().await,
             Some(Err(delay)) => {
-                consumer
-                    .held
-                    .remove(i)
-                    .nack(NackOptions::new().with_delay(delay))
-                    .await
+                let options = NackOptions {
+                    delay,
+                    ..NackOptions::new()
+                };
+                consumer.held.remove(i).nack(options).await
             }
             Some(Ok(by)) => consumer.held[i].extend(by).await.map(|_| ()),
         };
@@ -401,6 +407,7 @@ pub fn group_options(spec: SubSpec) -> GroupOptions {
         .lease(Duration::from_millis(u64::from(spec.lease_ms)))
         .prefetch(u32::from(spec.prefetch))
         .start(start(spec.start))
+        .backoff(spec.backoff.backoff())
 }
 
 /// The position a [`StartChoice`] names.

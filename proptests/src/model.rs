@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use litebus::Backoff;
+
 use crate::ops::{
     ErrKind, Got, GroupChoice, GroupRow, Heard, LISTENER_CAPACITY, MsgSpec, Obs, Op, OrderChoice,
     RetentionChoice, StartChoice, SubSpec, TopicChoice, is_a_g1, message_id, payload, read_key,
@@ -57,6 +59,8 @@ enum Mode {
 struct Group {
     mode: Mode,
     max_attempts: u32,
+    /// I6: the wait before a failed message is delivered again.
+    backoff: Backoff,
     dead_letter: String,
     start_after: u64,
     handouts: BTreeMap<u64, Handout>,
@@ -132,6 +136,11 @@ pub struct Model {
     pub dead_letters_renamed: u64,
     /// Acks of an ordered group that took the next message read ahead.
     pub ordered_handovers: u64,
+    /// Nacks that waited the group's backoff (a wait over zero).
+    pub backoff_nacks: u64,
+    /// Claims that found a message whose lease ran out still waiting the
+    /// backoff after it.
+    pub backoff_holds: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -174,7 +183,7 @@ impl Model {
                 consumer,
                 held,
                 delay_ms,
-            } => self.settle(*consumer, *held, Settle::Nack(u64::from(*delay_ms))),
+            } => self.settle(*consumer, *held, Settle::Nack(delay_ms.map(u64::from))),
             Op::Extend {
                 consumer,
                 held,
@@ -328,6 +337,7 @@ impl Model {
             OrderChoice::Shared(n) => Mode::Shared(u32::from(n)),
         };
         if spec.lease_ms == 0
+            || !spec.backoff.is_valid()
             || spec.max_attempts == 0
             || spec.prefetch == 0
             || mode == Mode::Shared(0)
@@ -346,6 +356,7 @@ impl Model {
             Some(g)
                 if g.mode != mode
                     || g.max_attempts != spec.attempts()
+                    || g.backoff != spec.backoff.backoff()
                     || g.dead_letter != dead_letter =>
             {
                 return Obs::Subscribed(Err(ErrKind::InvalidOptions));
@@ -358,6 +369,7 @@ impl Model {
                     Group {
                         mode,
                         max_attempts: spec.attempts(),
+                        backoff: spec.backoff.backoff(),
                         dead_letter,
                         start_after,
                         handouts: BTreeMap::new(),
@@ -495,7 +507,15 @@ impl Model {
                 claimed.push((seq, h.attempt, until, g.generation));
                 break;
             }
-            let deliverable = !active(&h) && h.retry_at.max(m.deliver_at) <= now;
+            // I6: a lease that ran out waits the backoff after its end.
+            let waited = match h.lease {
+                Some((_, until)) => until + backoff_ms(g.backoff, seq, h.attempt) <= now,
+                None => true,
+            };
+            if !waited && !active(&h) {
+                self.backoff_holds += 1;
+            }
+            let deliverable = !active(&h) && waited && h.retry_at.max(m.deliver_at) <= now;
             if deliverable {
                 let h = g.handouts.entry(seq).or_default();
                 h.attempt += 1;
@@ -668,6 +688,7 @@ impl Model {
             return Obs::Settled(Err(ErrKind::LeaseLost));
         }
         let max_attempts = g.max_attempts;
+        let backoff = g.backoff;
         let Some(h) = g.handouts.get_mut(&seq) else {
             return Obs::Settled(Err(ErrKind::LeaseLost));
         };
@@ -686,12 +707,18 @@ impl Model {
                 }
             }
             // I6, I8
+            // I6: without a delay of its own, the group's backoff for the
+            // attempt.
             Settle::Nack(delay) => {
                 if h.attempt >= max_attempts {
                     self.dead_letter(topic, group, seq, "nacked");
                 } else {
                     h.lease = None;
-                    h.retry_at = now + delay;
+                    let wait = delay.unwrap_or_else(|| backoff_ms(backoff, seq, attempt));
+                    if delay.is_none() && wait > 0 {
+                        self.backoff_nacks += 1;
+                    }
+                    h.retry_at = now + wait;
                 }
             }
             Settle::Extend(by) => {
@@ -1065,9 +1092,16 @@ impl Model {
     }
 }
 
+/// The group's wait after attempt `attempt` of `seq`, in ms (the public
+/// definition of the rule, [`Backoff::delay`]).
+fn backoff_ms(backoff: Backoff, seq: u64, attempt: u32) -> u64 {
+    backoff.delay_millis(seq, attempt)
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Settle {
     Ack,
-    Nack(u64),
+    /// Its delay; `None`: the group's backoff.
+    Nack(Option<u64>),
     Extend(u64),
 }

@@ -113,6 +113,36 @@ pub struct SubSpec {
     pub prefetch: u8,
     /// Start.
     pub start: StartChoice,
+    /// The group's backoff.
+    pub backoff: BackoffChoice,
+}
+
+/// A group's backoff: `Backoff::exponential(base_ms, max_ms)` with
+/// `jitter_pct / 100` jitter; zeros are `Backoff::none()`. A base over its
+/// max or a jitter over 100 % is invalid and must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct BackoffChoice {
+    /// The first wait, in ms.
+    pub base_ms: u16,
+    /// The longest wait, in ms.
+    pub max_ms: u16,
+    /// The jitter, in percent.
+    pub jitter_pct: u8,
+}
+
+impl BackoffChoice {
+    /// The backoff it stands for.
+    pub fn backoff(&self) -> litebus::Backoff {
+        let ms = |v: u16| std::time::Duration::from_millis(u64::from(v));
+        litebus::Backoff::exponential(ms(self.base_ms), ms(self.max_ms))
+            .jitter(f64::from(self.jitter_pct) / 100.0)
+    }
+
+    /// Whether a subscription must refuse it.
+    pub fn is_valid(&self) -> bool {
+        self.base_ms <= self.max_ms && self.jitter_pct <= 100
+    }
 }
 
 impl SubSpec {
@@ -164,8 +194,8 @@ pub enum Op {
         consumer: u8,
         /// Which of its held deliveries.
         held: u8,
-        /// Delay in ms.
-        delay_ms: u16,
+        /// Delay in ms; `None`: the group's backoff.
+        delay_ms: Option<u16>,
     },
     /// `delivery.extend` (kept).
     Extend {
@@ -446,6 +476,22 @@ fn start() -> impl Strategy<Value = StartChoice> {
     ]
 }
 
+/// Few choices, so that later subscribers of a group usually match it.
+fn backoff() -> impl Strategy<Value = BackoffChoice> {
+    let choice = |base_ms, max_ms, jitter_pct| BackoffChoice {
+        base_ms,
+        max_ms,
+        jitter_pct,
+    };
+    prop_oneof![
+        8 => Just(BackoffChoice::default()),
+        2 => Just(choice(700, 700, 0)),
+        2 => Just(choice(300, 2400, 50)),
+        1 => Just(choice(2000, 1000, 0)),
+        1 => Just(choice(100, 100, 150)),
+    ]
+}
+
 fn sub_spec() -> impl Strategy<Value = SubSpec> {
     (
         // Concentrated choices, so that later subscribers of a group usually
@@ -460,14 +506,18 @@ fn sub_spec() -> impl Strategy<Value = SubSpec> {
         prop_oneof![10 => 500u16..3000, 1 => Just(0u16)],
         prop_oneof![10 => 1u8..4, 1 => Just(0u8)],
         start(),
+        backoff(),
     )
-        .prop_map(|(order, max_attempts, lease_ms, prefetch, start)| SubSpec {
-            order,
-            max_attempts,
-            lease_ms,
-            prefetch,
-            start,
-        })
+        .prop_map(
+            |(order, max_attempts, lease_ms, prefetch, start, backoff)| SubSpec {
+                order,
+                max_attempts,
+                lease_ms,
+                prefetch,
+                start,
+                backoff,
+            },
+        )
 }
 
 /// A strategy for operations, weighted towards those that move messages.
@@ -488,7 +538,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         12 => idx().prop_map(|consumer| Op::Receive { consumer }),
         3 => (idx(), idx()).prop_map(|(consumer, polls)| Op::CutReceive { consumer, polls }),
         6 => (idx(), idx()).prop_map(|(consumer, held)| Op::Ack { consumer, held }),
-        3 => (idx(), idx(), prop_oneof![Just(0u16), 1u16..2000])
+        3 => (idx(), idx(), prop_oneof![Just(None), Just(Some(0u16)), (1u16..2000).prop_map(Some)])
             .prop_map(|(consumer, held, delay_ms)| Op::Nack { consumer, held, delay_ms }),
         1 => (idx(), idx(), 0u16..4000)
             .prop_map(|(consumer, held, by_ms)| Op::Extend { consumer, held, by_ms }),

@@ -1,7 +1,8 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
-//! lagging listeners, retention, dead-letter listings and each error kind. A generator that stopped producing them would let the
+//! lagging listeners, retention, dead-letter listings, waits of a backoff
+//! and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
@@ -21,7 +22,14 @@ fn generated_sequences_reach_every_behaviour() {
         let mut model = Model::new();
         for op in &sequence {
             let (renamed, handovers) = (model.dead_letters_renamed, model.ordered_handovers);
+            let (nacks, holds) = (model.backoff_nacks, model.backoff_holds);
             model.apply(op);
+            if model.backoff_nacks > nacks {
+                *seen.entry("nack waited the backoff").or_default() += 1;
+            }
+            if model.backoff_holds > holds {
+                *seen.entry("expired lease waited the backoff").or_default() += 1;
+            }
             if model.dead_letters_renamed > renamed {
                 *seen.entry("dead letter under a fresh id").or_default() += 1;
             }
@@ -77,6 +85,8 @@ fn generated_sequences_reach_every_behaviour() {
         "dead letter",
         "dead letter under a fresh id",
         "ordered ack took the next",
+        "nack waited the backoff",
+        "expired lease waited the backoff",
         "read",
         "read of a key",
         "read refused",

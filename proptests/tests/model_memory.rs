@@ -135,6 +135,7 @@ fn an_extend_after_a_seek_reaches_the_delivery_out_of_the_same_identity() {
         lease_ms: 10_537,
         prefetch: 41,
         start: StartChoice::Beginning,
+        backoff: litebus_proptests::ops::BackoffChoice::default(),
     };
     let message = MsgSpec {
         id: Some(25),

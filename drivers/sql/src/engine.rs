@@ -57,7 +57,9 @@ use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
     Next, Prune, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
 };
-use litebus::{DriverError, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
+use litebus::{
+    Backoff, DriverError, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp,
+};
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
 
@@ -104,6 +106,7 @@ enum Work {
         now: Timestamp,
         lease_until: Timestamp,
         max: u32,
+        backoff: Backoff,
     },
     Settle {
         topic: String,
@@ -117,6 +120,7 @@ enum Work {
         /// An ordered group's next message, taken with the ack: consumer,
         /// seq, lease end.
         next: Option<(String, u64, Timestamp)>,
+        backoff: Backoff,
     },
     Release {
         key: ConsumerKey,
@@ -646,6 +650,7 @@ impl<B: Backend> Engine<B> {
                 now: claim.now,
                 lease_until: claim.lease_until,
                 max: claim.max,
+                backoff: claim.backoff,
             },
             |answer| match answer {
                 Answer::Claimed(v) => Some(v),
@@ -669,6 +674,7 @@ impl<B: Backend> Engine<B> {
                 next: settle
                     .next
                     .map(|n| (n.consumer.to_owned(), n.seq, n.lease_until)),
+                backoff: settle.backoff,
             },
             |answer| match answer {
                 Answer::Settled(v) => Some(v),
@@ -1337,6 +1343,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             now,
             lease_until,
             max,
+            backoff,
         } => {
             let claim = Claim {
                 topic: &key.0,
@@ -1345,6 +1352,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
                 now: *now,
                 lease_until: *lease_until,
                 max: *max,
+                backoff: *backoff,
             };
             let group = (key.0.clone(), key.1.clone());
             let known = lock(&ctx.orders.0).get(&group).copied();
@@ -1364,6 +1372,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             settlement,
             ordered,
             next,
+            backoff,
         } => {
             let settle = Settle {
                 topic,
@@ -1379,6 +1388,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
                     seq: *seq,
                     lease_until: *lease_until,
                 }),
+                backoff: *backoff,
             };
             crate::settle(conn, settle).await.map(Answer::Settled)
         }
@@ -1459,7 +1469,7 @@ pub mod checks {
     use std::sync::{Arc, Mutex};
 
     use litebus::driver::{Append, BoxFuture, Claim, prepare_message};
-    use litebus::{Error, Message, Outcome, Result, Timestamp};
+    use litebus::{Backoff, Error, Message, Outcome, Result, Timestamp};
 
     use super::{Backend, Engine, lock};
     use crate::{Conn, Row, Value};
@@ -1616,6 +1626,7 @@ pub mod checks {
         let group = litebus::driver::GroupSpec {
             order: litebus::Order::Shared { max_in_flight: 16 },
             max_attempts: 5,
+            backoff: Backoff::none(),
             dead_letter: "t.dlq".into(),
         };
         engine
@@ -1696,6 +1707,7 @@ pub mod checks {
                 now: Timestamp::ZERO,
                 lease_until: Timestamp::from_millis(60_000),
                 max: 4,
+                backoff: Backoff::none(),
             })
             .await?;
         if claimed.deliveries.len() != 4 {
@@ -1717,6 +1729,7 @@ pub mod checks {
                     settlement: litebus::driver::Settlement::Ack,
                     ordered: false,
                     next: None,
+                    backoff: Backoff::none(),
                 })
             })
             .collect();
@@ -1793,6 +1806,7 @@ pub mod checks {
             let spec = GroupSpec {
                 order,
                 max_attempts: 5,
+                backoff: Backoff::none(),
                 dead_letter: "t.dlq".into(),
             };
             engine
@@ -1815,6 +1829,7 @@ pub mod checks {
                 now: Timestamp::ZERO,
                 lease_until: Timestamp::from_millis(60_000),
                 max: 4,
+                backoff: Backoff::none(),
             })
         };
         let ack = |d: &litebus::driver::Claimed, next: Option<u64>| {
@@ -1832,6 +1847,7 @@ pub mod checks {
                     seq,
                     lease_until: Timestamp::from_millis(60_000),
                 }),
+                backoff: Backoff::none(),
             })
         };
         let claimed = async |group: &'static str,

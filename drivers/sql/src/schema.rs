@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -184,6 +184,17 @@ const MIGRATIONS: &[&[&str]] = &[&[
     // so seq and attempt alone do not tell a delivery from before).
     "ALTER TABLE litebus_groups ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
     "INSERT INTO litebus_meta (name, value) VALUES ('generations', 0)",
+], &[
+    // Version 6: a group's backoff (`Backoff`): its first and longest
+    // wait in milliseconds, its jitter in thousandths and the jitter's
+    // seed (its 64 bits as a signed integer). A lease's row keeps, in
+    // `ready_at`, when its message is deliverable again should the lease
+    // run out (the lease end and the backoff after it); earlier rows have
+    // a `ready_at` at or before their lease end, which means no wait.
+    "ALTER TABLE litebus_groups ADD COLUMN backoff_base INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_groups ADD COLUMN backoff_max INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_groups ADD COLUMN backoff_jitter INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_groups ADD COLUMN backoff_seed INTEGER NOT NULL DEFAULT 0",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

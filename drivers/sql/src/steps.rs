@@ -11,7 +11,7 @@ use litebus::driver::{
     Settlement, TopicStats, dead_letter_message, generate_id, group_stats, lag, prune_count,
     stored_message, stored_record, topic_stats,
 };
-use litebus::{Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
+use litebus::{Backoff, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
 
 use crate::{Conn, Row, Value};
 use hot::{
@@ -218,19 +218,21 @@ pub mod hot {
         " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
     );
     /// Delivers ordered group `?2` of topic `?1`: its head is seq `?3`, at
-    /// attempt `?4`, leased to `?5` until `?6`.
+    /// attempt `?4`, leased to `?5` until `?6`, and deliverable again from
+    /// `?7` should the lease run out (its end and the group's backoff).
     pub const ORDERED_LEASE: &str = "UPDATE litebus_groups
-         SET head_seq = ?3, head_attempt = ?4, holder = ?5, lease_until = ?6, ready_at = 0
+         SET head_seq = ?3, head_attempt = ?4, holder = ?5, lease_until = ?6, ready_at = ?7
          WHERE topic = ?1 AND grp = ?2";
     /// Acks ordered group `?2`'s delivery `(?3, ?4)` of generation `?5` if
     /// it is current: the cursor moves to it, and the consumer that held it
-    /// takes seq `?6` (attempt 1, leased until `?7`) when `?6` is not
-    /// `NULL`.
+    /// takes seq `?6` (attempt 1, leased until `?7`, deliverable again from
+    /// `?8` should the lease run out) when `?6` is not `NULL` (then `?8`
+    /// is 0).
     pub const ORDERED_ACK: &str = "UPDATE litebus_groups
          SET cursor = head_seq, head_seq = ?6,
              head_attempt = CASE WHEN ?6 IS NULL THEN 0 ELSE 1 END,
              holder = CASE WHEN ?6 IS NULL THEN NULL ELSE holder END,
-             lease_until = ?7, ready_at = 0
+             lease_until = ?7, ready_at = ?8
          WHERE topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4
            AND holder IS NOT NULL AND generation = ?5";
     /// Acks delivery `(?3, ?4)` of generation `?5` if it is current.
@@ -590,7 +592,8 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
     let rows = conn
         .query(
             &format!(
-                "SELECT {GROUP_COLUMNS}, generation FROM litebus_groups WHERE topic = ?1 AND grp = ?2"
+                "SELECT {GROUP_COLUMNS}, generation, {BACKOFF_COLUMNS}
+                 FROM litebus_groups WHERE topic = ?1 AND grp = ?2"
             ),
             vec![Value::from(topic), Value::from(group)],
         )
@@ -600,6 +603,7 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
     };
     let mut g = group_from(row, 0)?;
     g.generation = row.uint(10)?;
+    g.spec.backoff = backoff_from(row, 11)?;
     Ok(Some(g))
 }
 
@@ -619,12 +623,35 @@ fn group_from(row: &Row, at: usize) -> Result<Group> {
             order,
             max_attempts: u32::try_from(row.uint(at + 2)?)
                 .map_err(|_| Error::Corrupt("max_attempts out of range".into()))?,
+            backoff: Backoff::none(),
             dead_letter: row.text(at + 3)?.to_owned(),
         },
         cursor: row.uint(at + 4)?,
         head: Head::read(row, at + 5)?,
         generation: 0,
     })
+}
+
+/// The group columns [`backoff_from`] reads.
+const BACKOFF_COLUMNS: &str = "backoff_base, backoff_max, backoff_jitter, backoff_seed";
+
+/// A group's backoff from the [`BACKOFF_COLUMNS`] of `row` from column
+/// `at` on.
+fn backoff_from(row: &Row, at: usize) -> Result<Backoff> {
+    let jitter = u32::try_from(row.uint(at + 2)?)
+        .map_err(|_| Error::Corrupt("backoff_jitter out of range".into()))?;
+    Ok(Backoff::from_parts(
+        row.uint(at)?,
+        row.uint(at + 1)?,
+        jitter,
+        row.int(at + 3)?.cast_unsigned(),
+    ))
+}
+
+/// When a lease of attempt `attempt` of `seq` that ends at `lease_until`
+/// leaves its message deliverable again, should it run out.
+fn after_lease(backoff: Backoff, lease_until: Timestamp, seq: u64, attempt: u32) -> Value {
+    ts(lease_until + backoff.delay(seq, attempt))
 }
 
 fn unknown_group(topic: &str, group: &str) -> Error {
@@ -658,12 +685,13 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
     };
     let (ordering, max_in_flight) = order_columns(req.spec.order);
     conn.execute(NEXT_GENERATION, Vec::new()).await?;
+    let backoff = req.spec.backoff;
     conn.execute(
         "INSERT INTO litebus_groups
             (topic, grp, ordering, max_in_flight, max_attempts, dead_letter, start_after, cursor,
-             generation)
+             generation, backoff_base, backoff_max, backoff_jitter, backoff_seed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7,
-             (SELECT value FROM litebus_meta WHERE name = 'generations'))",
+             (SELECT value FROM litebus_meta WHERE name = 'generations'), ?8, ?9, ?10, ?11)",
         vec![
             Value::from(req.topic),
             Value::from(req.group),
@@ -672,6 +700,10 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
             Value::from(req.spec.max_attempts),
             Value::from(req.spec.dead_letter.as_str()),
             Value::from(start_after),
+            Value::from(backoff.base_millis()),
+            Value::from(backoff.max_millis()),
+            Value::from(backoff.jitter_permille()),
+            Value::Int(backoff.get_seed().cast_signed()),
         ],
     )
     .await?;
@@ -966,7 +998,10 @@ async fn next_due(
     order: Order,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
-    let due = "CASE WHEN h.consumer IS NOT NULL AND h.lease_until > ?3 THEN h.lease_until ELSE h.ready_at END";
+    // A lease that has not run out: its end, or should it run out, the
+    // backoff after it.
+    let due = "CASE WHEN h.consumer IS NOT NULL AND h.lease_until > ?3
+        THEN MAX(h.lease_until, h.ready_at) ELSE h.ready_at END";
     let sql = match order {
         Order::PerKey => format!(
             "SELECT MIN({due}) FROM litebus_handouts h WHERE h.topic = ?1 AND h.grp = ?2
@@ -1199,7 +1234,9 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
     if let (Some(holder), Some(seq)) = (&g.head.holder, g.head.seq) {
         if g.head.lease_until > now.as_millis() {
             if holder != c.consumer {
-                return Ok(nothing(Some(g.head.lease_until), dead_lettered));
+                // Should it run out, the backoff after it.
+                let due = g.head.lease_until.max(g.head.ready_at);
+                return Ok(nothing(Some(due), dead_lettered));
             }
             again = Some(seq);
         } else if g.head.attempt >= g.spec.max_attempts {
@@ -1271,6 +1308,7 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
                     Value::from(attempt),
                     Value::from(c.consumer),
                     ts(c.lease_until),
+                    after_lease(c.backoff, c.lease_until, seq, attempt),
                 ],
             )
             .await?;
@@ -1344,20 +1382,33 @@ async fn choose(
 }
 
 /// Leases the candidates `chosen` to the claiming consumer. They were read
-/// in this transaction, so each is leased, at its next attempt.
+/// in this transaction, so each is leased, at its next attempt. With a
+/// backoff, each row's `ready_at` is when it is deliverable again should
+/// its lease run out (without one, its `ready_at`, not after now, says so
+/// already).
 async fn lease(conn: &mut dyn Conn, c: Claim<'_>, chosen: &[Row]) -> Result<()> {
     let mut sql = String::from(
-        "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?, lease_until = ?
-         WHERE topic = ? AND grp = ? AND seq IN (",
+        "UPDATE litebus_handouts SET attempt = attempt + 1, consumer = ?, lease_until = ?",
     );
+    // Bare `?`, values in text order: see `placeholders`.
+    let mut params = vec![Value::from(c.consumer), ts(c.lease_until)];
+    if !c.backoff.is_none() {
+        sql.push_str(", ready_at = CASE seq");
+        for row in chosen {
+            let seq = row.uint(CANDIDATE_AT)?;
+            let attempt = u32::try_from(row.uint(1)? + 1).unwrap_or(u32::MAX);
+            sql.push_str(" WHEN ? THEN ?");
+            params.extend([
+                Value::from(seq),
+                after_lease(c.backoff, c.lease_until, seq, attempt),
+            ]);
+        }
+        sql.push_str(" END");
+    }
+    sql.push_str(" WHERE topic = ? AND grp = ? AND seq IN (");
     placeholders(&mut sql, chosen.len());
     sql.push(')');
-    let mut params = vec![
-        Value::from(c.consumer),
-        ts(c.lease_until),
-        Value::from(c.topic),
-        Value::from(c.group),
-    ];
+    params.extend([Value::from(c.topic), Value::from(c.group)]);
     for row in chosen {
         params.push(Value::from(row.uint(CANDIDATE_AT)?));
     }
@@ -1481,19 +1532,20 @@ pub async fn hand_off(
                     "INSERT INTO litebus_handouts
                         (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
                 );
-                let mut params = Vec::with_capacity(take.len() * 5);
+                let mut params = Vec::with_capacity(take.len() * 6);
                 for (i, (seq, _)) in take.iter().enumerate() {
                     // Bare `?`, values in text order: see `placeholders`.
                     // A shared group's handouts keep no key.
                     sql.push_str(if i == 0 {
-                        "(?,?,?,NULL,1,0,?,?)"
+                        "(?,?,?,NULL,1,?,?,?)"
                     } else {
-                        ",(?,?,?,NULL,1,0,?,?)"
+                        ",(?,?,?,NULL,1,?,?,?)"
                     });
                     params.extend([
                         Value::from(topic),
                         Value::from(h.group.as_str()),
                         Value::from(*seq),
+                        after_lease(h.backoff, h.lease_until, *seq, 1),
                         Value::from(h.consumer.as_str()),
                         ts(h.lease_until),
                     ]);
@@ -1523,6 +1575,7 @@ pub async fn hand_off(
                         Value::from(1u32),
                         Value::from(h.consumer.as_str()),
                         ts(h.lease_until),
+                        after_lease(h.backoff, h.lease_until, first, 1),
                     ],
                 )
                 .await?;
@@ -1604,7 +1657,7 @@ async fn hand_off_per_key(
         "INSERT INTO litebus_handouts
             (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
     );
-    let mut params = Vec::with_capacity(heads.len() * 6);
+    let mut params = Vec::with_capacity(heads.len() * 7);
     for (i, (seq, message)) in heads.iter().copied().enumerate() {
         // Bare `?`, values in text order: see `placeholders`.
         if i > 0 {
@@ -1617,8 +1670,12 @@ async fn hand_off_per_key(
             Value::from(message.key()),
         ]);
         if i < leased {
-            sql.push_str("(?,?,?,?,1,0,?,?)");
-            params.extend([Value::from(h.consumer.as_str()), ts(h.lease_until)]);
+            sql.push_str("(?,?,?,?,1,?,?,?)");
+            params.extend([
+                after_lease(h.backoff, h.lease_until, *seq, 1),
+                Value::from(h.consumer.as_str()),
+                ts(h.lease_until),
+            ]);
         } else {
             sql.push_str("(?,?,?,?,0,0,NULL,NULL)");
         }
@@ -1667,16 +1724,21 @@ pub async fn settle(conn: &mut dyn Conn, s: Settle<'_>) -> Result<Option<DeadLet
         Settlement::Ack if s.ordered => {
             let mut params = key();
             match s.next {
-                Some(next) => params.extend([Value::from(next.seq), ts(next.lease_until)]),
-                None => params.extend([Value::Null, Value::Null]),
+                Some(next) => params.extend([
+                    Value::from(next.seq),
+                    ts(next.lease_until),
+                    after_lease(s.backoff, next.lease_until, next.seq, 1),
+                ]),
+                None => params.extend([Value::Null, Value::Null, Value::from(0u64)]),
             }
             conn.execute(ORDERED_ACK, params).await?
         }
         Settlement::Ack => conn.execute(ACK, key()).await?,
         Settlement::Extend { lease_until } => {
-            let sql = format!("UPDATE {table} SET lease_until = ?6 WHERE {current}");
+            let sql = format!("UPDATE {table} SET lease_until = ?6, ready_at = ?7 WHERE {current}");
             let mut params = key();
             params.push(ts(lease_until));
+            params.push(after_lease(s.backoff, lease_until, s.seq, s.attempt));
             conn.execute(&sql, params).await?
         }
         Settlement::Nack { retry_at, reason } => {
@@ -1962,7 +2024,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             &format!(
                 "SELECT grp, start_after, cursor, dead_lettered,
                         holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key', pruned,
-                        {GROUP_COLUMNS}
+                        {GROUP_COLUMNS}, {BACKOFF_COLUMNS}
                  FROM litebus_groups WHERE topic = ?1 ORDER BY grp"
             ),
             vec![Value::from(topic), ts(now)],
@@ -2035,7 +2097,10 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             acked_floor,
             [dead, g.uint(6)?],
             lag(oldest, now),
-            group_from(g, 7)?.spec,
+            GroupSpec {
+                backoff: backoff_from(g, 17)?,
+                ..group_from(g, 7)?.spec
+            },
         ));
     }
     Ok(topic_stats(topic.to_owned(), last, count, out, retention))

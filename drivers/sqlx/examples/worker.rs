@@ -1,6 +1,7 @@
 //! A worker on a SQLite file: a handler resizes uploaded photos, 16 at a
-//! time. A flaky upload fails once and succeeds on its retry, a corrupt one
-//! fails every attempt and ends as a dead letter with its error, a slow one
+//! time. A flaky upload fails once and succeeds on its retry (after the
+//! group's backoff), a corrupt one fails every attempt, waiting longer
+//! each time, and ends as a dead letter with its error, a slow one
 //! outlasts its lease (the worker's heartbeat keeps it), and the worker shuts
 //! down gracefully once the queue is empty (or at Ctrl-C).
 //!
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use litebus::{Bus, BusOptions, GroupOptions, Message, Order};
+use litebus::{Backoff, Bus, BusOptions, GroupOptions, Message, Order};
 use litebus_sqlx::SqlxDriver;
 
 #[tokio::main]
@@ -25,7 +26,12 @@ async fn main() -> litebus::Result<()> {
     let options = GroupOptions::new()
         .order(Order::Shared { max_in_flight: 64 })
         .max_attempts(3)
-        .lease(Duration::from_millis(300));
+        .lease(Duration::from_millis(300))
+        // A failed upload waits 50 ms, then 100 ms, … (at most 1 s), less
+        // up to a fifth, before its next attempt.
+        .backoff(
+            Backoff::exponential(Duration::from_millis(50), Duration::from_secs(1)).jitter(0.2),
+        );
     let resizer = bus.subscribe("uploads", "resizer", options).await?;
     let mut uploads: Vec<Message> = (1..=8)
         .map(|n| Message::new(format!("photo-{n}.png")))
