@@ -261,6 +261,7 @@ impl Bus {
             order: options.order,
             max_attempts: options.max_attempts,
             backoff: options.backoff,
+            rate_limit: options.rate_limit,
             dead_letter,
         };
         let start_after = options.start.start_after()?;

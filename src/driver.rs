@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::message::{Message, Outcome};
-use crate::options::{Backoff, Order, Retention};
+use crate::options::{Backoff, Order, RateLimit, Retention};
 use crate::read::Record;
 pub use crate::wake::{Inbox, Wakeups};
 
@@ -111,6 +111,8 @@ pub struct GroupSpec {
     pub max_attempts: u32,
     /// The wait before a failed message is delivered again (I6).
     pub backoff: Backoff,
+    /// The most deliveries per period, across the group's consumers.
+    pub rate_limit: Option<RateLimit>,
     /// Where dead letters go.
     pub dead_letter: String,
 }
@@ -194,6 +196,13 @@ pub struct Claim<'a> {
     /// writes a lease: an extension, an ordered group's ack that takes the
     /// next message, a hand-off.
     pub backoff: Backoff,
+    /// The group's rate limit (as stored; the subscription checked it): the
+    /// claim delivers no more than its window has left (a holder asking
+    /// for its delivery again is not a new delivery), counts what it
+    /// delivers into the window, and when the window is full, says when it
+    /// closes ([`ClaimOutcome::next_due`]). A rate-limited group gets no
+    /// hand-offs nor next messages taken with an ack.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One message handed to a consumer by a claim.

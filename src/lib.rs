@@ -66,7 +66,7 @@ pub use listener::{Listener, Live};
 pub use memory::MemoryDriver;
 pub use message::{DEFAULT_MAX_MESSAGE_SIZE, MAX_NAME_LEN, Message, Outcome};
 pub use options::{
-    Backoff, BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, Retention, Start,
+    Backoff, BusOptions, GroupOptions, NackOptions, Order, PRUNE_BATCH, RateLimit, Retention, Start,
 };
 pub use read::{DeadLetter, Follow, Record};
 pub use subscription::{Delivery, Subscription};

@@ -278,6 +278,8 @@ struct GroupState {
     /// Given at creation and by each seek, from the store's count
     /// (`Claimed::generation`).
     generation: u64,
+    /// The rate limit's window: when it opened, deliveries in it.
+    window: (Timestamp, u32),
 }
 
 #[derive(Debug)]
@@ -317,6 +319,7 @@ impl GroupState {
                 ..Heads::default()
             }),
             generation: 0,
+            window: (Timestamp::ZERO, 0),
         }
     }
 
@@ -516,12 +519,15 @@ impl Store {
         let generation = self.last_generation + 1;
         let (log, group) = self.group_mut(req.topic, req.group)?;
         let floor = req.start_after.unwrap_or_else(|| log.last_seq());
+        let window = group.window;
         *group = GroupState::new(
             group.spec.clone(),
             floor,
             [group.dead_lettered, group.pruned],
         );
         group.generation = generation;
+        // A seek does not reset the rate limit's count.
+        group.window = window;
         self.last_generation = generation;
         Ok(())
     }
@@ -556,11 +562,16 @@ impl Store {
                 .saturating_sub(group.active_leases(now))
                 .min(req.max as usize),
         };
+        // The rate limit's window: what is left of it.
+        let window = req
+            .rate_limit
+            .map(|r| (r, r.allowed(now, group.window.0, group.window.1)));
         let ordered = group.spec.order == Order::Ordered;
         let mut deliveries = Vec::new();
         let mut next_due: Option<Timestamp> = None;
         let mut due = |t: Timestamp| next_due = Some(next_due.map_or(t, |d| d.min(t)));
         let mut keys_seen: HashSet<&str> = HashSet::new();
+        let mut leased = 0;
 
         if limit == 0 {
             // Shared group at its in-flight limit: the earliest lease end frees a slot.
@@ -622,7 +633,15 @@ impl Store {
                     }
                     continue;
                 }
+                if let Some((rate, (allowed, start, _))) = window
+                    && leased >= allowed
+                {
+                    // The window is full: nothing more until it closes.
+                    due(rate.closes(start));
+                    break;
+                }
                 let attempt = group.lease_to(seq, req.consumer, req.lease_until, req.backoff);
+                leased += 1;
                 deliveries.push(Claimed {
                     seq,
                     attempt,
@@ -634,6 +653,11 @@ impl Store {
                     break;
                 }
             }
+        }
+        if let Some((_, (_, start, count))) = window
+            && leased > 0
+        {
+            group.window = (start, count + leased);
         }
         // An ordered group's consumer reads ahead what comes next.
         let ahead = match deliveries.first() {
@@ -837,6 +861,7 @@ impl Driver for MemoryDriver {
                         lease_until: h.lease_until,
                         max: h.max,
                         backoff: h.backoff,
+                        rate_limit: None,
                     });
                     if let Ok(outcome) = claimed {
                         if !outcome.dead_lettered.is_empty() {
@@ -996,6 +1021,7 @@ mod tests {
             order: Order::PerKey,
             max_attempts: 5,
             backoff: Backoff::none(),
+            rate_limit: None,
             dead_letter: "t.dlq".into(),
         };
         store
@@ -1036,6 +1062,7 @@ mod tests {
                     lease_until: Timestamp::from_millis(1000),
                     max: 100,
                     backoff: Backoff::none(),
+                    rate_limit: None,
                 })
                 .unwrap()
                 .deliveries;

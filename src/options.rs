@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, Result};
 
 /// The largest seq any store gives (SQL row ids are signed 64-bit).
@@ -323,9 +323,90 @@ fn mix(seed: u64, seq: u64, attempt: u32) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The most deliveries a group makes in a period, across all its consumers
+/// and processes: set with [`GroupOptions::rate_limit`] and stored with the
+/// group.
+///
+/// A window opens at the first delivery after the last window closed and
+/// lasts `period` (on the bus clock, I10); within it the group hands out at
+/// most `max` deliveries (first attempts and redeliveries alike), and a
+/// claim that finds the window full finds nothing until it closes (its
+/// consumers wait until then). So no window of deliveries holds more than
+/// `max`; two windows back to back may deliver `2 × max` within one
+/// `period` of each other, as with any fixed-window limiter.
+///
+/// A rate-limited group's deliveries all come from claims (a publish does
+/// not hand messages to its waiting consumers, an ordered group's ack does
+/// not take the next message with it), and each claim that delivers
+/// writes the window too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    max: u32,
+    period_ms: u64,
+}
+
+impl RateLimit {
+    /// At most `max` deliveries per `period` (rounded up to whole
+    /// milliseconds). `max` 0 or a period under 1 ms is
+    /// [`Error::InvalidOptions`].
+    pub fn new(max: u32, period: Duration) -> Self {
+        RateLimit {
+            max,
+            period_ms: millis(period),
+        }
+    }
+
+    /// The most deliveries in one window.
+    pub const fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// A window's length.
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.period_ms)
+    }
+
+    /// [`period`](RateLimit::period) in milliseconds.
+    pub const fn period_millis(&self) -> u64 {
+        self.period_ms
+    }
+
+    /// The window a claim at `now` counts in, given the group's last one
+    /// (when it opened, `count` deliveries in it): `(left, start, count)`,
+    /// how many more deliveries it allows, when it opened and how many it
+    /// holds. A window that has closed, or holds nothing, gives way to a new
+    /// one opening at `now`.
+    pub fn allowed(&self, now: Timestamp, start: Timestamp, count: u32) -> (u32, Timestamp, u32) {
+        if now.as_millis() >= start.as_millis().saturating_add(self.period_ms) || count == 0 {
+            (self.max, now, 0)
+        } else {
+            (self.max.saturating_sub(count), start, count)
+        }
+    }
+
+    /// When the window that starts at `start` closes.
+    pub fn closes(&self, start: Timestamp) -> Timestamp {
+        Timestamp::from_millis(start.as_millis().saturating_add(self.period_ms))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max == 0 {
+            return Err(Error::InvalidOptions(
+                "a rate limit allows at least 1 delivery".into(),
+            ));
+        }
+        if self.period_ms == 0 || self.period_ms > MAX_SEQ {
+            return Err(Error::InvalidOptions(format!(
+                "a rate limit's period must be from 1 ms to {MAX_SEQ} ms"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Options of a consumer group and of one subscription to it.
 ///
-/// `order`, `max_attempts`, `backoff` and `dead_letter` belong to the group and are
+/// `order`, `max_attempts`, `backoff`, `rate_limit` and `dead_letter` belong to the group and are
 /// stored with it: a later subscription asking for different ones gets
 /// [`Error::InvalidOptions`]. `lease`, `prefetch` and `start` belong to the
 /// subscription (`start` only matters to the one that creates the group).
@@ -335,6 +416,7 @@ pub struct GroupOptions {
     pub(crate) lease: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
+    pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) dead_letter: Option<String>,
     pub(crate) start: Start,
     pub(crate) prefetch: u32,
@@ -349,6 +431,7 @@ impl GroupOptions {
             lease: Duration::from_secs(30),
             max_attempts: 5,
             backoff: Backoff::none(),
+            rate_limit: None,
             dead_letter: None,
             start: Start::Beginning,
             prefetch: 32,
@@ -397,6 +480,14 @@ impl GroupOptions {
         self
     }
 
+    /// At most `max` deliveries of the group per `period`, across all its
+    /// consumers ([`RateLimit`]; default: no limit).
+    #[must_use]
+    pub fn rate_limit(mut self, max: u32, period: Duration) -> Self {
+        self.rate_limit = Some(RateLimit::new(max, period));
+        self
+    }
+
     /// The dead-letter topic (default `<topic>.dlq`; for a topic longer than
     /// 251 bytes, its first bytes, a hash of its name and `.dlq`, so that
     /// the name fits).
@@ -438,6 +529,9 @@ impl GroupOptions {
         }
         self.start.start_after()?;
         self.backoff.validate()?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
         if let Order::Shared { max_in_flight: 0 } = self.order {
             return Err(Error::InvalidOptions(
                 "max_in_flight must be at least 1".into(),

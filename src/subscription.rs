@@ -17,7 +17,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{Ahead, BoxFuture, Claim, Claimed, Next, Release, Settle, Settlement};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::options::{Backoff, GroupOptions, NackOptions, Order};
+use crate::options::{Backoff, GroupOptions, NackOptions, Order, RateLimit};
 use crate::stream::{StreamState, next_backoff, wait_out};
 use crate::wake::{Inbox, Taken, Waiting};
 
@@ -49,6 +49,9 @@ struct Consumer {
     lease: Duration,
     prefetch: u32,
     backoff: Backoff,
+    /// The group has a rate limit: its deliveries all come from claims,
+    /// which count them (no hand-off, no next message taken with an ack).
+    rate_limit: Option<RateLimit>,
     /// The group is `Ordered`: one delivery out at a time, the next ones
     /// read ahead and taken with each ack.
     ordered: bool,
@@ -142,6 +145,7 @@ impl Subscription {
                 lease: options.lease,
                 prefetch: options.prefetch,
                 backoff: options.backoff,
+                rate_limit: options.rate_limit,
                 ordered: options.order == Order::Ordered,
                 buffer: Mutex::new(Buffer::default()),
                 settled: Event::new(),
@@ -262,9 +266,10 @@ impl Consumer {
             // Caught up: a publish may lease its messages to this consumer
             // in its own step and put them in its inbox. (Not while it holds
             // its ordered group's delivery: it waits for that to be settled,
-            // and a claim would give it that delivery again.)
+            // and a claim would give it that delivery again. Nor when its
+            // group has a rate limit, which only claims count.)
             let holds_group = lock(&self.buffer).out.is_some();
-            let _waiting = (!holds_group).then(|| {
+            let _waiting = (!holds_group && self.rate_limit.is_none()).then(|| {
                 self.bus.wakeups.wait_for(
                     &self.topic,
                     Waiting {
@@ -347,6 +352,7 @@ impl Consumer {
                         lease_until,
                         max: self.prefetch,
                         backoff: self.backoff,
+                        rate_limit: self.rate_limit,
                     })
                     .await?
             };
@@ -633,6 +639,7 @@ impl Delivery {
                 .front()
                 .filter(|a| {
                     out && settlement == Settlement::Ack
+                        && consumer.rate_limit.is_none()
                         && a.message.deliver_at().is_none_or(|t| t <= now)
                 })
                 .map(|a| a.seq);

@@ -11,6 +11,7 @@ pub mod leases;
 pub mod listeners;
 pub mod ordering;
 pub mod publish;
+pub mod rate_limit;
 pub mod reads;
 pub mod redelivery;
 pub mod retention;

@@ -47,8 +47,8 @@ mod prelude {
     pub(crate) use litebus::driver::{BoxFuture, dead_letter_keys};
     pub(crate) use litebus::{
         Backoff, Bus, BusOptions, Delivery, Error, Follow, GroupOptions, Live, Message,
-        NackOptions, NameKind, Order, Outcome, PRUNE_BATCH, Record, Result, Retention, Start,
-        Subscription, Timestamp,
+        NackOptions, NameKind, Order, Outcome, PRUNE_BATCH, RateLimit, Record, Result, Retention,
+        Start, Subscription, Timestamp,
     };
 
     pub(crate) use crate::{

@@ -192,6 +192,9 @@ fn options(spec: SubSpec) -> GroupOptions {
         } else {
             crate::ops::BackoffChoice::default()
         },
+        rate_limit: spec
+            .rate_limit
+            .filter(|(max, period)| *max > 0 && *period > 0),
     })
 }
 

@@ -401,13 +401,19 @@ pub fn group_options(spec: SubSpec) -> GroupOptions {
             max_in_flight: u32::from(n),
         },
     };
-    GroupOptions::new()
+    let options = GroupOptions::new()
         .order(order)
         .max_attempts(spec.attempts())
         .lease(Duration::from_millis(u64::from(spec.lease_ms)))
         .prefetch(u32::from(spec.prefetch))
         .start(start(spec.start))
-        .backoff(spec.backoff.backoff())
+        .backoff(spec.backoff.backoff());
+    match spec.rate_limit {
+        Some((max, period_ms)) => {
+            options.rate_limit(u32::from(max), Duration::from_millis(u64::from(period_ms)))
+        }
+        None => options,
+    }
 }
 
 /// The position a [`StartChoice`] names.

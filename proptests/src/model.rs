@@ -61,6 +61,10 @@ struct Group {
     max_attempts: u32,
     /// I6: the wait before a failed message is delivered again.
     backoff: Backoff,
+    /// At most `.0` deliveries per `.1` ms.
+    rate_limit: Option<(u32, u64)>,
+    /// The rate limit's window: when it opened, deliveries in it.
+    window: (u64, u32),
     dead_letter: String,
     start_after: u64,
     handouts: BTreeMap<u64, Handout>,
@@ -141,6 +145,9 @@ pub struct Model {
     /// Claims that found a message whose lease ran out still waiting the
     /// backoff after it.
     pub backoff_holds: u64,
+    /// Claims that found a deliverable message behind a full window of
+    /// the group's rate limit.
+    pub rate_holds: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -338,6 +345,9 @@ impl Model {
         };
         if spec.lease_ms == 0
             || !spec.backoff.is_valid()
+            || spec
+                .rate_limit
+                .is_some_and(|(max, period)| max == 0 || period == 0)
             || spec.max_attempts == 0
             || spec.prefetch == 0
             || mode == Mode::Shared(0)
@@ -346,6 +356,9 @@ impl Model {
         }
         let dead_letter = format!("{topic}.dlq");
         let key = (topic.to_owned(), group.to_owned());
+        let rate_limit = spec
+            .rate_limit
+            .map(|(max, period)| (u32::from(max), u64::from(period)));
         let start_after = match spec.start {
             StartChoice::Beginning => 0,
             StartChoice::End => self.last_seq(topic),
@@ -357,6 +370,7 @@ impl Model {
                 if g.mode != mode
                     || g.max_attempts != spec.attempts()
                     || g.backoff != spec.backoff.backoff()
+                    || g.rate_limit != rate_limit
                     || g.dead_letter != dead_letter =>
             {
                 return Obs::Subscribed(Err(ErrKind::InvalidOptions));
@@ -370,6 +384,8 @@ impl Model {
                         mode,
                         max_attempts: spec.attempts(),
                         backoff: spec.backoff.backoff(),
+                        rate_limit,
+                        window: (0, 0),
                         dead_letter,
                         start_after,
                         handouts: BTreeMap::new(),
@@ -473,6 +489,13 @@ impl Model {
             Mode::PerKey => prefetch,
             Mode::Shared(max) => (max as usize).saturating_sub(in_flight).min(prefetch),
         };
+        // The rate limit: a window opens at the first delivery after the
+        // last one closed; it holds at most `max` deliveries.
+        if let Some((_, period)) = g.rate_limit
+            && (g.window.1 == 0 || now >= g.window.0 + period)
+        {
+            g.window = (now, 0);
+        }
         let mut blocked_keys: Vec<String> = Vec::new();
         let mut claimed = Vec::new();
         for m in &msgs {
@@ -516,7 +539,14 @@ impl Model {
                 self.backoff_holds += 1;
             }
             let deliverable = !active(&h) && waited && h.retry_at.max(m.deliver_at) <= now;
+            let full = g.rate_limit.is_some_and(|(max, _)| g.window.1 >= max);
+            if deliverable && full {
+                // The window is full: nothing more until it closes.
+                self.rate_holds += 1;
+                break;
+            }
             if deliverable {
+                g.window.1 += u32::from(g.rate_limit.is_some());
                 let h = g.handouts.entry(seq).or_default();
                 h.attempt += 1;
                 h.lease = Some((c, lease_until));
@@ -632,8 +662,15 @@ impl Model {
         let extend = matches!(how, Settle::Extend(_));
         let front = consumer.ahead.front().copied();
         let lease_ms = consumer.lease_ms;
+        // A rate-limited group's deliveries all come from claims.
+        let rate_limited = self
+            .groups
+            .get(&(topic.clone(), group.clone()))
+            .is_some_and(|g| g.rate_limit.is_some());
         let next = front.filter(|&next| {
-            out && matches!(how, Settle::Ack) && self.message(&topic, next).deliver_at <= now
+            out && matches!(how, Settle::Ack)
+                && !rate_limited
+                && self.message(&topic, next).deliver_at <= now
         });
         let result =
             self.settle_in_store(&topic, &group, (seq, attempt, generation), &how, next, c);

@@ -115,6 +115,9 @@ pub struct SubSpec {
     pub start: StartChoice,
     /// The group's backoff.
     pub backoff: BackoffChoice,
+    /// The group's rate limit: at most `.0` deliveries per `.1` ms (a 0 is
+    /// invalid).
+    pub rate_limit: Option<(u8, u16)>,
 }
 
 /// A group's backoff: `Backoff::exponential(base_ms, max_ms)` with
@@ -507,15 +510,22 @@ fn sub_spec() -> impl Strategy<Value = SubSpec> {
         prop_oneof![10 => 1u8..4, 1 => Just(0u8)],
         start(),
         backoff(),
+        prop_oneof![
+            10 => Just(None),
+            2 => Just(Some((2, 1000))),
+            1 => Just(Some((1, 3000))),
+            1 => Just(Some((0, 1000))),
+        ],
     )
         .prop_map(
-            |(order, max_attempts, lease_ms, prefetch, start, backoff)| SubSpec {
+            |(order, max_attempts, lease_ms, prefetch, start, backoff, rate_limit)| SubSpec {
                 order,
                 max_attempts,
                 lease_ms,
                 prefetch,
                 start,
                 backoff,
+                rate_limit,
             },
         )
 }

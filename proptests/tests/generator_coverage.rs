@@ -1,7 +1,8 @@
 //! The operation generator reaches every interesting behaviour: deliveries,
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
-//! lagging listeners, retention, dead-letter listings, waits of a backoff
+//! lagging listeners, retention, dead-letter listings, waits of a backoff,
+//! full windows of a rate limit
 //! and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
@@ -23,9 +24,13 @@ fn generated_sequences_reach_every_behaviour() {
         for op in &sequence {
             let (renamed, handovers) = (model.dead_letters_renamed, model.ordered_handovers);
             let (nacks, holds) = (model.backoff_nacks, model.backoff_holds);
+            let rate_holds = model.rate_holds;
             model.apply(op);
             if model.backoff_nacks > nacks {
                 *seen.entry("nack waited the backoff").or_default() += 1;
+            }
+            if model.rate_holds > rate_holds {
+                *seen.entry("full rate window").or_default() += 1;
             }
             if model.backoff_holds > holds {
                 *seen.entry("expired lease waited the backoff").or_default() += 1;
@@ -87,6 +92,7 @@ fn generated_sequences_reach_every_behaviour() {
         "ordered ack took the next",
         "nack waited the backoff",
         "expired lease waited the backoff",
+        "full rate window",
         "read",
         "read of a key",
         "read refused",

@@ -136,6 +136,7 @@ fn an_extend_after_a_seek_reaches_the_delivery_out_of_the_same_identity() {
         prefetch: 41,
         start: StartChoice::Beginning,
         backoff: litebus_proptests::ops::BackoffChoice::default(),
+        rate_limit: None,
     };
     let message = MsgSpec {
         id: Some(25),

@@ -58,7 +58,8 @@ use litebus::driver::{
     Next, Prune, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
 };
 use litebus::{
-    Backoff, DriverError, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp,
+    Backoff, DriverError, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention,
+    Timestamp,
 };
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
@@ -107,6 +108,7 @@ enum Work {
         lease_until: Timestamp,
         max: u32,
         backoff: Backoff,
+        rate_limit: Option<RateLimit>,
     },
     Settle {
         topic: String,
@@ -651,6 +653,7 @@ impl<B: Backend> Engine<B> {
                 lease_until: claim.lease_until,
                 max: claim.max,
                 backoff: claim.backoff,
+                rate_limit: claim.rate_limit,
             },
             |answer| match answer {
                 Answer::Claimed(v) => Some(v),
@@ -1344,6 +1347,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             lease_until,
             max,
             backoff,
+            rate_limit,
         } => {
             let claim = Claim {
                 topic: &key.0,
@@ -1353,6 +1357,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
                 lease_until: *lease_until,
                 max: *max,
                 backoff: *backoff,
+                rate_limit: *rate_limit,
             };
             let group = (key.0.clone(), key.1.clone());
             let known = lock(&ctx.orders.0).get(&group).copied();
@@ -1627,6 +1632,7 @@ pub mod checks {
             order: litebus::Order::Shared { max_in_flight: 16 },
             max_attempts: 5,
             backoff: Backoff::none(),
+            rate_limit: None,
             dead_letter: "t.dlq".into(),
         };
         engine
@@ -1708,6 +1714,7 @@ pub mod checks {
                 lease_until: Timestamp::from_millis(60_000),
                 max: 4,
                 backoff: Backoff::none(),
+                rate_limit: None,
             })
             .await?;
         if claimed.deliveries.len() != 4 {
@@ -1807,6 +1814,7 @@ pub mod checks {
                 order,
                 max_attempts: 5,
                 backoff: Backoff::none(),
+                rate_limit: None,
                 dead_letter: "t.dlq".into(),
             };
             engine
@@ -1830,6 +1838,7 @@ pub mod checks {
                 lease_until: Timestamp::from_millis(60_000),
                 max: 4,
                 backoff: Backoff::none(),
+                rate_limit: None,
             })
         };
         let ack = |d: &litebus::driver::Claimed, next: Option<u64>| {

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -195,6 +195,14 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "ALTER TABLE litebus_groups ADD COLUMN backoff_max INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE litebus_groups ADD COLUMN backoff_jitter INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE litebus_groups ADD COLUMN backoff_seed INTEGER NOT NULL DEFAULT 0",
+], &[
+    // Version 7: a group's rate limit (`RateLimit`: at most `rate_max`
+    // deliveries per `rate_period` ms; NULL: none) and its window: when it
+    // opened and the deliveries in it.
+    "ALTER TABLE litebus_groups ADD COLUMN rate_max INTEGER",
+    "ALTER TABLE litebus_groups ADD COLUMN rate_period INTEGER",
+    "ALTER TABLE litebus_groups ADD COLUMN rate_start INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_groups ADD COLUMN rate_count INTEGER NOT NULL DEFAULT 0",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

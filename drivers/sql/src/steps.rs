@@ -11,7 +11,9 @@ use litebus::driver::{
     Settlement, TopicStats, dead_letter_message, generate_id, group_stats, lag, prune_count,
     stored_message, stored_record, topic_stats,
 };
-use litebus::{Backoff, Error, Message, Order, Outcome, Record, Result, Retention, Timestamp};
+use litebus::{
+    Backoff, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention, Timestamp,
+};
 
 use crate::{Conn, Row, Value};
 use hot::{
@@ -592,7 +594,7 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
     let rows = conn
         .query(
             &format!(
-                "SELECT {GROUP_COLUMNS}, generation, {BACKOFF_COLUMNS}
+                "SELECT {GROUP_COLUMNS}, generation, {SETTINGS_COLUMNS}
                  FROM litebus_groups WHERE topic = ?1 AND grp = ?2"
             ),
             vec![Value::from(topic), Value::from(group)],
@@ -603,7 +605,7 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
     };
     let mut g = group_from(row, 0)?;
     g.generation = row.uint(10)?;
-    g.spec.backoff = backoff_from(row, 11)?;
+    settings_from(row, 11, &mut g.spec)?;
     Ok(Some(g))
 }
 
@@ -624,6 +626,7 @@ fn group_from(row: &Row, at: usize) -> Result<Group> {
             max_attempts: u32::try_from(row.uint(at + 2)?)
                 .map_err(|_| Error::Corrupt("max_attempts out of range".into()))?,
             backoff: Backoff::none(),
+            rate_limit: None,
             dead_letter: row.text(at + 3)?.to_owned(),
         },
         cursor: row.uint(at + 4)?,
@@ -632,20 +635,29 @@ fn group_from(row: &Row, at: usize) -> Result<Group> {
     })
 }
 
-/// The group columns [`backoff_from`] reads.
-const BACKOFF_COLUMNS: &str = "backoff_base, backoff_max, backoff_jitter, backoff_seed";
+/// The group columns [`settings_from`] reads.
+const SETTINGS_COLUMNS: &str =
+    "backoff_base, backoff_max, backoff_jitter, backoff_seed, rate_max, rate_period";
 
-/// A group's backoff from the [`BACKOFF_COLUMNS`] of `row` from column
-/// `at` on.
-fn backoff_from(row: &Row, at: usize) -> Result<Backoff> {
+/// A group's backoff and rate limit from the [`SETTINGS_COLUMNS`] of `row`
+/// from column `at` on, into `spec`.
+fn settings_from(row: &Row, at: usize, spec: &mut GroupSpec) -> Result<()> {
     let jitter = u32::try_from(row.uint(at + 2)?)
         .map_err(|_| Error::Corrupt("backoff_jitter out of range".into()))?;
-    Ok(Backoff::from_parts(
+    spec.backoff = Backoff::from_parts(
         row.uint(at)?,
         row.uint(at + 1)?,
         jitter,
         row.int(at + 3)?.cast_unsigned(),
-    ))
+    );
+    spec.rate_limit = match row.opt_uint(at + 4)? {
+        None => None,
+        Some(max) => Some(RateLimit::new(
+            u32::try_from(max).map_err(|_| Error::Corrupt("rate_max out of range".into()))?,
+            std::time::Duration::from_millis(row.uint(at + 5)?),
+        )),
+    };
+    Ok(())
 }
 
 /// When a lease of attempt `attempt` of `seq` that ends at `lease_until`
@@ -689,9 +701,11 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
     conn.execute(
         "INSERT INTO litebus_groups
             (topic, grp, ordering, max_in_flight, max_attempts, dead_letter, start_after, cursor,
-             generation, backoff_base, backoff_max, backoff_jitter, backoff_seed)
+             generation, backoff_base, backoff_max, backoff_jitter, backoff_seed,
+             rate_max, rate_period)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7,
-             (SELECT value FROM litebus_meta WHERE name = 'generations'), ?8, ?9, ?10, ?11)",
+             (SELECT value FROM litebus_meta WHERE name = 'generations'), ?8, ?9, ?10, ?11,
+             ?12, ?13)",
         vec![
             Value::from(req.topic),
             Value::from(req.group),
@@ -704,6 +718,12 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
             Value::from(backoff.max_millis()),
             Value::from(backoff.jitter_permille()),
             Value::Int(backoff.get_seed().cast_signed()),
+            req.spec
+                .rate_limit
+                .map_or(Value::Null, |r| Value::from(r.max())),
+            req.spec
+                .rate_limit
+                .map_or(Value::Null, |r| Value::from(r.period_millis())),
         ],
     )
     .await?;
@@ -1129,8 +1149,12 @@ pub async fn claim(
         .await?
         .ok_or_else(|| unknown_group(topic, group))?;
     let order = cg.g.spec.order;
+    let mut window = match c.rate_limit {
+        Some(rate) => Some(Window::read(conn, c, rate).await?),
+        None => None,
+    };
     if order == Order::Ordered {
-        return Ok((claim_ordered(conn, c, cg).await?, order));
+        return Ok((claim_ordered(conn, c, cg, window).await?, order));
     }
 
     // I8: final attempts whose lease ran out leave first, by lease end.
@@ -1147,14 +1171,16 @@ pub async fn claim(
     // Rows that do not decode are dead-lettered as they are met; what they
     // held back may then be deliverable, so the claim looks again.
     loop {
-        let limit = claim_limit(c, &cg);
+        let limit = claim_limit(c, &cg).min(window.as_ref().map_or(u64::MAX, Window::left));
         let chosen = if limit == 0 {
             Vec::new()
         } else {
             choose(conn, c, &mut cg, limit).await?
         };
         if chosen.is_empty() {
-            let next_due = if limit == 0 {
+            let next_due = if let Some(closes) = window.as_ref().and_then(Window::full) {
+                Some(closes)
+            } else if limit == 0 {
                 let rows = conn
                     .query(
                         "SELECT MIN(lease_until) FROM litebus_handouts
@@ -1179,6 +1205,9 @@ pub async fn claim(
             ));
         }
         lease(conn, c, &chosen).await?;
+        if let Some(window) = &mut window {
+            window.count(conn, c, chosen.len()).await?;
+        }
         let mut deliveries = Vec::with_capacity(chosen.len());
         let mut undecodable = Vec::new();
         for row in &chosen {
@@ -1219,7 +1248,12 @@ pub async fn claim(
 /// it is due, leased to the claiming consumer with the group; the messages
 /// after it read ahead. The holder of an unexpired lease that claims again
 /// (its ack or its claim was cut) gets its delivery again, unchanged.
-async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Result<ClaimOutcome> {
+async fn claim_ordered(
+    conn: &mut dyn Conn,
+    c: Claim<'_>,
+    cg: ClaimGroup,
+    mut window: Option<Window>,
+) -> Result<ClaimOutcome> {
     let (topic, group, now) = (c.topic, c.group, c.now);
     let mut g = cg.g;
     let mut next = cg.next;
@@ -1298,6 +1332,12 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
             if let Some(at) = message.deliver_at().filter(|&at| at > now) {
                 return Ok(nothing(Some(at.as_millis()), dead_lettered));
             }
+            if let Some(window) = &mut window {
+                if let Some(closes) = window.full() {
+                    return Ok(nothing(Some(closes.as_millis()), dead_lettered));
+                }
+                window.count(conn, c, 1).await?;
+            }
             let attempt = g.head.attempts_of(seq) + 1;
             conn.execute(
                 ORDERED_LEASE,
@@ -1326,6 +1366,64 @@ async fn claim_ordered(conn: &mut dyn Conn, c: Claim<'_>, cg: ClaimGroup) -> Res
             next_due: None,
             dead_lettered,
         });
+    }
+}
+
+/// A rate-limited group's window, as a claim finds it: when it opened,
+/// the deliveries in it, what is left of it (`RateLimit::allowed`).
+struct Window {
+    rate: RateLimit,
+    start: Timestamp,
+    count: u32,
+    left: u32,
+}
+
+impl Window {
+    async fn read(conn: &mut dyn Conn, c: Claim<'_>, rate: RateLimit) -> Result<Window> {
+        let rows = conn
+            .query(
+                "SELECT rate_start, rate_count FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
+                vec![Value::from(c.topic), Value::from(c.group)],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| unknown_group(c.topic, c.group))?;
+        let count = u32::try_from(row.uint(1)?).unwrap_or(u32::MAX);
+        let (left, start, count) = rate.allowed(c.now, Timestamp::from_millis(row.uint(0)?), count);
+        Ok(Window {
+            rate,
+            start,
+            count,
+            left,
+        })
+    }
+
+    fn left(&self) -> u64 {
+        u64::from(self.left)
+    }
+
+    /// When the window closes, if it is full.
+    fn full(&self) -> Option<Timestamp> {
+        (self.left == 0).then(|| self.rate.closes(self.start))
+    }
+
+    /// Counts `delivered` more deliveries into the window.
+    async fn count(&mut self, conn: &mut dyn Conn, c: Claim<'_>, delivered: usize) -> Result<()> {
+        let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
+        self.count = self.count.saturating_add(delivered);
+        self.left = self.left.saturating_sub(delivered);
+        conn.execute(
+            "UPDATE litebus_groups SET rate_start = ?3, rate_count = ?4 WHERE topic = ?1 AND grp = ?2",
+            vec![
+                Value::from(c.topic),
+                Value::from(c.group),
+                ts(self.start),
+                Value::from(self.count),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -2024,7 +2122,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             &format!(
                 "SELECT grp, start_after, cursor, dead_lettered,
                         holder IS NOT NULL AND lease_until > ?2, ordering = 'per_key', pruned,
-                        {GROUP_COLUMNS}, {BACKOFF_COLUMNS}
+                        {GROUP_COLUMNS}, {SETTINGS_COLUMNS}
                  FROM litebus_groups WHERE topic = ?1 ORDER BY grp"
             ),
             vec![Value::from(topic), ts(now)],
@@ -2097,9 +2195,10 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
             acked_floor,
             [dead, g.uint(6)?],
             lag(oldest, now),
-            GroupSpec {
-                backoff: backoff_from(g, 17)?,
-                ..group_from(g, 7)?.spec
+            {
+                let mut spec = group_from(g, 7)?.spec;
+                settings_from(g, 17, &mut spec)?;
+                spec
             },
         ));
     }
