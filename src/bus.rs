@@ -11,8 +11,8 @@ use event_listener::Event;
 
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
-    Append, BoxFuture, DeadLettered, Driver, EnsureGroup, GroupSpec, Handoff, Prune, Read, Release,
-    Seek, TopicStats, Wakeups, default_dead_letter_topic,
+    Append, BoxFuture, DeadLettered, DeleteTopic, Driver, EnsureGroup, GroupSpec, Handoff, Prune,
+    Read, Release, Seek, TopicStats, Wakeups, default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
@@ -526,6 +526,82 @@ impl Bus {
         let deleted = inner.driver.delete_group(topic, group).await?;
         inner.freed(topic, group, usize::MAX);
         Ok(deleted)
+    }
+
+    /// Deletes `topic`: its messages, its groups (as
+    /// [`delete_group`](Bus::delete_group) does: their live subscriptions
+    /// get [`Error::UnknownGroup`]), its retention and the ids its dedupe
+    /// window remembers; whether it held a message or a group. It leaves a
+    /// tombstone, so nothing silently brings it back: publishing to it,
+    /// subscribing to it, naming it as a dead-letter topic and setting its
+    /// retention are [`Error::TopicDeleted`] on every bus of the store (a
+    /// plain SQL `INSERT` is refused too) until
+    /// [`create_topic`](Bus::create_topic).
+    ///
+    /// The tombstone and the groups go in the first step; the messages in
+    /// steps of at most [`PRUNE_BATCH`] (each its own transaction on a SQL
+    /// store, so the store is never locked for long). If the call ends
+    /// before the last step (a dropped future, a crash), the topic stays
+    /// deleted with part of its messages: calling it again (or
+    /// `create_topic`) finishes the job. A topic that is the dead-letter
+    /// topic of a group of another topic is [`Error::TopicInUse`], and
+    /// nothing changes: that group's dead letters must always land.
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, Error, GroupOptions, MemoryDriver, Message};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// bus.publish("old-events", Message::new("a")).await?;
+    /// assert!(bus.delete_topic("old-events").await?);
+    /// assert!(bus.read("old-events", 0, 10).await?.is_empty());
+    /// let again = bus.publish("old-events", Message::new("b")).await;
+    /// assert!(matches!(again, Err(Error::TopicDeleted { .. })));
+    /// bus.create_topic("old-events").await?;
+    /// bus.publish("old-events", Message::new("b")).await?;
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn delete_topic(&self, topic: &str) -> Result<bool> {
+        let held = self.delete_topic_steps(topic, false).await?;
+        Ok(held.0)
+    }
+
+    /// Lifts the deletion of `topic` ([`delete_topic`](Bus::delete_topic)),
+    /// so it can be published to and subscribed to again, empty; whether
+    /// it was deleted. A topic that was never deleted needs no creating
+    /// (publishing to it creates it) and is left as it is. Messages a
+    /// deletion that did not finish left behind are deleted first.
+    pub async fn create_topic(&self, topic: &str) -> Result<bool> {
+        let was_deleted = self.delete_topic_steps(topic, true).await?;
+        Ok(was_deleted.1)
+    }
+
+    /// Runs [`Driver::delete_topic`] until a step leaves no messages:
+    /// whether the steps deleted a message or a group, and whether the
+    /// topic was deleted before the first.
+    async fn delete_topic_steps(&self, topic: &str, lift: bool) -> Result<(bool, bool)> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        inner.drive_deferred();
+        let mut held = false;
+        let mut was_deleted = None;
+        loop {
+            let step = DeleteTopic {
+                topic,
+                limit: PRUNE_BATCH,
+                lift,
+            };
+            let done = inner.driver.delete_topic(step).await?;
+            was_deleted.get_or_insert(done.was_deleted);
+            held |= done.messages > 0 || !done.groups.is_empty();
+            for group in &done.groups {
+                inner.freed(topic, group, usize::MAX);
+            }
+            if done.messages < u64::from(PRUNE_BATCH) {
+                return Ok((held, was_deleted.unwrap_or(false)));
+            }
+        }
     }
 
     /// Sets how long `topic` keeps its messages (see [`Retention`]), in

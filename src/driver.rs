@@ -374,6 +374,33 @@ pub struct Prune<'a> {
     pub limit: u32,
 }
 
+/// One step of deleting a topic ([`Driver::delete_topic`]), or of lifting
+/// its deletion.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteTopic<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The most messages to delete in this step.
+    pub limit: u32,
+    /// Lift the deletion instead ([`Bus::create_topic`](crate::Bus::create_topic)):
+    /// a topic that is not deleted is left alone; a deleted one loses up to
+    /// `limit` of the messages its deletion left, and when none is left,
+    /// its tombstone, in the same step.
+    pub lift: bool,
+}
+
+/// What one step of [`Driver::delete_topic`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicDeletion {
+    /// The topic was deleted before this step (it had a tombstone).
+    pub was_deleted: bool,
+    /// The groups this step deleted, by name.
+    pub groups: Vec<String>,
+    /// The messages this step deleted: fewer than its limit when the topic
+    /// holds none now.
+    pub messages: u64,
+}
+
 /// Read the messages of a topic without consuming them.
 #[derive(Debug, Clone, Copy)]
 pub struct Read<'a> {
@@ -536,6 +563,18 @@ pub trait Driver: MaybeSendSync + 'static {
     /// [`Error::LeaseLost`](crate::Error::LeaseLost); a release of it
     /// returns nothing; subscribing again creates it anew.
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// One step of deleting a topic, atomically: it gets a tombstone (an
+    /// append to it, a group of it or naming it as dead-letter topic, and
+    /// its retention are [`Error::TopicDeleted`](crate::Error::TopicDeleted)
+    /// from then on, from any bus of the store, plain SQL included) and
+    /// loses its groups (as [`delete_group`](Driver::delete_group) does),
+    /// retention, remembered ids and up to `limit` of its messages; the bus
+    /// runs it again until a step deletes fewer than `limit`. While the
+    /// topic is the dead-letter topic of a group of another topic it is
+    /// [`Error::TopicInUse`](crate::Error::TopicInUse) and changes nothing.
+    /// With [`DeleteTopic::lift`], it lifts the deletion instead.
+    fn delete_topic<'a>(&'a self, step: DeleteTopic<'a>) -> BoxFuture<'a, Result<TopicDeletion>>;
 
     /// Stores the topic's retention, in place of the one it had; the
     /// messages go at the next [`prune`](Driver::prune).

@@ -71,6 +71,25 @@ pub enum Error {
         /// The group.
         group: String,
     },
+    /// The topic was deleted ([`Bus::delete_topic`](crate::Bus::delete_topic)):
+    /// publishing to it, subscribing to it, naming it as a dead-letter
+    /// topic and setting its retention are refused until
+    /// [`Bus::create_topic`](crate::Bus::create_topic) lifts the deletion.
+    TopicDeleted {
+        /// The topic.
+        topic: String,
+    },
+    /// The topic cannot be deleted: it is the dead-letter topic of a group
+    /// of another topic, whose dead letters must always land (I8). Delete
+    /// that group first.
+    TopicInUse {
+        /// The topic.
+        topic: String,
+        /// The topic of the group that names it.
+        by_topic: String,
+        /// The group that names it as its dead-letter topic.
+        by_group: String,
+    },
     /// Something that cannot happen did: a bug in litebus or in its driver
     /// (please report it), not a problem with the stored data.
     Internal(String),
@@ -137,6 +156,17 @@ impl fmt::Display for Error {
             Error::UnknownGroup { topic, group } => {
                 write!(f, "group {group:?} does not exist on topic {topic:?}")
             }
+            Error::TopicDeleted { topic } => {
+                write!(f, "topic {topic:?} was deleted (create it again to use it)")
+            }
+            Error::TopicInUse {
+                topic,
+                by_topic,
+                by_group,
+            } => write!(
+                f,
+                "topic {topic:?} is the dead-letter topic of group {by_group:?} of topic {by_topic:?}"
+            ),
             Error::Internal(what) => write!(f, "internal error (a bug: please report it): {what}"),
             Error::LeaseLost => f.write_str("the lease is no longer current"),
             Error::Conflict { expected, actual } => {

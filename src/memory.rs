@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
-    DeadLettered, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED, Prune, Read,
-    Release, Seek, Settle, Settlement, TopicStats, Wakeups, dead_letter_message, generate_id, lag,
-    prune_count,
+    DeadLettered, DeleteTopic, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED,
+    Prune, Read, Release, Seek, Settle, Settlement, TopicDeletion, TopicStats, Wakeups,
+    dead_letter_message, generate_id, lag, prune_count,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome};
@@ -62,6 +62,8 @@ struct Store {
     /// again after a delete never has one its deliveries of before had.
     last_generation: u64,
     topics: HashMap<String, TopicLog>,
+    /// The deleted topics' tombstones.
+    deleted: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -481,7 +483,17 @@ impl Store {
             .collect()
     }
 
+    fn refuse_deleted(&self, topic: &str) -> Result<()> {
+        if self.deleted.contains(topic) {
+            return Err(Error::TopicDeleted {
+                topic: topic.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn append(&mut self, append: Append<'_>) -> Result<Vec<Outcome>> {
+        self.refuse_deleted(append.topic)?;
         let log = self.topics.entry(append.topic.to_owned()).or_default();
         let actual = log.messages.last_seq();
         if let Some(expected) = append.expected_last
@@ -497,6 +509,8 @@ impl Store {
     }
 
     fn ensure_group(&mut self, req: EnsureGroup<'_>) -> Result<()> {
+        self.refuse_deleted(req.topic)?;
+        self.refuse_deleted(&req.spec.dead_letter)?;
         let log = self.topics.entry(req.topic.to_owned()).or_default();
         if let Some(existing) = log.groups.get(req.group) {
             if existing.spec != *req.spec {
@@ -536,6 +550,46 @@ impl Store {
         self.topics
             .get_mut(topic)
             .is_some_and(|log| log.groups.remove(group).is_some())
+    }
+
+    /// Deletes a topic whole (a memory store has no long write to split),
+    /// or lifts its deletion.
+    fn delete_topic(&mut self, step: DeleteTopic<'_>) -> Result<TopicDeletion> {
+        let was_deleted = self.deleted.contains(step.topic);
+        if step.lift {
+            self.deleted.remove(step.topic);
+            return Ok(TopicDeletion {
+                was_deleted,
+                ..TopicDeletion::default()
+            });
+        }
+        for (topic, log) in &self.topics {
+            if let Some((group, _)) = log
+                .groups
+                .iter()
+                .find(|(_, g)| g.spec.dead_letter == step.topic && topic != step.topic)
+            {
+                return Err(Error::TopicInUse {
+                    topic: step.topic.to_owned(),
+                    by_topic: topic.clone(),
+                    by_group: group.clone(),
+                });
+            }
+        }
+        self.deleted.insert(step.topic.to_owned());
+        let Some(log) = self.topics.remove(step.topic) else {
+            return Ok(TopicDeletion {
+                was_deleted,
+                ..TopicDeletion::default()
+            });
+        };
+        let mut groups: Vec<String> = log.groups.into_keys().collect();
+        groups.sort_unstable();
+        Ok(TopicDeletion {
+            was_deleted,
+            groups,
+            messages: log.messages.rows.len() as u64,
+        })
     }
 
     fn claim(&mut self, req: Claim<'_>) -> Result<ClaimOutcome> {
@@ -962,8 +1016,20 @@ impl Driver for MemoryDriver {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut store = lock(&self.store);
+            store.refuse_deleted(topic)?;
             store.topics.entry(topic.to_owned()).or_default().retention = retention;
             Ok(())
+        })
+    }
+
+    fn delete_topic<'a>(&'a self, step: DeleteTopic<'a>) -> BoxFuture<'a, Result<TopicDeletion>> {
+        Box::pin(async move {
+            let done = lock(&self.store).delete_topic(step)?;
+            // The waiting consumers of its groups learn that they are gone.
+            for group in &done.groups {
+                self.wakeups.freed(step.topic, group, usize::MAX);
+            }
+            Ok(done)
         })
     }
 

@@ -115,6 +115,13 @@ impl Driver for Recording {
         self.inner.topics()
     }
 
+    fn delete_topic<'a>(
+        &'a self,
+        step: litebus::driver::DeleteTopic<'a>,
+    ) -> BoxFuture<'a, Result<litebus::driver::TopicDeletion>> {
+        self.inner.delete_topic(step)
+    }
+
     fn set_retention<'a>(
         &'a self,
         topic: &'a str,

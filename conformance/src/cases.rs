@@ -16,6 +16,7 @@ pub mod reads;
 pub mod redelivery;
 pub mod retention;
 pub mod sharing;
+pub mod topics;
 pub mod wakeups;
 pub mod watermill;
 pub mod worker;

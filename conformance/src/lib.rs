@@ -183,9 +183,15 @@ impl<'f, F: Factory> Env<'f, F> {
     /// Runs plain SQL on the store ([`Factory::run_sql`]); `None` when the
     /// store has no SQL.
     pub async fn sql(&self, sql: &str) -> Option<()> {
-        let run = self.factory.run_sql(&self.store, sql)?;
-        run.await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let run = self.try_sql(sql).await?;
+        run.unwrap_or_else(|e| panic!("{sql}: {e}"));
         Some(())
+    }
+
+    /// Runs plain SQL on the store and gives its result; `None` when the
+    /// store has no SQL.
+    pub async fn try_sql(&self, sql: &str) -> Option<Result<()>> {
+        Some(self.factory.run_sql(&self.store, sql)?.await)
     }
 }
 

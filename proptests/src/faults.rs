@@ -151,6 +151,13 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
         Box::pin(with_fault(self.fault(), self.inner.topics()))
     }
 
+    fn delete_topic<'a>(
+        &'a self,
+        step: litebus::driver::DeleteTopic<'a>,
+    ) -> BoxFuture<'a, Result<litebus::driver::TopicDeletion>> {
+        Box::pin(with_fault(self.fault(), self.inner.delete_topic(step)))
+    }
+
     fn set_retention<'a>(
         &'a self,
         topic: &'a str,

@@ -264,6 +264,23 @@ impl<'f, F: Factory> Harness<'f, F> {
                 }
                 Obs::Admin(deleted.map_err(|e| ErrKind::from(&e)))
             }
+            Op::DeleteTopic(topic) => {
+                let topic = topic.name();
+                let deleted = self.bus.delete_topic(topic).await;
+                if deleted.is_ok() {
+                    for c in &mut self.consumers {
+                        let of_topic = c.subscription.as_ref().is_some_and(|s| s.topic() == topic);
+                        if of_topic && let Some(subscription) = c.subscription.take() {
+                            subscription.close().await.expect("close a subscription");
+                        }
+                    }
+                }
+                Obs::Admin(deleted.map_err(|e| ErrKind::from(&e)))
+            }
+            Op::CreateTopic(topic) => {
+                let created = self.bus.create_topic(topic.name()).await;
+                Obs::Admin(created.map_err(|e| ErrKind::from(&e)))
+            }
             Op::SetRetention(topic, rule) => {
                 let set = self.bus.set_retention(topic.name(), rule.retention()).await;
                 Obs::Admin(set.map(|()| true).map_err(|e| ErrKind::from(&e)))

@@ -87,9 +87,10 @@ pub async fn check_against_model<F: Factory>(factory: &F, ops: &[ops::Op]) -> Re
 /// What empties a SQL store and starts its seqs again from 1, one
 /// statement each. Groups go first: a per-key group's deleted handout
 /// brings in its key's next message while the group is there.
-const EMPTY_SQL_STORE: [&str; 6] = [
+const EMPTY_SQL_STORE: [&str; 7] = [
     "DELETE FROM litebus_topics",
     "DELETE FROM litebus_dedupe",
+    "DELETE FROM litebus_tombstones",
     "DELETE FROM litebus_groups",
     "DELETE FROM litebus_handouts",
     "DELETE FROM litebus_messages",

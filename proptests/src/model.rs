@@ -5,7 +5,7 @@
 //! everything, so it is slow and obviously right. Each rule names the
 //! invariant it implements.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use litebus::Backoff;
 
@@ -132,6 +132,8 @@ pub struct Model {
     /// dedupe window: (the original's seq, the window's end).
     remembered: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
     groups: BTreeMap<(String, String), Group>,
+    /// The deleted topics' tombstones.
+    deleted: BTreeSet<String>,
     consumers: Vec<Consumer>,
     listeners: Vec<Listener>,
     /// What the last applied operation did.
@@ -224,6 +226,14 @@ impl Model {
             } => self.dead_letters(*topic, *group, u64::from(*from), usize::from(*limit)),
             Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
             Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
+            Op::DeleteTopic(topic) => self.delete_topic(*topic),
+            Op::CreateTopic(topic) => {
+                if valid_name(topic.name()) {
+                    Obs::Admin(Ok(self.deleted.remove(topic.name())))
+                } else {
+                    Obs::Admin(Err(ErrKind::InvalidName))
+                }
+            }
             Op::SetRetention(topic, rule) => self.set_retention(*topic, *rule),
             Op::Prune(topic) => {
                 if valid_name(topic.name()) {
@@ -309,6 +319,9 @@ impl Model {
         if msgs.iter().any(|(s, _)| s.too_large) {
             return Obs::Published(Err(ErrKind::MessageTooLarge));
         }
+        if !msgs.is_empty() && self.deleted.contains(topic.name()) {
+            return Obs::Published(Err(ErrKind::TopicDeleted));
+        }
         let outcomes = msgs
             .into_iter()
             .map(|(s, payload)| {
@@ -356,6 +369,11 @@ impl Model {
         }
         let dead_letter = format!("{topic}.dlq");
         let key = (topic.to_owned(), group.to_owned());
+        if !self.groups.contains_key(&key)
+            && (self.deleted.contains(topic) || self.deleted.contains(&dead_letter))
+        {
+            return Obs::Subscribed(Err(ErrKind::TopicDeleted));
+        }
         let rate_limit = spec
             .rate_limit
             .map(|(max, period)| (u32::from(max), u64::from(period)));
@@ -936,6 +954,12 @@ impl Model {
         if !valid_name(topic) || !valid_name(group) {
             return Obs::Admin(Err(ErrKind::InvalidName));
         }
+        Obs::Admin(Ok(self.drop_group(topic, group)))
+    }
+
+    /// Forgets a group and closes its live consumers, which release
+    /// nothing; what they hold is no longer current. Whether it existed.
+    fn drop_group(&mut self, topic: &str, group: &str) -> bool {
         let existed = self
             .groups
             .remove(&(topic.to_owned(), group.to_owned()))
@@ -948,7 +972,40 @@ impl Model {
                 consumer.ahead.clear();
             }
         }
-        Obs::Admin(Ok(existed))
+        existed
+    }
+
+    /// A topic deleted, unless a group of another topic dead-letters into
+    /// it: its messages, groups (as `delete_group`), retention and
+    /// remembered ids go, and its tombstone stays; whether it held a
+    /// message or a group.
+    fn delete_topic(&mut self, topic: TopicChoice) -> Obs {
+        let topic = topic.name();
+        if !valid_name(topic) {
+            return Obs::Admin(Err(ErrKind::InvalidName));
+        }
+        if self
+            .groups
+            .iter()
+            .any(|((t, _), g)| t != topic && g.dead_letter == topic)
+        {
+            return Obs::Admin(Err(ErrKind::TopicInUse));
+        }
+        self.deleted.insert(topic.to_owned());
+        let groups: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, g)| g.clone())
+            .collect();
+        for group in &groups {
+            self.drop_group(topic, group);
+        }
+        let messages = self.topics.remove(topic).unwrap_or_default();
+        self.retention.remove(topic);
+        self.pruned_to.remove(topic);
+        self.remembered.remove(topic);
+        Obs::Admin(Ok(!messages.is_empty() || !groups.is_empty()))
     }
 
     fn stats(&self, topic: TopicChoice) -> Obs {
@@ -1009,6 +1066,9 @@ impl Model {
             || rule.dedupe_window_ms == Some(0);
         if zero {
             return Obs::Admin(Err(ErrKind::InvalidOptions));
+        }
+        if self.deleted.contains(topic) {
+            return Obs::Admin(Err(ErrKind::TopicDeleted));
         }
         self.retention.insert(topic.to_owned(), rule);
         Obs::Admin(Ok(true))

@@ -253,6 +253,11 @@ pub enum Op {
     /// `bus.delete_group`, then `close` of the group's live subscriptions
     /// (they hold nothing any more).
     DeleteGroup(TopicChoice, GroupChoice),
+    /// `bus.delete_topic`, then `close` of the live subscriptions of its
+    /// groups.
+    DeleteTopic(TopicChoice),
+    /// `bus.create_topic`: lifts a deletion.
+    CreateTopic(TopicChoice),
     /// `bus.set_retention` of the rules given (a 0 is refused).
     SetRetention(TopicChoice, RetentionChoice),
     /// `bus.prune`
@@ -315,6 +320,10 @@ pub enum ErrKind {
     LeaseLost,
     /// `Error::UnknownGroup`
     UnknownGroup,
+    /// `Error::TopicDeleted`
+    TopicDeleted,
+    /// `Error::TopicInUse`
+    TopicInUse,
     /// Anything else (never expected from a healthy driver).
     Other,
 }
@@ -328,6 +337,8 @@ impl From<&litebus::Error> for ErrKind {
             litebus::Error::InvalidOptions(_) => ErrKind::InvalidOptions,
             litebus::Error::LeaseLost => ErrKind::LeaseLost,
             litebus::Error::UnknownGroup { .. } => ErrKind::UnknownGroup,
+            litebus::Error::TopicDeleted { .. } => ErrKind::TopicDeleted,
+            litebus::Error::TopicInUse { .. } => ErrKind::TopicInUse,
             _ => ErrKind::Other,
         }
     }
@@ -436,6 +447,18 @@ pub fn payload(n: u64, spec: &MsgSpec) -> Vec<u8> {
         p.resize(MAX_MESSAGE_SIZE + 1, b'.');
     }
     p
+}
+
+/// The topics `DeleteTopic` and `CreateTopic` name: `a` (whose groups
+/// most ops aim at) rarely.
+fn deletable() -> impl Strategy<Value = TopicChoice> {
+    prop_oneof![
+        1 => Just(TopicChoice::A),
+        2 => Just(TopicChoice::B),
+        2 => Just(TopicChoice::ADlq),
+        1 => Just(TopicChoice::BDlq),
+        1 => Just(TopicChoice::Invalid),
+    ]
 }
 
 fn topic() -> impl Strategy<Value = TopicChoice> {
@@ -574,6 +597,10 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(topic, group, from, limit)| Op::DeadLetters { topic, group, from, limit }),
         1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
         1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
+        // Rare, and lifted more often than made: a deleted topic refuses
+        // most of what the other ops do.
+        1 => deletable().prop_map(Op::DeleteTopic),
+        4 => deletable().prop_map(Op::CreateTopic),
         // Mostly on `b`: retention on `a` would take the messages whose
         // dead letters the ops above aim at.
         1 => (

@@ -2,7 +2,7 @@
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
 //! lagging listeners, retention, dead-letter listings, waits of a backoff,
-//! full windows of a rate limit
+//! full windows of a rate limit, deleted topics and their tombstones
 //! and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
@@ -61,8 +61,13 @@ fn generated_sequences_reach_every_behaviour() {
                 Obs::Admin(Ok(true)) => match op {
                     Op::Seek(..) => "seek",
                     Op::SetRetention(..) => "retention set",
+                    Op::DeleteTopic(..) => "topic deleted",
+                    Op::CreateTopic(..) => "topic created again",
                     _ => "group deleted",
                 },
+                Obs::Admin(Err(ErrKind::TopicInUse)) => "dead-letter topic in use",
+                Obs::Published(Err(ErrKind::TopicDeleted)) => "publish to a deleted topic",
+                Obs::Subscribed(Err(ErrKind::TopicDeleted)) => "subscribe to a deleted topic",
                 Obs::Admin(Err(ErrKind::InvalidOptions)) => "retention refused",
                 Obs::Pruned(Ok(n)) if *n > 0 => "pruned",
                 Obs::Stats(Ok((_, _, groups))) if groups.iter().any(|g| g.5 > 0) => {
@@ -105,6 +110,11 @@ fn generated_sequences_reach_every_behaviour() {
         "pruned",
         "lost to retention",
         "dead letters listed",
+        "topic deleted",
+        "topic created again",
+        "dead-letter topic in use",
+        "publish to a deleted topic",
+        "subscribe to a deleted topic",
     ] {
         assert!(
             seen.get(label).copied().unwrap_or(0) >= 3,

@@ -54,8 +54,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
-    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, EnsureGroup, GroupSpec, Handoff, Inbox,
-    Next, Prune, Read, Release, Seek, Settle, Settlement, TopicStats, Wakeups,
+    Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, DeleteTopic, EnsureGroup, GroupSpec,
+    Handoff, Inbox, Next, Prune, Read, Release, Seek, Settle, Settlement, TopicDeletion,
+    TopicStats, Wakeups,
 };
 use litebus::{
     Backoff, DriverError, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention,
@@ -147,6 +148,11 @@ enum Work {
         topic: String,
         group: String,
     },
+    DeleteTopic {
+        topic: String,
+        limit: u32,
+        lift: bool,
+    },
     SetRetention {
         topic: String,
         retention: Retention,
@@ -214,6 +220,7 @@ enum Answer {
     Stats(TopicStats),
     Read(Vec<Record>),
     Deleted(bool),
+    TopicDeleted(TopicDeletion),
     Topics(Vec<String>),
     Changed(u64),
     Done,
@@ -771,6 +778,21 @@ impl<B: Backend> Engine<B> {
         )
     }
 
+    /// [`Driver::delete_topic`](litebus::driver::Driver::delete_topic).
+    pub fn delete_topic(&self, step: DeleteTopic<'_>) -> BoxFuture<'static, Result<TopicDeletion>> {
+        self.ask(
+            Work::DeleteTopic {
+                topic: step.topic.to_owned(),
+                limit: step.limit,
+                lift: step.lift,
+            },
+            |answer| match answer {
+                Answer::TopicDeleted(v) => Some(v),
+                _ => None,
+            },
+        )
+    }
+
     /// [`Driver::set_retention`](litebus::driver::Driver::set_retention).
     pub fn set_retention(
         &self,
@@ -867,6 +889,8 @@ fn is_clean(e: &Error) -> bool {
             | Error::UnknownGroup { .. }
             | Error::InvalidName { .. }
             | Error::MessageTooLarge { .. }
+            | Error::TopicDeleted { .. }
+            | Error::TopicInUse { .. }
     )
 }
 
@@ -1023,6 +1047,12 @@ fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
         // (its waiting consumers learn it).
         (Work::Seek { topic, group, .. } | Work::DeleteGroup { topic, group }, _) => {
             wakeups.freed(topic, group, usize::MAX);
+        }
+        // The groups of a deleted topic went.
+        (Work::DeleteTopic { topic, .. }, Answer::TopicDeleted(done)) => {
+            for group in &done.groups {
+                wakeups.freed(topic, group, usize::MAX);
+            }
         }
         // A group whose delivery went may deliver the next at once.
         (Work::Prune { topic, .. }, Answer::Changed(pruned)) if *pruned > 0 => {
@@ -1442,6 +1472,19 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             ctx.unread.forget_group(topic, group);
             lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
             Ok(Answer::Deleted(deleted))
+        }
+        Work::DeleteTopic { topic, limit, lift } => {
+            let step = DeleteTopic {
+                topic,
+                limit: *limit,
+                lift: *lift,
+            };
+            let done = crate::delete_topic(conn, step).await?;
+            for group in &done.groups {
+                ctx.unread.forget_group(topic, group);
+                lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
+            }
+            Ok(Answer::TopicDeleted(done))
         }
         Work::SetRetention { topic, retention } => {
             crate::set_retention(conn, topic, *retention).await?;

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -203,6 +203,16 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "ALTER TABLE litebus_groups ADD COLUMN rate_period INTEGER",
     "ALTER TABLE litebus_groups ADD COLUMN rate_start INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE litebus_groups ADD COLUMN rate_count INTEGER NOT NULL DEFAULT 0",
+], &[
+    // Version 8: deleted topics. A deleted topic's tombstone refuses every
+    // `INSERT` of a message of it, plain SQL's included, until the topic is
+    // created again; the drivers read the error's text.
+    "CREATE TABLE litebus_tombstones (topic TEXT PRIMARY KEY)",
+    "CREATE TRIGGER litebus_deleted_topic BEFORE INSERT ON litebus_messages
+     WHEN EXISTS (SELECT 1 FROM litebus_tombstones t WHERE t.topic = new.topic)
+     BEGIN
+        SELECT RAISE(ABORT, 'litebus: the topic was deleted');
+     END",
 ]];
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
-    Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, EnsureGroup,
-    GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Release, Seek, Settle,
-    Settlement, TopicStats, dead_letter_message, generate_id, group_stats, lag, prune_count,
-    stored_message, stored_record, topic_stats,
+    Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, DeleteTopic,
+    EnsureGroup, GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Release, Seek,
+    Settle, Settlement, TopicDeletion, TopicStats, dead_letter_message, generate_id, group_stats,
+    lag, prune_count, stored_message, stored_record, topic_stats,
 };
 use litebus::{
     Backoff, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention, Timestamp,
@@ -431,7 +431,8 @@ async fn insert_rows(
         sql.push_str(" RETURNING seq");
         let mut seqs = conn
             .query(&sql, params)
-            .await?
+            .await
+            .map_err(|e| deleted_topic(e, topic))?
             .iter()
             .map(|row| row.uint(0))
             .collect::<Result<Vec<u64>>>()?;
@@ -444,7 +445,9 @@ async fn insert_rows(
         }
         return Ok(seqs);
     }
-    conn.execute(&sql, params).await?;
+    conn.execute(&sql, params)
+        .await
+        .map_err(|e| deleted_topic(e, topic))?;
     let last = conn.last_insert_rowid().await?;
     let first = (last + 1)
         .checked_sub(messages.len() as u64)
@@ -500,6 +503,112 @@ pub async fn insert_new(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<O
         .into_iter()
         .map(|seq| Outcome::Published { seq })
         .collect())
+}
+
+/// `e` as [`Error::TopicDeleted`] when it is the tombstone's trigger
+/// (`litebus_deleted_topic`) refusing an insert.
+fn deleted_topic(e: Error, topic: &str) -> Error {
+    if matches!(e, Error::Driver(_)) && e.to_string().contains(TOPIC_DELETED) {
+        return Error::TopicDeleted {
+            topic: topic.to_owned(),
+        };
+    }
+    e
+}
+
+/// The text of the tombstone trigger's error.
+const TOPIC_DELETED: &str = "litebus: the topic was deleted";
+
+/// [`Error::TopicDeleted`] for the first of `topics` that has a tombstone.
+async fn refuse_deleted(conn: &mut dyn Conn, topics: [&str; 2]) -> Result<()> {
+    let rows = conn
+        .query(
+            "SELECT topic FROM litebus_tombstones WHERE topic IN (?1, ?2) ORDER BY topic = ?1 DESC",
+            vec![Value::from(topics[0]), Value::from(topics[1])],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => Err(Error::TopicDeleted {
+            topic: row.text(0)?.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`Driver::delete_topic`](litebus::driver::Driver::delete_topic): the
+/// tombstone, then (the first time) the check that no group of another
+/// topic dead-letters into it, its groups with their handouts, its
+/// retention row and remembered ids; then up to `limit` of its messages
+/// (by seq, through the topic index), and when lifting with none left, the
+/// tombstone.
+pub async fn delete_topic(conn: &mut dyn Conn, step: DeleteTopic<'_>) -> Result<TopicDeletion> {
+    let topic = || vec![Value::from(step.topic)];
+    let was_deleted = !conn
+        .query("SELECT 1 FROM litebus_tombstones WHERE topic = ?1", topic())
+        .await?
+        .is_empty();
+    if step.lift && !was_deleted {
+        return Ok(TopicDeletion::default());
+    }
+    let mut groups = Vec::new();
+    if !step.lift {
+        let users = conn
+            .query(
+                "SELECT topic, grp FROM litebus_groups WHERE dead_letter = ?1 AND topic <> ?1 LIMIT 1",
+                topic(),
+            )
+            .await?;
+        if let Some(row) = users.first() {
+            return Err(Error::TopicInUse {
+                topic: step.topic.to_owned(),
+                by_topic: row.text(0)?.to_owned(),
+                by_group: row.text(1)?.to_owned(),
+            });
+        }
+        if !was_deleted {
+            conn.execute(
+                "INSERT INTO litebus_tombstones (topic) VALUES (?1)",
+                topic(),
+            )
+            .await?;
+        }
+        for row in conn
+            .query(
+                "SELECT grp FROM litebus_groups WHERE topic = ?1 ORDER BY grp",
+                topic(),
+            )
+            .await?
+        {
+            groups.push(row.text(0)?.to_owned());
+        }
+        if !groups.is_empty() {
+            // The groups first: the per-key trigger then brings in nothing.
+            conn.execute("DELETE FROM litebus_groups WHERE topic = ?1", topic())
+                .await?;
+            conn.execute("DELETE FROM litebus_handouts WHERE topic = ?1", topic())
+                .await?;
+        }
+        conn.execute("DELETE FROM litebus_topics WHERE topic = ?1", topic())
+            .await?;
+        conn.execute("DELETE FROM litebus_dedupe WHERE topic = ?1", topic())
+            .await?;
+    }
+    let messages = conn
+        .execute(
+            "DELETE FROM litebus_messages WHERE seq IN (
+                SELECT seq FROM litebus_messages WHERE topic = ?1 ORDER BY seq LIMIT ?2)",
+            vec![Value::from(step.topic), Value::from(step.limit)],
+        )
+        .await?;
+    if step.lift && messages < u64::from(step.limit) {
+        conn.execute("DELETE FROM litebus_tombstones WHERE topic = ?1", topic())
+            .await?;
+    }
+    Ok(TopicDeletion {
+        was_deleted,
+        groups,
+        messages,
+    })
 }
 
 /// Whether `e` is SQLite refusing an id the topic holds (the unique index
@@ -691,6 +800,7 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
         }
         return Ok(());
     }
+    refuse_deleted(conn, [req.topic, &req.spec.dead_letter]).await?;
     let start_after = match req.start_after {
         Some(seq) => seq,
         None => last_seq(conn, req.topic).await?,
@@ -2254,6 +2364,7 @@ pub async fn has_retention(conn: &mut dyn Conn, topic: &str) -> Result<bool> {
 /// triggers on `litebus_messages`), starting from one count of what it
 /// holds when the row is made.
 pub async fn set_retention(conn: &mut dyn Conn, topic: &str, r: Retention) -> Result<()> {
+    refuse_deleted(conn, [topic, topic]).await?;
     let opt = |v: Option<u64>| v.map_or(Value::Null, Value::from);
     conn.execute(
         "INSERT INTO litebus_topics (topic, until_consumed, max_age, max_messages, max_bytes,

@@ -53,8 +53,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Prune,
-    Read, Release, Seek, Settle, TopicStats, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, DeleteTopic, Driver,
+    EnsureGroup, Prune, Read, Release, Seek, Settle, TopicDeletion, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp};
 use litebus_sql::{FileWakeups, Handle};
@@ -363,6 +363,10 @@ impl Driver for SqlxDriver {
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         self.engine.topics()
+    }
+
+    fn delete_topic<'a>(&'a self, step: DeleteTopic<'a>) -> BoxFuture<'a, Result<TopicDeletion>> {
+        self.engine.delete_topic(step)
     }
 
     fn set_retention<'a>(

@@ -49,8 +49,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, Driver, EnsureGroup, Prune,
-    Read, Release, Seek, Settle, Wakeups,
+    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, DeleteTopic, Driver,
+    EnsureGroup, Prune, Read, Release, Seek, Settle, TopicDeletion, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp, TopicStats};
 use litebus_sql::{Engine, Files, Handle, Handles};
@@ -357,6 +357,10 @@ impl Driver for TursoDriver {
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         call!(self, |engine| engine.topics())
+    }
+
+    fn delete_topic<'a>(&'a self, step: DeleteTopic<'a>) -> BoxFuture<'a, Result<TopicDeletion>> {
+        call!(self, |engine| engine.delete_topic(step))
     }
 
     fn set_retention<'a>(
