@@ -52,8 +52,8 @@ mod prelude {
     };
 
     pub(crate) use crate::{
-        Env, Factory, LEASE, group_stats, join_all, msg, names, none, receive_all, recv, shared,
-        some, text, within,
+        Env, Factory, LEASE, ORDERS, deleted_under_consumers, group_stats, join_all, modes, msg,
+        names, none, receive_all, recv, shared, some, text, within,
     };
 }
 
@@ -288,6 +288,55 @@ pub async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
 
 pub(crate) fn shared(max_in_flight: u32) -> GroupOptions {
     GroupOptions::new().order(Order::Shared { max_in_flight })
+}
+
+/// Runs `delete` (of the group of `sub` and `waiting`, or of its topic)
+/// while `out` (a delivery `sub` holds) is out and `waiting`, having taken
+/// what was left, waits in `recv`: the deletion says the group was there,
+/// the waiting consumer wakes with `UnknownGroup`, `out` is no longer
+/// current, and `sub` gets `UnknownGroup` from then on.
+pub(crate) async fn deleted_under_consumers(
+    sub: &Subscription,
+    waiting: &Subscription,
+    out: Delivery,
+    delete: impl Future<Output = Result<bool>>,
+    name: &str,
+) {
+    let mut rest = Vec::new();
+    while let Some(d) = waiting.try_recv().await.unwrap() {
+        rest.push(d);
+    }
+    let (woken, deleted) = within(futures_lite::future::zip(waiting.recv(), async {
+        futures_lite::future::yield_now().await;
+        delete.await
+    }))
+    .await;
+    assert!(deleted.unwrap(), "{name}");
+    assert!(
+        matches!(woken, Err(litebus::Error::UnknownGroup { .. })),
+        "{name}: {woken:?}"
+    );
+    assert!(out.ack().await.unwrap_err().is_lease_lost(), "{name}");
+    let after = sub.try_recv().await;
+    assert!(
+        matches!(after, Err(litebus::Error::UnknownGroup { .. })),
+        "{name}: {after:?}"
+    );
+    drop(rest);
+}
+
+/// The three ordering modes by name (a shared group with up to 4 in
+/// flight), for the cases that hold in each.
+pub(crate) const ORDERS: [(&str, Order); 3] = [
+    ("ordered", Order::Ordered),
+    ("per_key", Order::PerKey),
+    ("shared", Order::Shared { max_in_flight: 4 }),
+];
+
+/// [`ORDERS`] with a prefetch of one, so that what a consumer holds is
+/// what it received.
+pub(crate) fn modes() -> [(&'static str, GroupOptions); 3] {
+    ORDERS.map(|(name, order)| (name, GroupOptions::new().order(order).prefetch(1)))
 }
 
 pub(crate) async fn group_stats(bus: &Bus, topic: &str, group: &str) -> litebus::GroupStats {

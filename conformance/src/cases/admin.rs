@@ -4,19 +4,6 @@
 
 use crate::prelude::*;
 
-/// The three ordering modes, with a prefetch of one so that what a
-/// consumer holds is what it received.
-fn modes() -> [(&'static str, GroupOptions); 3] {
-    [
-        ("ordered", GroupOptions::new().prefetch(1)),
-        (
-            "per_key",
-            GroupOptions::new().order(Order::PerKey).prefetch(1),
-        ),
-        ("shared", shared(4).prefetch(1)),
-    ]
-}
-
 /// Publishes `<topic>-0` … `<topic>-5`, keys `k0`/`k1` alternating.
 async fn six<F: Factory>(env: &Env<'_, F>, topic: &str) -> Vec<u64> {
     let mut seqs = Vec::new();
@@ -192,32 +179,12 @@ pub async fn delete_group_forgets_it<F: Factory>(f: &F) {
         take(&sub, 2).await;
         let out = recv(&sub).await;
         // Another consumer takes what is left, then waits.
-        let mut rest = Vec::new();
-        while let Some(d) = waiting.try_recv().await.unwrap() {
-            rest.push(d);
-        }
-
-        let (woken, deleted) = within(future::zip(waiting.recv(), async {
-            future::yield_now().await;
-            env.bus.delete_group(&topic, "g").await
-        }))
-        .await;
-        assert!(deleted.unwrap(), "{name}");
-        assert!(
-            matches!(woken, Err(Error::UnknownGroup { .. })),
-            "{name}: {woken:?}"
-        );
-        assert!(matches!(out.ack().await, Err(Error::LeaseLost)), "{name}");
-        let after = sub.try_recv().await;
-        assert!(
-            matches!(after, Err(Error::UnknownGroup { .. })),
-            "{name}: {after:?}"
-        );
+        let delete = env.bus.delete_group(&topic, "g");
+        deleted_under_consumers(&sub, &waiting, out, delete, name).await;
         let groups = env.bus.stats(&topic).await.unwrap().groups;
         let names: Vec<&str> = groups.iter().map(|g| g.group.as_str()).collect();
         assert_eq!(names, ["kept"], "{name}");
         assert!(!env.bus.delete_group(&topic, "g").await.unwrap(), "{name}");
-        drop(rest);
         sub.close().await.unwrap();
         waiting.close().await.unwrap();
 

@@ -4,12 +4,6 @@
 
 use crate::prelude::*;
 
-const ORDERS: [(&str, Order); 3] = [
-    ("ordered", Order::Ordered),
-    ("per_key", Order::PerKey),
-    ("shared", Order::Shared { max_in_flight: 4 }),
-];
-
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }

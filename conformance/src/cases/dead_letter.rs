@@ -309,11 +309,7 @@ pub async fn dead_letters_list_a_groups_own_with_attempts_and_error<F: Factory>(
 pub async fn unlimited_attempts_never_dead_letter<F: Factory>(f: &F) {
     let env = Env::new(f, "unlimited_attempts").await;
     env.publish_n("t", 0, 1).await;
-    for (group, order) in [
-        ("ordered", Order::Ordered),
-        ("per_key", Order::PerKey),
-        ("shared", Order::Shared { max_in_flight: 4 }),
-    ] {
+    for (group, order) in ORDERS {
         let options = GroupOptions::new().order(order).unlimited_attempts();
         let sub = env.sub("t", group, options.clone()).await;
         for attempt in 1..=40 {

@@ -3,12 +3,6 @@
 
 use crate::prelude::*;
 
-const ORDERS: [(&str, Order); 3] = [
-    ("ordered", Order::Ordered),
-    ("per_key", Order::PerKey),
-    ("shared", Order::Shared { max_in_flight: 8 }),
-];
-
 const PERIOD: Duration = Duration::from_secs(5);
 
 /// Takes and acks what `subs` get now, turn by turn, until none gets more;

@@ -17,18 +17,6 @@ async fn kept<F: Factory>(env: &Env<'_, F>, topic: &str) -> Vec<String> {
         .collect()
 }
 
-/// The three ordering modes, with a prefetch of one.
-fn modes() -> [(&'static str, GroupOptions); 3] {
-    [
-        ("ordered", GroupOptions::new().prefetch(1)),
-        (
-            "per_key",
-            GroupOptions::new().order(Order::PerKey).prefetch(1),
-        ),
-        ("shared", shared(4).prefetch(1)),
-    ]
-}
-
 /// The default keeps every message, consumed or not, and says so.
 pub async fn a_topic_keeps_everything_by_default<F: Factory>(f: &F) {
     let env = Env::new(f, "keep-all").await;

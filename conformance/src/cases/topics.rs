@@ -6,18 +6,6 @@ use litebus::driver::{DeleteTopic, Driver};
 
 use crate::prelude::*;
 
-/// The three ordering modes, with a prefetch of one.
-fn modes() -> [(&'static str, GroupOptions); 3] {
-    [
-        ("ordered", GroupOptions::new().prefetch(1)),
-        (
-            "per_key",
-            GroupOptions::new().order(Order::PerKey).prefetch(1),
-        ),
-        ("shared", shared(4).prefetch(1)),
-    ]
-}
-
 fn is_deleted<T: std::fmt::Debug>(result: &Result<T>, topic: &str) -> bool {
     matches!(result, Err(Error::TopicDeleted { topic: t }) if t == topic)
 }
@@ -47,28 +35,8 @@ pub async fn delete_topic_deletes_it_and_leaves_a_tombstone<F: Factory>(f: &F) {
         let sub = env.sub(&topic, "g", options.clone()).await;
         let waiting = env.sub(&topic, "g", options.clone()).await;
         let out = recv(&sub).await;
-        let mut rest = Vec::new();
-        while let Some(d) = waiting.try_recv().await.unwrap() {
-            rest.push(d);
-        }
-
-        let (woken, deleted) = within(future::zip(waiting.recv(), async {
-            future::yield_now().await;
-            env.bus.delete_topic(&topic).await
-        }))
-        .await;
-        assert!(deleted.unwrap(), "{name}");
-        assert!(
-            matches!(woken, Err(Error::UnknownGroup { .. })),
-            "{name}: {woken:?}"
-        );
-        assert!(out.ack().await.unwrap_err().is_lease_lost(), "{name}");
-        let after = sub.try_recv().await;
-        assert!(
-            matches!(after, Err(Error::UnknownGroup { .. })),
-            "{name}: {after:?}"
-        );
-        drop(rest);
+        let delete = env.bus.delete_topic(&topic);
+        deleted_under_consumers(&sub, &waiting, out, delete, name).await;
 
         for bus in [&env.bus, &other] {
             assert!(bus.read(&topic, 0, 10).await.unwrap().is_empty(), "{name}");
