@@ -550,7 +550,7 @@ impl Model {
             }
             // I6: a lease that ran out waits the backoff after its end.
             let waited = match h.lease {
-                Some((_, until)) => until + backoff_ms(g.backoff, seq, h.attempt) <= now,
+                Some((_, until)) => until + g.backoff.delay_millis(seq, h.attempt) <= now,
                 None => true,
             };
             if !waited && !active(&h) {
@@ -769,7 +769,7 @@ impl Model {
                     self.dead_letter(topic, group, seq, "nacked");
                 } else {
                     h.lease = None;
-                    let wait = delay.unwrap_or_else(|| backoff_ms(backoff, seq, attempt));
+                    let wait = delay.unwrap_or_else(|| backoff.delay_millis(seq, attempt));
                     if delay.is_none() && wait > 0 {
                         self.backoff_nacks += 1;
                     }
@@ -1187,12 +1187,6 @@ impl Model {
         self.epoch += 1;
         Obs::Done
     }
-}
-
-/// The group's wait after attempt `attempt` of `seq`, in ms (the public
-/// definition of the rule, [`Backoff::delay`]).
-fn backoff_ms(backoff: Backoff, seq: u64, attempt: u32) -> u64 {
-    backoff.delay_millis(seq, attempt)
 }
 
 #[derive(Debug, Clone, Copy)]

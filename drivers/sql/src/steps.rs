@@ -82,7 +82,7 @@ pub mod hot {
             concat!(
                 "SELECT 1, h.attempt, ",
                 message_columns!(),
-                ", NULL, NULL, NULL
+                ", NULL, NULL, NULL, NULL, NULL
                  FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
                  WHERE h.topic = ?1 AND h.grp = ?2
                    AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3",
@@ -127,7 +127,7 @@ pub mod hot {
             concat!(
                 "SELECT 1, 0, ",
                 message_columns!(),
-                ", NULL, NULL, NULL
+                ", NULL, NULL, NULL, NULL, NULL
                  FROM litebus_messages m
                  WHERE m.topic = ?1
                    AND m.seq > (SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)
@@ -141,7 +141,8 @@ pub mod hot {
     /// after the group's cursor (so a claim that finds nothing writes
     /// nothing); the unexpired leases of a shared group (I7); and, a row
     /// each, the final attempts whose lease ran out (I8), with their lease
-    /// end. One row when none did.
+    /// end; its generation and its rate limit's window. One row when none
+    /// did.
     macro_rules! claim_group {
         () => {
             "SELECT 0, g.ordering, g.max_in_flight, g.max_attempts, g.dead_letter, g.cursor,
@@ -151,7 +152,7 @@ pub mod hot {
                     SELECT COUNT(*) FROM litebus_handouts a
                     WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
                 ) ELSE 0 END,
-                x.seq, x.lease_until, g.generation
+                x.seq, x.lease_until, g.generation, g.rate_start, g.rate_count
              FROM litebus_groups g
              LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
                 AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
@@ -1172,6 +1173,9 @@ struct ClaimGroup {
     /// The candidates read with the group, in seq order, when the claim
     /// knew the group's order: still to be used.
     next: Option<Vec<Row>>,
+    /// Its rate limit's window as stored: when it opened, the deliveries
+    /// in it.
+    window: (Timestamp, u32),
 }
 
 fn same_order(a: Order, b: Order) -> bool {
@@ -1220,7 +1224,12 @@ async fn claim_group(
     expired.sort_unstable();
     sort_candidates(&mut next)?;
     let known_right = known.is_some_and(|o| same_order(o, g.spec.order));
+    let window = (
+        Timestamp::from_millis(row.uint(16)?),
+        u32::try_from(row.uint(17)?).unwrap_or(u32::MAX),
+    );
     Ok(Some(ClaimGroup {
+        window,
         more: row.int(11)? != 0,
         active: row.uint(12)?,
         expired: expired.into_iter().map(|(_, seq)| seq).collect(),
@@ -1260,7 +1269,7 @@ pub async fn claim(
         .ok_or_else(|| unknown_group(topic, group))?;
     let order = cg.g.spec.order;
     let mut window = match c.rate_limit {
-        Some(rate) => Some(Window::read(conn, c, rate).await?),
+        Some(rate) => Some(Window::new(c, rate, cg.window)),
         None => None,
     };
     if order == Order::Ordered {
@@ -1489,24 +1498,15 @@ struct Window {
 }
 
 impl Window {
-    async fn read(conn: &mut dyn Conn, c: Claim<'_>, rate: RateLimit) -> Result<Window> {
-        let rows = conn
-            .query(
-                "SELECT rate_start, rate_count FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
-                vec![Value::from(c.topic), Value::from(c.group)],
-            )
-            .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| unknown_group(c.topic, c.group))?;
-        let count = u32::try_from(row.uint(1)?).unwrap_or(u32::MAX);
-        let (left, start, count) = rate.allowed(c.now, Timestamp::from_millis(row.uint(0)?), count);
-        Ok(Window {
+    /// The window at the claim's time, from the stored one.
+    fn new(c: Claim<'_>, rate: RateLimit, (start, count): (Timestamp, u32)) -> Window {
+        let (left, start, count) = rate.allowed(c.now, start, count);
+        Window {
             rate,
             start,
             count,
             left,
-        })
+        }
     }
 
     fn left(&self) -> u64 {
