@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod batches;
 pub mod dead_letter;
 pub mod dedupe;
 pub mod groups;

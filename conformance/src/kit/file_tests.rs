@@ -201,6 +201,25 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
                 .any(|l| l.contains("litebus_messages_by_id (topic=? AND id=?)")),
             "the duplicate check looks up each id: {known:#?}"
         );
+        // A per-key group's candidates and take-in look up each key in
+        // the partial indexes on keys, not every earlier row of the group.
+        let heads = plan::<D>(&path, litebus_sql::hot::NEXT_PER_KEY).await;
+        assert!(
+            heads.iter().any(|l| l.contains("litebus_handouts_by_key")),
+            "a candidate's key is looked up: {heads:#?}"
+        );
+        let take_in = plan::<D>(&path, litebus_sql::hot::TAKE_IN_PER_KEY).await;
+        for index in ["litebus_handouts_by_key", "litebus_messages_by_key"] {
+            assert!(
+                take_in.iter().any(|l| l.contains(index)),
+                "a take-in looks up each key in {index}: {take_in:#?}"
+            );
+        }
+        let next = plan::<D>(&path, litebus_sql::hot::NEXT_OF_KEY).await;
+        assert!(
+            next.iter().any(|l| l.contains("litebus_messages_by_key")),
+            "the next of a key is looked up by key: {next:#?}"
+        );
         let by_key = plan::<D>(&path, litebus_sql::hot::READ_KEY).await;
         assert!(
             by_key

@@ -1075,6 +1075,14 @@ struct Ctx<'a> {
     orders: &'a Orders,
 }
 
+impl Ctx<'_> {
+    /// A deleted group: what was kept for its consumers and its order go.
+    fn forget_group(self, topic: &str, group: &str) {
+        self.unread.forget_group(topic, group);
+        lock(&self.orders.0).remove(&(topic.to_owned(), group.to_owned()));
+    }
+}
+
 impl<B: Backend> Inner<B> {
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
@@ -1469,8 +1477,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
         }
         Work::DeleteGroup { topic, group } => {
             let deleted = crate::delete_group(conn, topic, group).await?;
-            ctx.unread.forget_group(topic, group);
-            lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
+            ctx.forget_group(topic, group);
             Ok(Answer::Deleted(deleted))
         }
         Work::DeleteTopic { topic, limit, lift } => {
@@ -1481,8 +1488,7 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             };
             let done = crate::delete_topic(conn, step).await?;
             for group in &done.groups {
-                ctx.unread.forget_group(topic, group);
-                lock(&ctx.orders.0).remove(&(topic.clone(), group.clone()));
+                ctx.forget_group(topic, group);
             }
             Ok(Answer::TopicDeleted(done))
         }

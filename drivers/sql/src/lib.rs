@@ -21,7 +21,9 @@
 /// group's cursor, selecting `$columns`, for topic `$topic`, group `$grp`,
 /// key `$key` and seq `$seq`: written once for the trigger that runs it
 /// (`litebus_next_of_key`, on the deleted row's values) and for the plan
-/// test (`hot::NEXT_OF_KEY`, on parameters).
+/// test (`hot::NEXT_OF_KEY`, on parameters). (`m.msg_key IS NOT NULL`,
+/// implied by the equality, lets turso's planner use the partial index on
+/// keys rather than read every message up to the cursor.)
 macro_rules! next_of_key {
     ($columns:expr, $topic:expr, $grp:expr, $key:expr, $seq:expr) => {
         concat!(
@@ -32,7 +34,7 @@ macro_rules! next_of_key {
             $topic,
             " AND m.msg_key = ",
             $key,
-            " AND m.seq > ",
+            " AND m.msg_key IS NOT NULL AND m.seq > ",
             $seq,
             "
                AND m.seq <= (SELECT g.cursor FROM litebus_groups g

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -110,23 +110,7 @@ const MIGRATIONS: &[&[&str]] = &[&[
         SELECT 1 FROM litebus_handouts e
         WHERE e.topic = litebus_handouts.topic AND e.grp = litebus_handouts.grp
           AND e.msg_key = litebus_handouts.msg_key AND e.seq < litebus_handouts.seq)",
-    // `hot::NEXT_OF_KEY`, for the row that went.
-    concat!(
-        "CREATE TRIGGER litebus_next_of_key AFTER DELETE ON litebus_handouts
-         WHEN old.msg_key IS NOT NULL
-         BEGIN
-            INSERT OR IGNORE INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
-        next_of_key!(
-            "m.topic, old.grp, m.seq, m.msg_key, 0,
-             CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at ELSE 0 END",
-            "old.topic",
-            "old.grp",
-            "old.msg_key",
-            "old.seq"
-        ),
-        ";
-         END"
-    ),
+    NEXT_OF_KEY_TRIGGER,
 ], &[
     // Version 4: retention. A topic's row holds its rules and, kept by the
     // triggers below, its message count and payload bytes and the last
@@ -213,7 +197,30 @@ const MIGRATIONS: &[&[&str]] = &[&[
      BEGIN
         SELECT RAISE(ABORT, 'litebus: the topic was deleted');
      END",
+], &[
+    // Version 9: the trigger of version 3 again, its statement now saying
+    // `msg_key IS NOT NULL` (see `next_of_key!`).
+    "DROP TRIGGER litebus_next_of_key",
+    NEXT_OF_KEY_TRIGGER,
 ]];
+
+/// `hot::NEXT_OF_KEY`, for the row that went.
+const NEXT_OF_KEY_TRIGGER: &str = concat!(
+    "CREATE TRIGGER litebus_next_of_key AFTER DELETE ON litebus_handouts
+     WHEN old.msg_key IS NOT NULL
+     BEGIN
+        INSERT OR IGNORE INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
+    next_of_key!(
+        "m.topic, old.grp, m.seq, m.msg_key, 0,
+         CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at ELSE 0 END",
+        "old.topic",
+        "old.grp",
+        "old.msg_key",
+        "old.seq"
+    ),
+    ";
+     END"
+);
 
 /// Brings a database to [`SCHEMA_VERSION`], inside the driver's write
 /// transaction. A database written by a newer litebus is refused with an
