@@ -12,7 +12,7 @@ use event_listener::Event;
 use crate::clock::{Clock, Timestamp, default_clock, lock};
 use crate::driver::{
     Append, BoxFuture, DeadLettered, DeleteTopic, Driver, EnsureGroup, GroupSpec, Handoff, Prune,
-    Read, Release, Seek, TopicStats, Wakeups, default_dead_letter_topic,
+    Read, Redrive, Release, Seek, TopicStats, Wakeups, default_dead_letter_topic,
 };
 use crate::error::{Error, NameKind, Result};
 use crate::listener::{Listener, ListenerShared};
@@ -328,7 +328,7 @@ impl Bus {
     /// # }).unwrap();
     /// ```
     pub async fn read(&self, topic: &str, from_seq: u64, limit: usize) -> Result<Vec<Record>> {
-        self.read_inner(topic, None, from_seq, limit).await
+        self.read_inner(topic, None, from_seq, limit, false).await
     }
 
     /// Like [`read`](Bus::read), for the messages of one key only: an event
@@ -342,7 +342,8 @@ impl Bus {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Record>> {
-        self.read_inner(topic, Some(key), from_seq, limit).await
+        self.read_inner(topic, Some(key), from_seq, limit, false)
+            .await
     }
 
     async fn read_inner(
@@ -351,6 +352,7 @@ impl Bus {
         key: Option<&str>,
         from_seq: u64,
         limit: usize,
+        skip_taken_back: bool,
     ) -> Result<Vec<Record>> {
         let inner = &self.inner;
         let after = check_read(inner, topic, key, from_seq)?;
@@ -365,6 +367,7 @@ impl Bus {
                 after,
                 key,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                skip_taken_back,
             })
             .await
     }
@@ -437,35 +440,169 @@ impl Bus {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let stats = self.stats(topic).await?;
-        let Some(spec) = stats.groups.into_iter().find(|g| g.group == group) else {
-            return Err(Error::UnknownGroup {
-                topic: topic.to_owned(),
-                group: group.to_owned(),
-            });
-        };
-        let dead_letter = spec.settings.dead_letter;
+        let dead_letter = self.group_settings(topic, group).await?.dead_letter;
         let mut found = Vec::new();
         while found.len() < limit {
-            let page = self
-                .read_inner(&dead_letter, None, after + 1, DEAD_LETTER_PAGE)
+            let (page, end) = self
+                .dead_letter_page(&dead_letter, (topic, group), &mut after)
                 .await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = last.seq();
-            let end = page.len() < DEAD_LETTER_PAGE;
             let room = limit - found.len();
-            found.extend(
-                page.into_iter()
-                    .filter_map(|record| DeadLetter::of(record, topic, group))
-                    .take(room),
-            );
+            found.extend(page.into_iter().take(room));
             if end {
                 break;
             }
         }
         Ok(found)
+    }
+
+    /// Sends dead letters of group `group` of `topic` back to it (I8): each
+    /// of its dead letters (as [`dead_letters`](Bus::dead_letters) lists
+    /// them) that `select` chooses leaves that list and is delivered to the
+    /// group again as new (its next delivery is attempt 1), to no other
+    /// group: as if published now for that group alone, after every message
+    /// the topic holds (a per-key group delivers it after the messages of
+    /// its key published before the redrive). How many it sent back.
+    ///
+    /// Each page of dead letters is sent back in one atomic step: a dead
+    /// letter is either listed or back in its group, never both and never
+    /// lost, and one that another bus took back meanwhile is passed over.
+    /// The dead letter stays in the dead-letter topic, whose reads and
+    /// groups see it as before, until that topic's retention lets it go. The
+    /// message sent back is not a message of `topic`: reads, listeners,
+    /// other groups and retention do not see it, and it goes once the group
+    /// settles it. An ordered group is [`Error::InvalidOptions`] (its order
+    /// has no place for a message before its position: [`seek`](Bus::seek)
+    /// it instead), a group that does not exist [`Error::UnknownGroup`].
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, NackOptions, Order};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let options = GroupOptions::new().order(Order::Shared { max_in_flight: 8 }).max_attempts(1);
+    /// let sub = bus.subscribe("jobs", "workers", options).await?;
+    /// bus.publish("jobs", Message::new("resize").with_id("job-7")).await?;
+    /// sub.recv().await?.nack(NackOptions::new().with_reason("disk full")).await?;
+    ///
+    /// // The disk has room again: every dead letter of the group goes back.
+    /// assert_eq!(bus.redrive("jobs", "workers", |_| true).await?, 1);
+    /// let again = sub.recv().await?;
+    /// assert_eq!((again.message().id(), again.attempt()), ("job-7", 1));
+    /// again.ack().await?;
+    /// assert!(bus.dead_letters("jobs", "workers", 1, 10).await?.is_empty());
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn redrive<F>(&self, topic: &str, group: &str, select: F) -> Result<u64>
+    where
+        F: FnMut(&DeadLetter) -> bool,
+    {
+        self.take_back(topic, group, select, false).await
+    }
+
+    /// Gives up dead letters of group `group` of `topic`: each of its dead
+    /// letters that `select` chooses leaves the list of
+    /// [`dead_letters`](Bus::dead_letters) for good, and no redrive sends it
+    /// back. How many it gave up. The messages stay in the dead-letter topic
+    /// (a log, like any topic) until its retention lets them go: give it one
+    /// ([`set_retention`](Bus::set_retention)) for their space to be reused.
+    /// A group that does not exist is [`Error::UnknownGroup`].
+    pub async fn purge_dead_letters<F>(&self, topic: &str, group: &str, select: F) -> Result<u64>
+    where
+        F: FnMut(&DeadLetter) -> bool,
+    {
+        self.take_back(topic, group, select, true).await
+    }
+
+    /// The next page of dead-letter topic `dead_letter` after seq `after`
+    /// (which moves to its last seq), skipping what was taken back: the
+    /// dead letters of `group` of `topic` in it, and whether it was the
+    /// last page.
+    async fn dead_letter_page(
+        &self,
+        dead_letter: &str,
+        (topic, group): (&str, &str),
+        after: &mut u64,
+    ) -> Result<(Vec<DeadLetter>, bool)> {
+        let page = self
+            .read_inner(dead_letter, None, *after + 1, DEAD_LETTER_PAGE, true)
+            .await?;
+        let end = page.len() < DEAD_LETTER_PAGE;
+        if let Some(last) = page.last() {
+            *after = last.seq();
+        }
+        let listed = page
+            .into_iter()
+            .filter_map(|record| DeadLetter::of(record, topic, group))
+            .collect();
+        Ok((listed, end))
+    }
+
+    /// The stored settings of group `group` of `topic`, or
+    /// [`Error::UnknownGroup`].
+    async fn group_settings(&self, topic: &str, group: &str) -> Result<GroupSpec> {
+        let stats = self.stats(topic).await?;
+        match stats.groups.into_iter().find(|g| g.group == group) {
+            Some(g) => Ok(g.settings),
+            None => Err(Error::UnknownGroup {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+            }),
+        }
+    }
+
+    /// [`redrive`](Bus::redrive) and [`purge_dead_letters`](Bus::purge_dead_letters).
+    async fn take_back<F>(
+        &self,
+        topic: &str,
+        group: &str,
+        mut select: F,
+        purge: bool,
+    ) -> Result<u64>
+    where
+        F: FnMut(&DeadLetter) -> bool,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        check_name(NameKind::Topic, topic)?;
+        check_name(NameKind::Group, group)?;
+        let settings = self.group_settings(topic, group).await?;
+        if !purge && settings.order == crate::Order::Ordered {
+            return Err(crate::driver::ordered_redrive(topic, group));
+        }
+        let dead_letter = settings.dead_letter;
+        let (mut after, mut total) = (0, 0);
+        loop {
+            let (page, end) = self
+                .dead_letter_page(&dead_letter, (topic, group), &mut after)
+                .await?;
+            let letters: Vec<(u64, Arc<Message>)> = page
+                .into_iter()
+                .filter(|dead| select(dead))
+                .map(|dead| (dead.record().seq(), Arc::new(dead.message_back())))
+                .collect();
+            if !letters.is_empty() {
+                inner.drive_deferred();
+                let done = inner
+                    .driver
+                    .redrive(Redrive {
+                        topic,
+                        group,
+                        dead_letter: &dead_letter,
+                        letters: &letters,
+                        purge,
+                        now: inner.clock.now(),
+                    })
+                    .await?;
+                if !purge && !done.is_empty() {
+                    inner.freed(topic, group, done.len());
+                }
+                total += done.len() as u64;
+            }
+            if end {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Moves group `group` of `topic` to a new position, as a consumer

@@ -412,6 +412,30 @@ pub struct Read<'a> {
     pub key: Option<&'a str>,
     /// The most messages to return.
     pub limit: u32,
+    /// Leave out the dead letters a redrive or purge took back
+    /// ([`Driver::redrive`]): how [`Bus::dead_letters`](crate::Bus::dead_letters)
+    /// reads a dead-letter topic. A plain read has them.
+    pub skip_taken_back: bool,
+}
+
+/// Dead letters of one group taken back: sent back to the group (a
+/// redrive) or given up (a purge). See [`Driver::redrive`].
+#[derive(Debug, Clone, Copy)]
+pub struct Redrive<'a> {
+    /// The topic of the group.
+    pub topic: &'a str,
+    /// The group.
+    pub group: &'a str,
+    /// Its dead-letter topic, which holds the dead letters.
+    pub dead_letter: &'a str,
+    /// Each dead letter's seq in the dead-letter topic, with the message a
+    /// redrive sends back for it (the one that died: its id, payload, key
+    /// and metadata without the `litebus.dead_letter.*` entries).
+    pub letters: &'a [(u64, Arc<Message>)],
+    /// Give the dead letters up rather than send them back.
+    pub purge: bool,
+    /// The bus clock.
+    pub now: Timestamp,
 }
 
 /// Statistics of one group.
@@ -555,6 +579,28 @@ pub trait Driver: MaybeSendSync + 'static {
     /// same attempt), and from now on sees the messages after
     /// `start_after`, each as new (attempt 1).
     fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// Takes back dead letters of a group, atomically; the seqs (in the
+    /// dead-letter topic) of those it took back, in order. It takes back
+    /// only what the dead-letter topic still holds and no redrive or purge
+    /// took back before, so a dead letter is taken back at most once (I8).
+    /// A taken-back dead letter stays in the dead-letter topic (a log like
+    /// any other: its own groups and reads see it, its retention lets it
+    /// go) but is no longer one of the group's dead letters
+    /// ([`Read::skip_taken_back`]). A redrive gives each message back to
+    /// the group alone as new (attempt 0, deliverable now), after every
+    /// message the group's topic holds: with a seq above every seq given
+    /// so far, which the message keeps in its group (a per-key group
+    /// delivers it after the messages of its key published before the
+    /// redrive). It is not a message of the topic: reads, other groups,
+    /// listeners, retention and the topic's counts do not see it, and it
+    /// goes when the group settles it (an ack, a dead letter), seeks or is
+    /// deleted. A group that does not exist is
+    /// [`Error::UnknownGroup`](crate::Error::UnknownGroup); a redrive into
+    /// an ordered group is [`Error::InvalidOptions`](crate::Error::InvalidOptions)
+    /// (its order has no place for a message before its cursor), and
+    /// nothing changes.
+    fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>>;
 
     /// Deletes a group with its position, leases and attempt counts;
     /// whether it existed. Its messages and dead letters stay. A later
@@ -752,6 +798,8 @@ pub use crate::message::prepare_message;
 
 /// Metadata keys litebus writes into a dead letter.
 pub mod dead_letter_keys {
+    /// What every one of them starts with.
+    pub const PREFIX: &str = "litebus.dead_letter.";
     /// The topic the message came from.
     pub const TOPIC: &str = "litebus.dead_letter.topic";
     /// The group that gave up on it.
@@ -764,6 +812,15 @@ pub mod dead_letter_keys {
     pub const ATTEMPTS: &str = "litebus.dead_letter.attempts";
     /// The last error: a nack's reason, "lease expired" or "consumer released".
     pub const ERROR: &str = "litebus.dead_letter.error";
+}
+
+/// The error of a redrive into an ordered group, as every driver gives it
+/// (see [`Driver::redrive`]).
+pub fn ordered_redrive(topic: &str, group: &str) -> crate::Error {
+    crate::Error::InvalidOptions(format!(
+        "group {group:?} of topic {topic:?} is ordered: a dead letter cannot come back \
+         into its order; seek the group to deliver from a seq again"
+    ))
 }
 
 /// The dead letter every driver stores for a message a group gives up on: the

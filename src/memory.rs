@@ -10,7 +10,7 @@ use crate::clock::{Timestamp, lock};
 use crate::driver::{
     Ahead, Append, BoxFuture, CONSUMER_RELEASED, Capabilities, Claim, ClaimOutcome, Claimed,
     DeadLettered, DeleteTopic, Driver, EnsureGroup, GroupSpec, GroupStats, LEASE_EXPIRED, NACKED,
-    Prune, Read, Release, Seek, Settle, Settlement, TopicDeletion, TopicStats, Wakeups,
+    Prune, Read, Redrive, Release, Seek, Settle, Settlement, TopicDeletion, TopicStats, Wakeups,
     dead_letter_message, generate_id, lag, prune_count,
 };
 use crate::error::{Error, Result};
@@ -75,6 +75,9 @@ struct TopicLog {
     /// The ids of messages retention let go of, within their dedupe
     /// window: the original's seq and the window's end.
     remembered: HashMap<String, (u64, Timestamp)>,
+    /// The dead letters (of some group of another topic) that a redrive or
+    /// purge took back: still messages of this topic, no longer listed.
+    taken_back: BTreeSet<u64>,
 }
 
 /// A topic's messages in seq order, and the seqs of each key.
@@ -258,6 +261,7 @@ impl TopicLog {
         for group in self.groups.values_mut() {
             group.prune(cut, &gone, &self.messages);
         }
+        self.taken_back = self.taken_back.split_off(&(cut + 1));
         go as u64
     }
 }
@@ -277,6 +281,9 @@ struct GroupState {
     pruned: u64,
     /// A per-key group's candidates.
     heads: Option<Heads>,
+    /// Messages a redrive sent back to this group alone, by the seqs they
+    /// were given (above every message of the topic then), until settled.
+    redriven: Vec<(u64, Arc<Message>)>,
     /// Given at creation and by each seek, from the store's count
     /// (`Claimed::generation`).
     generation: u64,
@@ -320,6 +327,7 @@ impl GroupState {
                 tail: floor,
                 ..Heads::default()
             }),
+            redriven: Vec::new(),
             generation: 0,
             window: (Timestamp::ZERO, 0),
         }
@@ -344,8 +352,16 @@ impl GroupState {
             .iter()
             .filter(|&seq| *seq > self.floor && !settled(seq))
             .count() as u64;
-        self.entries = self.entries.split_off(&(cut + 1));
-        self.leases.retain(|&(_, seq)| seq > cut);
+        let mut kept = self.entries.split_off(&(cut + 1));
+        for (seq, _) in &self.redriven {
+            if let Some(entry) = self.entries.remove(seq) {
+                kept.insert(*seq, entry);
+            }
+        }
+        self.entries = kept;
+        let redriven = &self.redriven;
+        self.leases
+            .retain(|&(_, seq)| seq > cut || redriven.binary_search_by_key(&seq, |r| r.0).is_ok());
         self.floor = self.floor.max(cut);
         if let Some(heads) = &mut self.heads {
             let kept = heads.seqs.split_off(&(cut + 1));
@@ -395,8 +411,22 @@ impl GroupState {
         attempt
     }
 
+    /// The message at `seq`: a redriven one, or one of the topic.
+    fn message<'s>(&'s self, seq: u64, log: &'s Log) -> &'s Arc<Message> {
+        match self.redriven.binary_search_by_key(&seq, |r| r.0) {
+            Ok(at) => &self.redriven[at].1,
+            Err(_) => log.get(seq),
+        }
+    }
+
     fn settle_entry(&mut self, seq: u64, log: &Log) {
         self.end_lease(seq);
+        if let Ok(at) = self.redriven.binary_search_by_key(&seq, |r| r.0) {
+            // A redriven message goes once settled.
+            self.redriven.remove(at);
+            self.entries.remove(&seq);
+            return;
+        }
         if let Some(entry) = self.entries.get_mut(&seq) {
             entry.settled = true;
         }
@@ -415,7 +445,7 @@ impl GroupState {
         log: &Log,
     ) -> PendingDeadLetter {
         let attempt = self.entries.get(&seq).map_or(0, |e| e.attempt);
-        let message = log.get(seq).clone();
+        let message = self.message(seq, log).clone();
         self.settle_entry(seq, log);
         self.dead_lettered += 1;
         PendingDeadLetter {
@@ -427,6 +457,19 @@ impl GroupState {
     fn active_leases(&self, now: Timestamp) -> usize {
         self.leases.range((next_millis(now), 0)..).count()
     }
+}
+
+/// Rows of two runs in seq order, in seq order.
+fn merged<'r>(
+    a: impl Iterator<Item = &'r (u64, Arc<Message>)>,
+    b: &'r [(u64, Arc<Message>)],
+) -> impl Iterator<Item = &'r (u64, Arc<Message>)> {
+    let (mut a, mut b) = (a.peekable(), b.iter().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y.0 < x.0 => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 fn next_millis(t: Timestamp) -> Timestamp {
@@ -635,7 +678,7 @@ impl Store {
         } else {
             // A per-key group looks at its heads only.
             let heads: Vec<&(u64, Arc<Message>)>;
-            let walk: &mut dyn Iterator<Item = &(u64, Arc<Message>)> =
+            let topic_rows: &mut dyn Iterator<Item = &(u64, Arc<Message>)> =
                 if let Some(h) = &mut group.heads {
                     h.take_in(messages);
                     heads = h.seqs.keys().map(|&seq| messages.row(seq)).collect();
@@ -643,7 +686,10 @@ impl Store {
                 } else {
                     &mut messages.after(group.floor).iter()
                 };
-            for (seq, message) in walk {
+            // Redriven messages take their places by seq (a per-key one
+            // after its key's head if that came first).
+            let redriven = group.redriven.clone();
+            for (seq, message) in merged(topic_rows, &redriven) {
                 let seq = *seq;
                 let entry = group.entries.get(&seq);
                 if entry.is_some_and(|e| e.settled) {
@@ -827,6 +873,46 @@ impl Store {
         self.append_dead_letters(pending, now)
     }
 
+    /// Takes back dead letters (see [`Driver::redrive`]).
+    fn redrive(&mut self, req: Redrive<'_>) -> Result<Vec<u64>> {
+        let order = self
+            .topics
+            .get(req.topic)
+            .and_then(|log| log.groups.get(req.group))
+            .map(|g| g.spec.order)
+            .ok_or_else(|| unknown_group(req.topic, req.group))?;
+        if !req.purge && order == Order::Ordered {
+            return Err(crate::driver::ordered_redrive(req.topic, req.group));
+        }
+        let Some(dead) = self.topics.get_mut(req.dead_letter) else {
+            return Ok(Vec::new());
+        };
+        let mut done = Vec::new();
+        for (seq, _) in req.letters {
+            let held = dead
+                .messages
+                .rows
+                .binary_search_by_key(seq, |r| r.0)
+                .is_ok();
+            if held && dead.taken_back.insert(*seq) {
+                done.push(*seq);
+            }
+        }
+        if req.purge || done.is_empty() {
+            return Ok(done);
+        }
+        let mut last_seq = self.last_seq;
+        let (_, group) = self.group_mut(req.topic, req.group)?;
+        for (seq, message) in req.letters {
+            if done.contains(seq) {
+                last_seq += 1;
+                group.redriven.push((last_seq, message.clone()));
+            }
+        }
+        self.last_seq = last_seq;
+        Ok(done)
+    }
+
     fn stats(&self, topic: &str, now: Timestamp) -> TopicStats {
         let Some(log) = self.topics.get(topic) else {
             return TopicStats::new(topic.to_owned(), (0, 0), Vec::new(), Retention::new());
@@ -838,7 +924,9 @@ impl Store {
             .map(|(name, g)| {
                 let settled = |seq: &u64| g.entries.get(seq).is_some_and(|e| e.settled);
                 let pending = log.messages.after(g.floor);
-                let unsettled = pending.iter().filter(|(seq, _)| !settled(seq)).count() as u64;
+                // Redriven messages are unsettled until they go.
+                let unsettled = pending.iter().filter(|(seq, _)| !settled(seq)).count() as u64
+                    + g.redriven.len() as u64;
                 let in_flight = g.active_leases(now) as u64;
                 // Everything before the first unsettled message is settled.
                 let first = pending.iter().position(|(seq, _)| !settled(seq));
@@ -867,16 +955,19 @@ impl Store {
 
 impl Store {
     fn read(&self, read: Read<'_>) -> Vec<Record> {
-        let Some(log) = self.topics.get(read.topic).map(|t| &t.messages) else {
+        let Some(topic) = self.topics.get(read.topic) else {
             return Vec::new();
         };
+        let log = &topic.messages;
         let limit = read.limit as usize;
         let record =
             |(seq, message): &(u64, Arc<Message>)| Record::new(*seq, message.clone(), None);
+        let listed = |seq: u64| !(read.skip_taken_back && topic.taken_back.contains(&seq));
         match read.key {
             None => log
                 .after(read.after)
                 .iter()
+                .filter(|(seq, _)| listed(*seq))
                 .take(limit)
                 .map(record)
                 .collect(),
@@ -993,6 +1084,16 @@ impl Driver for MemoryDriver {
             // Its messages may be deliverable at once.
             self.wakeups.freed(seek.topic, seek.group, usize::MAX);
             Ok(())
+        })
+    }
+
+    fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move {
+            let done = lock(&self.store).redrive(redrive)?;
+            if !redrive.purge {
+                self.wakeups.freed(redrive.topic, redrive.group, done.len());
+            }
+            Ok(done)
         })
     }
 

@@ -126,6 +126,21 @@ impl DeadLetter {
         &self.id
     }
 
+    /// The message that died, as a redrive sends it back: its id, payload,
+    /// key and metadata without the `litebus.dead_letter.*` entries.
+    pub(crate) fn message_back(&self) -> Message {
+        let message = self.record.message();
+        let mut metadata = message.metadata().clone();
+        metadata.retain(|k, _| !k.starts_with(crate::driver::dead_letter_keys::PREFIX));
+        Message::from_parts(
+            self.id.clone(),
+            message.payload().to_vec(),
+            metadata,
+            message.key().map(str::to_owned),
+            None,
+        )
+    }
+
     /// How many deliveries it had.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -255,6 +270,7 @@ impl Reader {
                     after,
                     key: self.key.as_deref(),
                     limit: PAGE,
+                    skip_taken_back: false,
                 })
                 .await?;
             if !records.is_empty() {

@@ -111,6 +111,13 @@ impl Driver for Recording {
         self.inner.delete_group(topic, group)
     }
 
+    fn redrive<'a>(
+        &'a self,
+        redrive: litebus::driver::Redrive<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u64>>> {
+        self.inner.redrive(redrive)
+    }
+
     fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         self.inner.topics()
     }

@@ -15,6 +15,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod reads;
 pub mod redelivery;
+pub mod redrive;
 pub mod retention;
 pub mod sharing;
 pub mod topics;

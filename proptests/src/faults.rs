@@ -140,6 +140,13 @@ impl<D: Driver + Clone> Driver for FaultyDriver<D> {
         Box::pin(with_fault(self.fault(), self.inner.seek(seek)))
     }
 
+    fn redrive<'a>(
+        &'a self,
+        redrive: litebus::driver::Redrive<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(with_fault(self.fault(), self.inner.redrive(redrive)))
+    }
+
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(with_fault(
             self.fault(),

@@ -244,6 +244,32 @@ impl<'f, F: Factory> Harness<'f, F> {
                     })
                     .map_err(|e| ErrKind::from(&e)),
             ),
+            Op::Redrive {
+                topic,
+                group,
+                pick,
+                purge,
+            } => {
+                let (topic, group) = (topic.name(), group.name());
+                // What `pick` chooses, by the dead letters' seqs.
+                let listed = self
+                    .bus
+                    .dead_letters(topic, group, 1, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let chosen: Vec<u64> = match pick {
+                    _ if listed.is_empty() => Vec::new(),
+                    None => listed.iter().map(|d| d.record().seq()).collect(),
+                    Some(n) => vec![listed[usize::from(*n) % listed.len()].record().seq()],
+                };
+                let select = |d: &litebus::DeadLetter| chosen.contains(&d.record().seq());
+                let done = if *purge {
+                    self.bus.purge_dead_letters(topic, group, select).await
+                } else {
+                    self.bus.redrive(topic, group, select).await
+                };
+                Obs::TakenBack(done.map_err(|e| ErrKind::from(&e)))
+            }
             Op::Seek(topic, group, to) => {
                 let sought = self.bus.seek(topic.name(), group.name(), start(*to)).await;
                 Obs::Admin(sought.map(|()| true).map_err(|e| ErrKind::from(&e)))

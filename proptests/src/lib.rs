@@ -32,21 +32,36 @@ pub fn sql_config() -> proptest::test_runner::Config {
 /// `name: factory, executor;` line is a test running random operation
 /// sequences on a bus over `factory` under `executor` (a function running
 /// a future), every observation compared with the model
-/// ([`check_against_model`]), with [`sql_config`].
+/// ([`check_against_model`]), with [`sql_config`]. A strategy of sequences
+/// after the executor (`name: factory, executor, strategy;`) takes the
+/// place of [`ops::op`]'s sequences of up to 60.
 #[macro_export]
 macro_rules! sql_model_tests {
-    ($($name:ident: $factory:expr, $run:path;)*) => {
+    ($($name:ident: $factory:expr, $run:path $(, $ops:expr)?;)*) => {
         proptest::proptest! {
             #![proptest_config($crate::sql_config())]
             $(
                 #[test]
-                fn $name(ops in proptest::collection::vec($crate::ops::op(), 1..60)) {
+                fn $name(ops in $crate::sequences!($($ops)?)) {
                     let factory = $factory;
                     let result = $run($crate::check_against_model(&factory, &ops));
                     proptest::prop_assert!(result.is_ok(), "{}", result.unwrap_err());
                 }
             )*
         }
+    };
+}
+
+/// The sequences of a model test: [`ops::op`]'s, up to 60, or the
+/// strategy given.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! sequences {
+    () => {
+        proptest::collection::vec($crate::ops::op(), 1..60)
+    };
+    ($ops:expr) => {
+        $ops
     };
 }
 

@@ -75,6 +75,9 @@ struct Group {
     /// delivery is current only in the generation it was handed out in
     /// (I14), even once a deleted group is created again.
     generation: u64,
+    /// I8: the seqs of the messages a redrive sent back to this group
+    /// alone (in `all`, in no topic); each goes once settled.
+    redriven: BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,8 @@ pub struct Model {
     groups: BTreeMap<(String, String), Group>,
     /// The deleted topics' tombstones.
     deleted: BTreeSet<String>,
+    /// I8: the seqs of the dead letters a redrive or purge took back.
+    taken_back: BTreeSet<u64>,
     consumers: Vec<Consumer>,
     listeners: Vec<Listener>,
     /// What the last applied operation did.
@@ -150,6 +155,8 @@ pub struct Model {
     /// Claims that found a deliverable message behind a full window of
     /// the group's rate limit.
     pub rate_holds: u64,
+    /// Deliveries of a message a redrive sent back.
+    pub redriven_deliveries: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -224,6 +231,12 @@ impl Model {
                 from,
                 limit,
             } => self.dead_letters(*topic, *group, u64::from(*from), usize::from(*limit)),
+            Op::Redrive {
+                topic,
+                group,
+                pick,
+                purge,
+            } => self.take_back(*topic, *group, *pick, *purge),
             Op::Seek(topic, group, to) => self.seek(*topic, *group, *to),
             Op::DeleteGroup(topic, group) => self.delete_group(*topic, *group),
             Op::DeleteTopic(topic) => self.delete_topic(*topic),
@@ -410,6 +423,7 @@ impl Model {
                         dead_lettered: 0,
                         pruned: 0,
                         generation: self.last_generation,
+                        redriven: BTreeSet::new(),
                     },
                 );
             }
@@ -496,7 +510,16 @@ impl Model {
             self.dead_letter(&topic, &group, seq, "lease expired");
         }
 
-        let msgs = self.topics.get(&topic).cloned().unwrap_or_default();
+        // I8: a redriven message takes its place by its seq (above every
+        // message the topic held at the redrive).
+        let mut msgs = self.topics.get(&topic).cloned().unwrap_or_default();
+        msgs.extend(
+            self.groups[&key]
+                .redriven
+                .iter()
+                .map(|seq| self.all[seq].clone()),
+        );
+        msgs.sort_by_key(|m| m.seq);
         let lease_until = now + self.consumers[c].lease_ms;
         let prefetch = self.consumers[c].prefetch;
         let g = self.groups.get_mut(&key).expect("group");
@@ -565,6 +588,9 @@ impl Model {
             }
             if deliverable {
                 g.window.1 += u32::from(g.rate_limit.is_some());
+                if g.redriven.contains(&seq) {
+                    self.redriven_deliveries += 1;
+                }
                 let h = g.handouts.entry(seq).or_default();
                 h.attempt += 1;
                 h.lease = Some((c, lease_until));
@@ -891,7 +917,7 @@ impl Model {
             .get(&g.dead_letter)
             .into_iter()
             .flatten()
-            .filter(|m| m.seq >= from)
+            .filter(|m| m.seq >= from && !self.taken_back.contains(&m.seq))
             .filter_map(|m| {
                 let dead = m.dead.as_ref()?;
                 (dead.topic == topic && dead.group == group).then(|| {
@@ -908,6 +934,69 @@ impl Model {
             .take(limit)
             .collect();
         Obs::DeadLetters(Ok(listed))
+    }
+
+    /// I8: a redrive (or, with `purge`, a purge) of a group's dead letters
+    /// as `dead_letters` lists them: all, or the `pick % count`-th. Each is
+    /// taken back once; a redrive sends the message back to the group
+    /// alone, with the next seq of the store, as new. How many.
+    fn take_back(
+        &mut self,
+        topic: TopicChoice,
+        group: GroupChoice,
+        pick: Option<u8>,
+        purge: bool,
+    ) -> Obs {
+        let (topic, group) = (topic.name(), group.name());
+        if !valid_name(topic) || !valid_name(group) {
+            return Obs::TakenBack(Err(ErrKind::InvalidName));
+        }
+        let key = (topic.to_owned(), group.to_owned());
+        let Some(g) = self.groups.get(&key) else {
+            return Obs::TakenBack(Err(ErrKind::UnknownGroup));
+        };
+        if !purge && g.mode == Mode::Ordered {
+            return Obs::TakenBack(Err(ErrKind::InvalidOptions));
+        }
+        let listed: Vec<(u64, u64)> = self
+            .topics
+            .get(&g.dead_letter)
+            .into_iter()
+            .flatten()
+            .filter(|m| !self.taken_back.contains(&m.seq))
+            .filter_map(|m| {
+                let dead = m.dead.as_ref()?;
+                (dead.topic == topic && dead.group == group).then_some((m.seq, dead.seq))
+            })
+            .collect();
+        let chosen: Vec<(u64, u64)> = match pick {
+            None => listed,
+            Some(_) if listed.is_empty() => Vec::new(),
+            Some(n) => vec![listed[usize::from(n) % listed.len()]],
+        };
+        for &(letter, original) in &chosen {
+            self.taken_back.insert(letter);
+            if purge {
+                continue;
+            }
+            let from = self.all[&original].clone();
+            let dead_letter = &self.all[&letter];
+            self.last_seq += 1;
+            let seq = self.last_seq;
+            let msg = Msg {
+                seq,
+                id: from.id,
+                key: dead_letter.key.clone(),
+                deliver_at: 0,
+                payload: dead_letter.payload.clone(),
+                published_at: self.now,
+                dead: None,
+            };
+            self.all.insert(seq, msg);
+            let g = self.groups.get_mut(&key).expect("group");
+            g.redriven.insert(seq);
+        }
+        Obs::TakenBack(Ok(chosen.len() as u64))
     }
 
     /// The topics that hold a message or a group, in order.
@@ -941,6 +1030,7 @@ impl Model {
             return Obs::Admin(Err(ErrKind::UnknownGroup));
         };
         g.handouts.clear();
+        g.redriven.clear();
         g.start_after = start_after;
         self.last_generation += 1;
         g.generation = self.last_generation;
@@ -1039,7 +1129,10 @@ impl Model {
                     .map_or(g.start_after.max(last), |first| first.seq - 1);
                 // Lag: how long the first unsettled has waited.
                 let lag = unsettled.first().map(|m| now - m.published_at);
-                let unsettled = unsettled.len() as u64;
+                // Redriven messages are unsettled until settled (in no
+                // topic: neither the floor nor the lag counts them).
+                let redriven = g.redriven.iter().filter(|&&seq| !settled(seq)).count();
+                let unsettled = (unsettled.len() + redriven) as u64;
                 (
                     name.clone(),
                     unsettled - in_flight,
@@ -1168,7 +1261,9 @@ impl Model {
                     seq > g.start_after && !g.handouts.get(&seq).is_some_and(|h| h.settled)
                 })
                 .count() as u64;
-            g.handouts.retain(|&seq, _| seq > cut);
+            let redriven = &g.redriven;
+            g.handouts
+                .retain(|&seq, _| seq > cut || redriven.contains(&seq));
         }
         go as u64
     }

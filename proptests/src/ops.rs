@@ -248,6 +248,19 @@ pub enum Op {
         /// The most dead letters.
         limit: u8,
     },
+    /// `bus.redrive` (or, with `purge`, `bus.purge_dead_letters`) of a
+    /// group's dead letters: all of them, or the `pick % count`-th as
+    /// `dead_letters` lists them.
+    Redrive {
+        /// The topic.
+        topic: TopicChoice,
+        /// The group.
+        group: GroupChoice,
+        /// One dead letter, or all.
+        pick: Option<u8>,
+        /// Give them up rather than send them back.
+        purge: bool,
+    },
     /// `bus.seek`: move a group's position.
     Seek(TopicChoice, GroupChoice, StartChoice),
     /// `bus.delete_group`, then `close` of the group's live subscriptions
@@ -400,6 +413,8 @@ pub enum Obs {
     DeadLetters(Result<Vec<DeadRow>, ErrKind>),
     /// A seek (`true`) or a group deleted (whether it existed).
     Admin(Result<bool, ErrKind>),
+    /// How many dead letters a redrive or purge took back.
+    TakenBack(Result<u64, ErrKind>),
     /// Done (advance, drop, listen, reopen).
     Done,
 }
@@ -595,6 +610,14 @@ pub fn op() -> impl Strategy<Value = Op> {
             prop_oneof![1 => Just(0u8), 8 => 1u8..6, 2 => Just(u8::MAX)],
         )
             .prop_map(|(topic, group, from, limit)| Op::DeadLetters { topic, group, from, limit }),
+        // Mostly on `a`, where most groups, and so dead letters, are.
+        4 => (
+            prop_oneof![6 => Just(TopicChoice::A), 1 => topic()],
+            group(),
+            proptest::option::weighted(0.5, any::<u8>()),
+            proptest::bool::weighted(0.3),
+        )
+            .prop_map(|(topic, group, pick, purge)| Op::Redrive { topic, group, pick, purge }),
         1 => (topic(), group(), start()).prop_map(|(t, g, s)| Op::Seek(t, g, s)),
         1 => (topic(), group()).prop_map(|(t, g)| Op::DeleteGroup(t, g)),
         // Rare, and lifted more often than made: a deleted topic refuses
@@ -611,6 +634,48 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => topic().prop_map(Op::Prune),
         1 => Just(Op::Reopen),
     ]
+}
+
+/// Sequences about dead letters taken back: a one-attempt shared or
+/// per-key group `g1` of `a` first (its failures are dead letters at once),
+/// then [`op`]s mixed with more nacks and with redrives and purges of that
+/// group. ([`op`] alone makes few dead letters where a redrive can send
+/// them back.)
+pub fn redrive_ops() -> impl Strategy<Value = Vec<Op>> {
+    let first = (
+        prop_oneof![Just(OrderChoice::Shared(2)), Just(OrderChoice::PerKey)],
+        1u8..4,
+    )
+        .prop_map(|(order, prefetch)| {
+            let spec = SubSpec {
+                order,
+                max_attempts: 1,
+                lease_ms: 1000,
+                prefetch,
+                start: StartChoice::Beginning,
+                backoff: BackoffChoice::default(),
+                rate_limit: None,
+            };
+            Op::Subscribe(TopicChoice::A, GroupChoice::G1, spec)
+        });
+    // Consumer 0 is the first subscriber of `g1`.
+    let held = any::<u8>;
+    let step = prop_oneof![
+        4 => op(),
+        3 => msg_spec().prop_map(|m| Op::Publish(TopicChoice::A, m)),
+        4 => Just(Op::Receive { consumer: 0 }),
+        3 => held().prop_map(|held| Op::Nack { consumer: 0, held, delay_ms: None }),
+        1 => held().prop_map(|held| Op::Ack { consumer: 0, held }),
+        2 => (proptest::option::weighted(0.5, any::<u8>()), proptest::bool::weighted(0.2))
+            .prop_map(|(pick, purge)| Op::Redrive {
+                topic: TopicChoice::A,
+                group: GroupChoice::G1,
+                pick,
+                purge,
+            }),
+    ];
+    (first, proptest::collection::vec(step, 1..60))
+        .prop_map(|(first, rest)| std::iter::once(first).chain(rest).collect())
 }
 
 fn retention() -> impl Strategy<Value = RetentionChoice> {

@@ -2,30 +2,56 @@
 //! redeliveries, duplicates, lost leases, dead letters (also under a fresh
 //! id, when theirs was taken), ordered acks that take the next message,
 //! lagging listeners, retention, dead-letter listings, waits of a backoff,
-//! full windows of a rate limit, deleted topics and their tombstones
-//! and each error kind. A generator that stopped producing them would let the
+//! full windows of a rate limit, deleted topics and their tombstones,
+//! redrives and purges of dead letters and each error kind. A generator that stopped producing them would let the
 //! model tests pass while checking little.
 
 use std::collections::BTreeMap;
 
 use litebus_proptests::model::Model;
-use litebus_proptests::ops::{ErrKind, Heard, Obs, Op, op};
+use litebus_proptests::ops::{ErrKind, Heard, Obs, Op, op, redrive_ops};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
+
+/// [`redrive_ops`] sends dead letters back and delivers them often, and
+/// purges some.
+#[test]
+fn redrive_sequences_deliver_redriven_messages() {
+    let mut runner = TestRunner::deterministic();
+    let (mut redriven, mut purged, mut delivered) = (0, 0, 0);
+    for _ in 0..300 {
+        let sequence = redrive_ops().new_tree(&mut runner).expect("tree").current();
+        let mut model = Model::new();
+        for op in &sequence {
+            model.apply(op);
+            match (op, model.last.as_ref()) {
+                (Op::Redrive { purge: true, .. }, Some(Obs::TakenBack(Ok(n)))) => purged += n,
+                (Op::Redrive { .. }, Some(Obs::TakenBack(Ok(n)))) => redriven += n,
+                _ => {}
+            }
+        }
+        delivered += model.redriven_deliveries;
+    }
+    println!("redriven {redriven}, purged {purged}, delivered {delivered}");
+    assert!(redriven >= 100 && purged >= 20 && delivered >= 100);
+}
 
 #[test]
 fn generated_sequences_reach_every_behaviour() {
     let mut runner = TestRunner::deterministic();
     let ops = proptest::collection::vec(op(), 80);
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for _ in 0..600 {
+    for _ in 0..5000 {
         let sequence = ops.new_tree(&mut runner).expect("tree").current();
         let mut model = Model::new();
         for op in &sequence {
             let (renamed, handovers) = (model.dead_letters_renamed, model.ordered_handovers);
             let (nacks, holds) = (model.backoff_nacks, model.backoff_holds);
-            let rate_holds = model.rate_holds;
+            let (rate_holds, redriven) = (model.rate_holds, model.redriven_deliveries);
             model.apply(op);
+            if model.redriven_deliveries > redriven {
+                *seen.entry("redriven message delivered").or_default() += 1;
+            }
             if model.backoff_nacks > nacks {
                 *seen.entry("nack waited the backoff").or_default() += 1;
             }
@@ -76,6 +102,11 @@ fn generated_sequences_reach_every_behaviour() {
                 Obs::Admin(Err(ErrKind::UnknownGroup)) => "seek of no group",
                 Obs::Topics(Ok(names)) if names.len() > 2 => "topics",
                 Obs::DeadLetters(Ok(listed)) if !listed.is_empty() => "dead letters listed",
+                Obs::TakenBack(Ok(n)) if *n > 0 => match op {
+                    Op::Redrive { purge: true, .. } => "dead letters purged",
+                    _ => "dead letters redriven",
+                },
+                Obs::TakenBack(Err(ErrKind::InvalidOptions)) => "redrive into an ordered group",
                 _ => continue,
             };
             *seen.entry(label).or_default() += 1;
@@ -110,6 +141,10 @@ fn generated_sequences_reach_every_behaviour() {
         "pruned",
         "lost to retention",
         "dead letters listed",
+        "dead letters redriven",
+        "dead letters purged",
+        "redrive into an ordered group",
+        "redriven message delivered",
         "topic deleted",
         "topic created again",
         "dead-letter topic in use",

@@ -11,7 +11,7 @@ use litebus_conformance::MemoryFactory;
 use litebus_proptests::fresh_store;
 use litebus_proptests::harness::Harness;
 use litebus_proptests::model::Model;
-use litebus_proptests::ops::{Op, op};
+use litebus_proptests::ops::{Op, op, redrive_ops};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -113,6 +113,24 @@ prop_state_machine! {
 
     #[test]
     fn memory_driver_matches_model_under_tokio(sequential 1..80 => MemoryTest<Tokio>);
+}
+
+proptest! {
+    #![proptest_config(Config {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..Config::default()
+    })]
+
+    /// Sequences about dead letters taken back ([`redrive_ops`]).
+    #[test]
+    fn memory_redrives_match_model(ops in redrive_ops()) {
+        let checked = futures_lite::future::block_on(
+            litebus_proptests::check_against_model(&*FACTORY, &ops),
+        );
+        prop_assert!(checked.is_ok(), "{}", checked.unwrap_err());
+    }
 }
 
 /// A sequence the fuzzer found (`ops_memory`): an ordered group's delivery

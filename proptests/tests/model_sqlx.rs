@@ -13,6 +13,8 @@ use litebus_sqlx::conformance::{Files, Memory};
 litebus_proptests::sql_model_tests! {
     sqlx_memory_matches_model: Memory::default(), run::block_on;
     sqlx_file_matches_model: Files::default(), run::smol;
+    sqlx_memory_redrives_match_model: Memory::default(), run::block_on,
+        litebus_proptests::ops::redrive_ops();
 }
 
 litebus_proptests::sql_reused_store_tests! {

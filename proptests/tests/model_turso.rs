@@ -12,6 +12,8 @@ use litebus_turso::conformance::{Files, Memory};
 litebus_proptests::sql_model_tests! {
     turso_memory_matches_model: Memory::default(), run::block_on;
     turso_file_matches_model: Files::default(), run::tokio;
+    turso_memory_redrives_match_model: Memory::default(), run::block_on,
+        litebus_proptests::ops::redrive_ops();
 }
 
 litebus_proptests::sql_reused_store_tests! {

@@ -55,7 +55,7 @@ use async_lock::{Semaphore, SemaphoreGuardArc};
 use event_listener::{Event, EventListener};
 use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, DeleteTopic, EnsureGroup, GroupSpec,
-    Handoff, Inbox, Next, Prune, Read, Release, Seek, Settle, Settlement, TopicDeletion,
+    Handoff, Inbox, Next, Prune, Read, Redrive, Release, Seek, Settle, Settlement, TopicDeletion,
     TopicStats, Wakeups,
 };
 use litebus::{
@@ -138,6 +138,7 @@ enum Work {
         after: u64,
         key: Option<String>,
         limit: u32,
+        skip_taken_back: bool,
     },
     Seek {
         topic: String,
@@ -147,6 +148,14 @@ enum Work {
     DeleteGroup {
         topic: String,
         group: String,
+    },
+    Redrive {
+        topic: String,
+        group: String,
+        dead_letter: String,
+        letters: Vec<(u64, Arc<Message>)>,
+        purge: bool,
+        now: Timestamp,
     },
     DeleteTopic {
         topic: String,
@@ -222,6 +231,8 @@ enum Answer {
     Deleted(bool),
     TopicDeleted(TopicDeletion),
     Topics(Vec<String>),
+    /// The seqs of the dead letters a redrive or purge took back.
+    TakenBack(Vec<u64>),
     Changed(u64),
     Done,
 }
@@ -739,6 +750,7 @@ impl<B: Backend> Engine<B> {
                 after: read.after,
                 key: read.key.map(str::to_owned),
                 limit: read.limit,
+                skip_taken_back: read.skip_taken_back,
             },
             |answer| match answer {
                 Answer::Read(v) => Some(v),
@@ -762,6 +774,24 @@ impl<B: Backend> Engine<B> {
             group: seek.group.to_owned(),
             start_after: seek.start_after,
         })
+    }
+
+    /// [`Driver::redrive`](litebus::driver::Driver::redrive).
+    pub fn redrive(&self, r: Redrive<'_>) -> BoxFuture<'static, Result<Vec<u64>>> {
+        self.ask(
+            Work::Redrive {
+                topic: r.topic.to_owned(),
+                group: r.group.to_owned(),
+                dead_letter: r.dead_letter.to_owned(),
+                letters: r.letters.to_vec(),
+                purge: r.purge,
+                now: r.now,
+            },
+            |answer| match answer {
+                Answer::TakenBack(v) => Some(v),
+                _ => None,
+            },
+        )
     }
 
     /// [`Driver::delete_group`](litebus::driver::Driver::delete_group).
@@ -1047,6 +1077,18 @@ fn wake(wakeups: &Wakeups, work: &Work, answer: &Answer) {
         // (its waiting consumers learn it).
         (Work::Seek { topic, group, .. } | Work::DeleteGroup { topic, group }, _) => {
             wakeups.freed(topic, group, usize::MAX);
+        }
+        // Redriven messages are deliverable at once.
+        (
+            Work::Redrive {
+                topic,
+                group,
+                purge: false,
+                ..
+            },
+            Answer::TakenBack(done),
+        ) if !done.is_empty() => {
+            wakeups.freed(topic, group, done.len());
         }
         // The groups of a deleted topic went.
         (Work::DeleteTopic { topic, .. }, Answer::TopicDeleted(done)) => {
@@ -1452,12 +1494,14 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             after,
             key,
             limit,
+            skip_taken_back,
         } => {
             let read = Read {
                 topic,
                 after: *after,
                 key: key.as_deref(),
                 limit: *limit,
+                skip_taken_back: *skip_taken_back,
             };
             crate::read(conn, read).await.map(Answer::Read)
         }
@@ -1479,6 +1523,24 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             let deleted = crate::delete_group(conn, topic, group).await?;
             ctx.forget_group(topic, group);
             Ok(Answer::Deleted(deleted))
+        }
+        Work::Redrive {
+            topic,
+            group,
+            dead_letter,
+            letters,
+            purge,
+            now,
+        } => {
+            let redrive = Redrive {
+                topic,
+                group,
+                dead_letter,
+                letters,
+                purge: *purge,
+                now: *now,
+            };
+            crate::redrive(conn, redrive).await.map(Answer::TakenBack)
         }
         Work::DeleteTopic { topic, limit, lift } => {
             let step = DeleteTopic {

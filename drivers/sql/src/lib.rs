@@ -59,9 +59,9 @@ pub use engine::{Backend, Engine};
 pub use file::check_file;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use steps::{
-    ONE_STATEMENT_APPEND, ack_many, append, claim, delete_group, delete_topic, ensure_group,
-    hand_off, has_retention, hot, insert_new, is_known_id, prune, read, release, seek,
-    set_retention, settle, stats, topics,
+    ONE_STATEMENT_APPEND, REDRIVEN_PREFIX, ack_many, append, claim, delete_group, delete_topic,
+    ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, read, redrive,
+    release, seek, set_retention, settle, stats, topics,
 };
 pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 9;
+pub const SCHEMA_VERSION: u64 = 10;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -202,6 +202,29 @@ const MIGRATIONS: &[&[&str]] = &[&[
     // `msg_key IS NOT NULL` (see `next_of_key!`).
     "DROP TRIGGER litebus_next_of_key",
     NEXT_OF_KEY_TRIGGER,
+], &[
+    // Version 10: dead letters taken back. A redrive or purge lists the
+    // dead letter here (its seq, in its dead-letter topic), so that it is
+    // no longer one of its group's dead letters and is taken back once.
+    "CREATE TABLE litebus_taken_back (
+        seq   INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL
+    )",
+    // ... until the message goes (retention, a deleted topic).
+    "CREATE TRIGGER litebus_taken_back_gone AFTER DELETE ON litebus_messages
+     BEGIN
+        DELETE FROM litebus_taken_back WHERE seq = old.seq;
+     END",
+    // A redrive sends a message back to one group: its row in
+    // `litebus_messages` has a topic of its own (`~redriven/<seq of the
+    // dead letter>`, a name no topic can have) and its group's handout
+    // says `redriven`. The row goes with the handout.
+    "ALTER TABLE litebus_handouts ADD COLUMN redriven INTEGER NOT NULL DEFAULT 0",
+    "CREATE TRIGGER litebus_redriven_gone AFTER DELETE ON litebus_handouts
+     WHEN old.redriven <> 0
+     BEGIN
+        DELETE FROM litebus_messages WHERE seq = old.seq;
+     END",
 ]];
 
 /// `hot::NEXT_OF_KEY`, for the row that went.

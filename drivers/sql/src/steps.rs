@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::codec::{decode_metadata, encode_metadata};
 use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, DeleteTopic,
-    EnsureGroup, GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Release, Seek,
-    Settle, Settlement, TopicDeletion, TopicStats, dead_letter_message, generate_id, group_stats,
-    lag, prune_count, stored_message, stored_record, topic_stats,
+    EnsureGroup, GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Redrive, Release,
+    Seek, Settle, Settlement, TopicDeletion, TopicStats, dead_letter_message, generate_id,
+    group_stats, lag, ordered_redrive, prune_count, stored_message, stored_record, topic_stats,
 };
 use litebus::{
     Backoff, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention, Timestamp,
@@ -206,7 +206,7 @@ pub mod hot {
                 NOT EXISTS (
                     SELECT 1 FROM litebus_handouts e
                     WHERE e.topic = ?1 AND e.grp = ?2 AND e.msg_key IS NOT NULL
-                      AND e.msg_key = m.msg_key)
+                      AND e.msg_key = m.msg_key AND e.seq < m.seq)
                 AND NOT EXISTS (
                     SELECT 1 FROM litebus_messages p
                     WHERE p.topic = ?1 AND p.msg_key IS NOT NULL AND p.msg_key = m.msg_key
@@ -313,6 +313,16 @@ pub mod hot {
         " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
     );
 
+    /// [`READ`], leaving out the dead letters a redrive or purge took back
+    /// (`litebus_taken_back`).
+    pub const READ_LISTED: &str = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2
+            AND NOT EXISTS (SELECT 1 FROM litebus_taken_back t WHERE t.seq = m.seq)
+         ORDER BY m.seq LIMIT ?3"
+    );
+
     /// Reads of one key: the messages of topic `?1` and key `?4` after seq
     /// `?2`, at most `?3`, through `litebus_messages_by_key`. (The
     /// `IS NOT NULL` repeats what `msg_key = ?4` implies: turso uses the
@@ -330,6 +340,7 @@ pub mod hot {
     pub const ALL: &[&str] = &[
         LAST_SEQ,
         READ,
+        READ_LISTED,
         READ_KEY,
         TAKE_IN_SQL,
         TAKE_IN_RETURNING,
@@ -885,9 +896,11 @@ async fn take_in(
         if taken == 0 {
             return Ok(0);
         }
+        // (Not a redriven message's handout: its seq is not the topic's.)
         let rows = conn
             .query(
-                "SELECT MAX(seq) FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
+                "SELECT MAX(seq) FROM litebus_handouts
+                 WHERE topic = ?1 AND grp = ?2 AND redriven = 0",
                 vec![Value::from(topic), Value::from(group)],
             )
             .await?;
@@ -953,6 +966,31 @@ async fn take_in_per_key(
     )
     .await?;
     Ok(looked)
+}
+
+/// How many messages of per-key group `$grp` of topic `?1` wait behind
+/// their key's first handout up to seq `$upto`, in no handout of their
+/// own. (A key's handouts are its head and, before or after it, the
+/// messages a redrive sent back; the messages before the first are
+/// settled.)
+macro_rules! waiting_of_keys {
+    ($grp:expr, $upto:expr) => {
+        concat!(
+            "SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
+                ON m.topic = h.topic AND m.msg_key = h.msg_key AND m.msg_key IS NOT NULL
+                AND m.seq > h.seq AND m.seq <= ",
+            $upto,
+            "
+             WHERE h.topic = ?1 AND h.grp = ",
+            $grp,
+            " AND h.msg_key IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM litebus_handouts e
+                   WHERE e.topic = h.topic AND e.grp = h.grp AND e.msg_key IS NOT NULL
+                     AND e.msg_key = h.msg_key AND e.seq < h.seq)
+               AND NOT EXISTS (SELECT 1 FROM litebus_handouts o
+                   WHERE o.topic = h.topic AND o.grp = h.grp AND o.seq = m.seq)"
+        )
+    };
 }
 
 /// The last error of a dead letter made of a row that is not a message.
@@ -1596,7 +1634,13 @@ async fn choose(
             ];
             conn.query(sql, params).await?
         };
-        if rows.len() as u64 >= limit || !cg.more {
+        // A redriven message's handout has a seq above the messages the
+        // group had not taken in at the redrive: those come first, so
+        // while one is among the candidates, the group takes in first.
+        let redriven = rows
+            .iter()
+            .any(|row| row.uint(CANDIDATE_AT).is_ok_and(|seq| seq > cg.g.cursor));
+        if !cg.more || (rows.len() as u64 >= limit && !redriven) {
             rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             return Ok(rows);
         }
@@ -2150,6 +2194,7 @@ pub async fn read(conn: &mut dyn Conn, read: Read<'_>) -> Result<Vec<Record>> {
             params.push(Value::from(key));
             hot::READ_KEY
         }
+        None if read.skip_taken_back => hot::READ_LISTED,
         None => hot::READ,
     };
     let rows = conn.query(sql, params).await?;
@@ -2164,6 +2209,93 @@ pub async fn read(conn: &mut dyn Conn, read: Read<'_>) -> Result<Vec<Record>> {
         });
     }
     Ok(records)
+}
+
+/// What the topic of a redriven message's row starts with (the seq of its
+/// dead letter follows): a name no topic can have, that sorts after every
+/// topic's name.
+pub const REDRIVEN_PREFIX: &str = "~redriven/";
+
+/// [`Driver::redrive`](litebus::driver::Driver::redrive): checks the group;
+/// lists the dead letters its dead-letter topic still holds and no redrive
+/// or purge took back (a `VALUES` join: an index lookup per seq), takes them
+/// back (`litebus_taken_back`) and, for a redrive, gives each message a row
+/// of its own and the group a handout of it (`redriven`), per message.
+pub async fn redrive(conn: &mut dyn Conn, r: Redrive<'_>) -> Result<Vec<u64>> {
+    let rows = conn
+        .query(
+            "SELECT ordering FROM litebus_groups WHERE topic = ?1 AND grp = ?2",
+            vec![Value::from(r.topic), Value::from(r.group)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Err(Error::UnknownGroup {
+            topic: r.topic.to_owned(),
+            group: r.group.to_owned(),
+        });
+    };
+    let ordering = row.text(0)?.to_owned();
+    if !r.purge && ordering == "ordered" {
+        return Err(ordered_redrive(r.topic, r.group));
+    }
+    let mut done = Vec::new();
+    for chunk in r.letters.chunks(INSERT_CHUNK) {
+        let mut sql = String::from("SELECT m.seq FROM (VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?)" } else { ",(?)" });
+        }
+        sql.push_str(
+            ") AS v JOIN litebus_messages m ON m.seq = v.column1
+             WHERE m.topic = ? AND NOT EXISTS (
+                SELECT 1 FROM litebus_taken_back t WHERE t.seq = m.seq)
+             ORDER BY m.seq",
+        );
+        let mut params: Vec<Value> = chunk.iter().map(|(seq, _)| Value::from(*seq)).collect();
+        params.push(Value::from(r.dead_letter));
+        let held = conn.query(&sql, params).await?;
+        let held = held
+            .iter()
+            .map(|row| row.uint(0))
+            .collect::<Result<Vec<u64>>>()?;
+        if held.is_empty() {
+            continue;
+        }
+        let mut sql = String::from("INSERT INTO litebus_taken_back (seq, topic) VALUES ");
+        let mut params = Vec::with_capacity(held.len() * 2);
+        for (i, seq) in held.iter().enumerate() {
+            sql.push_str(if i == 0 { "(?,?)" } else { ",(?,?)" });
+            params.push(Value::from(*seq));
+            params.push(Value::from(r.dead_letter));
+        }
+        conn.execute(&sql, params).await?;
+        done.extend(held);
+    }
+    if r.purge {
+        return Ok(done);
+    }
+    done.sort_unstable();
+    let per_key = ordering == "per_key";
+    for (seq, message) in r.letters {
+        if done.binary_search(seq).is_err() {
+            continue;
+        }
+        let name = format!("{REDRIVEN_PREFIX}{seq}");
+        let (sql, params) = insert_statement(&name, &[message.as_ref()], r.now);
+        conn.execute(&sql, params).await?;
+        conn.execute(
+            "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at, redriven)
+             SELECT ?1, ?2, seq, CASE WHEN ?4 THEN msg_key END, 0, 0, 1
+             FROM litebus_messages WHERE topic = ?3",
+            vec![
+                Value::from(r.topic),
+                Value::from(r.group),
+                Value::from(name.as_str()),
+                Value::from(u64::from(per_key)),
+            ],
+        )
+        .await?;
+    }
+    Ok(done)
 }
 
 /// [`Driver::seek`](litebus::driver::Driver::seek): the group row back to
@@ -2235,11 +2367,12 @@ pub async fn topics(conn: &mut dyn Conn) -> Result<Vec<String>> {
         let rows = conn
             .query(
                 "SELECT topic, typeof(topic) FROM litebus_messages
-                 WHERE topic > ?1 ORDER BY topic LIMIT 1",
-                vec![Value::from(after)],
+                 WHERE topic > ?1 AND topic < ?2 ORDER BY topic LIMIT 1",
+                vec![Value::from(after), Value::from(REDRIVEN_PREFIX)],
             )
             .await?;
-        // Text sorts before blobs: a topic plain SQL wrote as a blob ends the walk.
+        // Redriven messages' topics sort after every topic name; text
+        // sorts before blobs: a topic plain SQL wrote as a blob ends the walk.
         match rows.first() {
             Some(row) if row.text(1)? == "text" => names.push(row.text(0)?.to_owned()),
             _ => break,
@@ -2287,7 +2420,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         let holds = g.uint(4)?;
         let held = conn
             .query(
-                "SELECT COUNT(*), MIN(seq),
+                "SELECT COUNT(*), MIN(CASE WHEN redriven = 0 THEN seq END),
                         COUNT(CASE WHEN consumer IS NOT NULL AND lease_until > ?3 THEN 1 END)
                  FROM litebus_handouts WHERE topic = ?1 AND grp = ?2",
                 vec![Value::from(topic), Value::from(name), ts(now)],
@@ -2307,10 +2440,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         let waiting = if g.int(5)? != 0 {
             let rows = conn
                 .query(
-                    "SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
-                        ON m.topic = h.topic AND m.msg_key = h.msg_key AND m.msg_key IS NOT NULL
-                        AND m.seq > h.seq AND m.seq <= ?3
-                     WHERE h.topic = ?1 AND h.grp = ?2 AND h.msg_key IS NOT NULL",
+                    waiting_of_keys!("?2", "?3"),
                     vec![Value::from(topic), Value::from(name), Value::from(cursor)],
                 )
                 .await?;
@@ -2473,7 +2603,8 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
         let rows = conn
             .query(
                 "SELECT MIN(MIN(g.cursor, COALESCE((SELECT MIN(h.seq) - 1 FROM litebus_handouts h
-                                                  WHERE h.topic = g.topic AND h.grp = g.grp),
+                                                  WHERE h.topic = g.topic AND h.grp = g.grp
+                                                    AND h.redriven = 0),
                                                  g.cursor)))
                  FROM litebus_groups g WHERE g.topic = ?1",
                 vec![topic.clone()],
@@ -2489,25 +2620,25 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
     };
     let cut = Value::from(cut);
     conn.execute(
-        "UPDATE litebus_groups SET
+        concat!(
+            "UPDATE litebus_groups SET
             pruned = pruned
                 + (SELECT COUNT(*) FROM litebus_messages m
                    WHERE m.topic = ?1 AND m.seq > litebus_groups.cursor AND m.seq <= ?2)
                 + (SELECT COUNT(*) FROM litebus_handouts h
-                   WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.seq <= ?2)
-                + CASE WHEN ordering = 'per_key' THEN (
-                    SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
-                        ON m.topic = h.topic AND m.msg_key = h.msg_key AND m.msg_key IS NOT NULL
-                        AND m.seq > h.seq AND m.seq <= MIN(?2, litebus_groups.cursor)
-                    WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.msg_key IS NOT NULL)
-                  ELSE 0 END,
+                   WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.seq <= ?2
+                     AND h.redriven = 0)
+                + CASE WHEN ordering = 'per_key' THEN (",
+            waiting_of_keys!("litebus_groups.grp", "MIN(?2, litebus_groups.cursor)"),
+            ") ELSE 0 END,
             cursor = MAX(cursor, ?2),
             head_attempt = CASE WHEN head_seq <= ?2 THEN 0 ELSE head_attempt END,
             holder = CASE WHEN head_seq <= ?2 THEN NULL ELSE holder END,
             lease_until = CASE WHEN head_seq <= ?2 THEN NULL ELSE lease_until END,
             ready_at = CASE WHEN head_seq <= ?2 THEN 0 ELSE ready_at END,
             head_seq = CASE WHEN head_seq <= ?2 THEN NULL ELSE head_seq END
-         WHERE topic = ?1",
+         WHERE topic = ?1"
+        ),
         vec![topic.clone(), cut.clone()],
     )
     .await?;
@@ -2528,7 +2659,7 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
         )
         .await?;
     conn.execute(
-        "DELETE FROM litebus_handouts WHERE topic = ?1 AND seq <= ?2",
+        "DELETE FROM litebus_handouts WHERE topic = ?1 AND seq <= ?2 AND redriven = 0",
         vec![topic, cut],
     )
     .await?;

@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, DeleteTopic, Driver,
-    EnsureGroup, Prune, Read, Release, Seek, Settle, TopicDeletion, TopicStats, Wakeups,
+    EnsureGroup, Prune, Read, Redrive, Release, Seek, Settle, TopicDeletion, TopicStats, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp};
 use litebus_sql::{FileWakeups, Handle};
@@ -355,6 +355,10 @@ impl Driver for SqlxDriver {
 
     fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
         self.engine.seek(seek)
+    }
+
+    fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>> {
+        self.engine.redrive(redrive)
     }
 
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use litebus::driver::{
     Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, DeleteTopic, Driver,
-    EnsureGroup, Prune, Read, Release, Seek, Settle, TopicDeletion, Wakeups,
+    EnsureGroup, Prune, Read, Redrive, Release, Seek, Settle, TopicDeletion, Wakeups,
 };
 use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp, TopicStats};
 use litebus_sql::{Engine, Files, Handle, Handles};
@@ -349,6 +349,10 @@ impl Driver for TursoDriver {
 
     fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
         call!(self, |engine| engine.seek(seek))
+    }
+
+    fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>> {
+        call!(self, |engine| engine.redrive(redrive))
     }
 
     fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
