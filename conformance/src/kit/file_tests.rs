@@ -201,6 +201,16 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
                 .any(|l| l.contains("litebus_messages_by_id (topic=? AND id=?)")),
             "the duplicate check looks up each id: {known:#?}"
         );
+        // A redrive looks up each dead letter by its seq, not along its
+        // dead-letter topic.
+        let still = plan::<D>(&path, &litebus_sql::hot::still_dead_letters(3)).await;
+        assert!(
+            still.iter().any(|l| l.contains("INTEGER PRIMARY KEY"))
+                && !still
+                    .iter()
+                    .any(|l| l.contains("litebus_messages_by_topic")),
+            "a redrive looks up each dead letter: {still:#?}"
+        );
         // A per-key group's candidates and take-in look up each key in
         // the partial indexes on keys, not every earlier row of the group.
         let heads = plan::<D>(&path, litebus_sql::hot::NEXT_PER_KEY).await;
