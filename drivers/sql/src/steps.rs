@@ -1003,9 +1003,11 @@ async fn take_in_per_key(
 /// messages a redrive sent back; the messages before the first are
 /// settled.)
 macro_rules! waiting_of_keys {
-    ($grp:expr, $upto:expr) => {
+    ($what:expr, $grp:expr, $upto:expr) => {
         concat!(
-            "SELECT COUNT(*) FROM litebus_handouts h JOIN litebus_messages m
+            "SELECT ",
+            $what,
+            " FROM litebus_handouts h JOIN litebus_messages m
                 ON m.topic = h.topic AND m.msg_key = h.msg_key AND m.msg_key IS NOT NULL
                 AND m.seq > h.seq AND m.seq <= ",
             $upto,
@@ -2470,17 +2472,22 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         let waiting = if g.int(5)? != 0 {
             let rows = conn
                 .query(
-                    waiting_of_keys!("?2", "?3"),
+                    waiting_of_keys!("COUNT(*), MIN(m.seq)", "?2", "?3"),
                     vec![Value::from(topic), Value::from(name), Value::from(cursor)],
                 )
                 .await?;
-            rows.first().map_or(Ok(0), |r| r.uint(0))?
+            match rows.first() {
+                Some(r) => (r.uint(0)?, r.opt_uint(1)?),
+                None => (0, None),
+            }
         } else {
-            0
+            (0, None)
         };
-        let unsettled = held.uint(0)? + later.uint(0)? + waiting;
+        let unsettled = held.uint(0)? + later.uint(0)? + waiting.0;
         let in_flight = held.uint(2)? + holds;
-        let first_unsettled = [held.opt_uint(1)?, later.opt_uint(1)?]
+        // (A message waiting behind a redriven one may come before every
+        // handout the floor counts.)
+        let first_unsettled = [held.opt_uint(1)?, later.opt_uint(1)?, waiting.1]
             .into_iter()
             .flatten()
             .min();
@@ -2632,11 +2639,16 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
     let floor = if retention.is_until_consumed() {
         let rows = conn
             .query(
-                "SELECT MIN(MIN(g.cursor, COALESCE((SELECT MIN(h.seq) - 1 FROM litebus_handouts h
-                                                  WHERE h.topic = g.topic AND h.grp = g.grp
-                                                    AND h.redriven = 0),
-                                                 g.cursor)))
-                 FROM litebus_groups g WHERE g.topic = ?1",
+                concat!(
+                    "SELECT MIN(MIN(g.cursor,
+                        COALESCE((SELECT MIN(h.seq) - 1 FROM litebus_handouts h
+                                  WHERE h.topic = g.topic AND h.grp = g.grp AND h.redriven = 0),
+                                 g.cursor),
+                        COALESCE((",
+                    waiting_of_keys!("MIN(m.seq) - 1", "g.grp", "g.cursor"),
+                    "), g.cursor)))
+                 FROM litebus_groups g WHERE g.topic = ?1"
+                ),
                 vec![topic.clone()],
             )
             .await?;
@@ -2659,7 +2671,11 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
                    WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.seq <= ?2
                      AND h.redriven = 0)
                 + CASE WHEN ordering = 'per_key' THEN (",
-            waiting_of_keys!("litebus_groups.grp", "MIN(?2, litebus_groups.cursor)"),
+            waiting_of_keys!(
+                "COUNT(*)",
+                "litebus_groups.grp",
+                "MIN(?2, litebus_groups.cursor)"
+            ),
             ") ELSE 0 END,
             cursor = MAX(cursor, ?2),
             head_attempt = CASE WHEN head_seq <= ?2 THEN 0 ELSE head_attempt END,
