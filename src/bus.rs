@@ -460,8 +460,10 @@ impl Bus {
     /// them) that `select` chooses leaves that list and is delivered to the
     /// group again as new (its next delivery is attempt 1), to no other
     /// group: as if published now for that group alone, after every message
-    /// the topic holds (a per-key group delivers it after the messages of
-    /// its key published before the redrive). How many it sent back.
+    /// the topic holds (an ordered group delivers it after those messages
+    /// and before the ones published later; a per-key group, after the
+    /// messages of its key published before the redrive). How many it sent
+    /// back.
     ///
     /// Each page of dead letters is sent back in one atomic step: a dead
     /// letter is either listed or back in its group, never both and never
@@ -470,9 +472,8 @@ impl Bus {
     /// groups see it as before, until that topic's retention lets it go. The
     /// message sent back is not a message of `topic`: reads, listeners,
     /// other groups and retention do not see it, and it goes once the group
-    /// settles it. An ordered group is [`Error::InvalidOptions`] (its order
-    /// has no place for a message before its position: [`seek`](Bus::seek)
-    /// it instead), a group that does not exist [`Error::UnknownGroup`].
+    /// settles it (or a [`seek`](Bus::seek) moves the group). A group that
+    /// does not exist is [`Error::UnknownGroup`].
     ///
     /// ```
     /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, NackOptions, Order};
@@ -566,9 +567,6 @@ impl Bus {
         check_name(NameKind::Topic, topic)?;
         check_name(NameKind::Group, group)?;
         let settings = self.group_settings(topic, group).await?;
-        if !purge && settings.order == crate::Order::Ordered {
-            return Err(crate::driver::ordered_redrive(topic, group));
-        }
         let dead_letter = settings.dead_letter;
         let (mut after, mut total) = (0, 0);
         loop {

@@ -590,16 +590,16 @@ pub trait Driver: MaybeSendSync + 'static {
     /// ([`Read::skip_taken_back`]). A redrive gives each message back to
     /// the group alone as new (attempt 0, deliverable now), after every
     /// message the group's topic holds: with a seq above every seq given
-    /// so far, which the message keeps in its group (a per-key group
-    /// delivers it after the messages of its key published before the
-    /// redrive). It is not a message of the topic: reads, other groups,
-    /// listeners, retention and the topic's counts do not see it, and it
-    /// goes when the group settles it (an ack, a dead letter), seeks or is
-    /// deleted. A group that does not exist is
-    /// [`Error::UnknownGroup`](crate::Error::UnknownGroup); a redrive into
-    /// an ordered group is [`Error::InvalidOptions`](crate::Error::InvalidOptions)
-    /// (its order has no place for a message before its cursor), and
-    /// nothing changes.
+    /// so far, which the message keeps in its group (an ordered group
+    /// delivers it in that seq's place, after the messages of the topic
+    /// published before the redrive and before the later ones, even when
+    /// retention took those before it; a per-key group delivers it after
+    /// the messages of its key published before the redrive). It is not a
+    /// message of the topic: reads, other groups, listeners, retention and
+    /// the topic's counts do not see it, and it goes when the group settles
+    /// it (an ack, a dead letter), seeks or is deleted. A group that does
+    /// not exist is [`Error::UnknownGroup`](crate::Error::UnknownGroup),
+    /// and nothing changes.
     fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>>;
 
     /// Deletes a group with its position, leases and attempt counts;
@@ -812,15 +812,6 @@ pub mod dead_letter_keys {
     pub const ATTEMPTS: &str = "litebus.dead_letter.attempts";
     /// The last error: a nack's reason, "lease expired" or "consumer released".
     pub const ERROR: &str = "litebus.dead_letter.error";
-}
-
-/// The error of a redrive into an ordered group, as every driver gives it
-/// (see [`Driver::redrive`]).
-pub fn ordered_redrive(topic: &str, group: &str) -> crate::Error {
-    crate::Error::InvalidOptions(format!(
-        "group {group:?} of topic {topic:?} is ordered: a dead letter cannot come back \
-         into its order; seek the group to deliver from a seq again"
-    ))
 }
 
 /// The dead letter every driver stores for a message a group gives up on: the

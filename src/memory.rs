@@ -759,11 +759,11 @@ impl Store {
         {
             group.window = (start, count + leased);
         }
-        // An ordered group's consumer reads ahead what comes next.
+        // An ordered group's consumer reads ahead what comes next (the
+        // redriven messages in their places).
         let ahead = match deliveries.first() {
-            Some(first) if ordered => messages
-                .after(first.seq)
-                .iter()
+            Some(first) if ordered => merged(messages.after(first.seq).iter(), &group.redriven)
+                .filter(|(seq, _)| *seq > first.seq)
                 .take((req.max as usize).saturating_sub(1))
                 .map(|(seq, message)| Ahead {
                     seq: *seq,
@@ -875,14 +875,12 @@ impl Store {
 
     /// Takes back dead letters (see [`Driver::redrive`]).
     fn redrive(&mut self, req: Redrive<'_>) -> Result<Vec<u64>> {
-        let order = self
+        if !self
             .topics
             .get(req.topic)
-            .and_then(|log| log.groups.get(req.group))
-            .map(|g| g.spec.order)
-            .ok_or_else(|| unknown_group(req.topic, req.group))?;
-        if !req.purge && order == Order::Ordered {
-            return Err(crate::driver::ordered_redrive(req.topic, req.group));
+            .is_some_and(|log| log.groups.contains_key(req.group))
+        {
+            return Err(unknown_group(req.topic, req.group));
         }
         let Some(dead) = self.topics.get_mut(req.dead_letter) else {
             return Ok(Vec::new());
@@ -901,10 +899,11 @@ impl Store {
         if req.purge || done.is_empty() {
             return Ok(done);
         }
+        done.sort_unstable();
         let mut last_seq = self.last_seq;
         let (_, group) = self.group_mut(req.topic, req.group)?;
         for (seq, message) in req.letters {
-            if done.contains(seq) {
+            if done.binary_search(seq).is_ok() {
                 last_seq += 1;
                 group.redriven.push((last_seq, message.clone()));
             }

@@ -157,6 +157,9 @@ pub struct Model {
     pub rate_holds: u64,
     /// Deliveries of a message a redrive sent back.
     pub redriven_deliveries: u64,
+    /// Those of them in an ordered group (a claim's, or an ack's that took
+    /// the next message read ahead).
+    pub ordered_redriven_deliveries: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -590,6 +593,9 @@ impl Model {
                 g.window.1 += u32::from(g.rate_limit.is_some());
                 if g.redriven.contains(&seq) {
                     self.redriven_deliveries += 1;
+                    if g.mode == Mode::Ordered {
+                        self.ordered_redriven_deliveries += 1;
+                    }
                 }
                 let h = g.handouts.entry(seq).or_default();
                 h.attempt += 1;
@@ -719,8 +725,16 @@ impl Model {
         let result =
             self.settle_in_store(&topic, &group, (seq, attempt, generation), &how, next, c);
         let taken = next.filter(|_| out && matches!(result, Obs::Settled(Ok(()))));
-        if taken.is_some() {
+        if let Some(next) = taken {
             self.ordered_handovers += 1;
+            if self
+                .groups
+                .get(&(topic.clone(), group.clone()))
+                .is_some_and(|g| g.redriven.contains(&next))
+            {
+                self.redriven_deliveries += 1;
+                self.ordered_redriven_deliveries += 1;
+            }
         }
         let consumer = &mut self.consumers[c];
         if out && !extend {
@@ -955,9 +969,6 @@ impl Model {
         let Some(g) = self.groups.get(&key) else {
             return Obs::TakenBack(Err(ErrKind::UnknownGroup));
         };
-        if !purge && g.mode == Mode::Ordered {
-            return Obs::TakenBack(Err(ErrKind::InvalidOptions));
-        }
         let listed: Vec<(u64, u64)> = self
             .topics
             .get(&g.dead_letter)

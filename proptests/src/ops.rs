@@ -636,14 +636,18 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Sequences about dead letters taken back: a one-attempt shared or
-/// per-key group `g1` of `a` first (its failures are dead letters at once),
+/// Sequences about dead letters taken back: a one-attempt shared, per-key
+/// or ordered group `g1` of `a` first (its failures are dead letters at once),
 /// then [`op`]s mixed with more nacks and with redrives and purges of that
 /// group. ([`op`] alone makes few dead letters where a redrive can send
 /// them back.)
 pub fn redrive_ops() -> impl Strategy<Value = Vec<Op>> {
     let first = (
-        prop_oneof![Just(OrderChoice::Shared(2)), Just(OrderChoice::PerKey)],
+        prop_oneof![
+            Just(OrderChoice::Shared(2)),
+            Just(OrderChoice::PerKey),
+            Just(OrderChoice::Ordered)
+        ],
         1u8..4,
     )
         .prop_map(|(order, prefetch)| {

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 10;
+pub const SCHEMA_VERSION: u64 = 11;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -224,6 +224,19 @@ const MIGRATIONS: &[&[&str]] = &[&[
      WHEN old.redriven <> 0
      BEGIN
         DELETE FROM litebus_messages WHERE seq = old.seq;
+     END",
+], &[
+    // Version 11: redrives into ordered groups. An ordered group's only
+    // handouts are its redriven messages; settling its head moves its
+    // cursor to the head's seq, and when that is a redriven message, its
+    // handout (and by `litebus_redriven_gone` its row) goes. (A prune
+    // moves the cursor to a seq of the topic, which no handout of an
+    // ordered group has.)
+    "CREATE TRIGGER litebus_ordered_settled AFTER UPDATE ON litebus_groups
+     WHEN new.ordering = 'ordered' AND new.cursor <> old.cursor
+     BEGIN
+        DELETE FROM litebus_handouts
+        WHERE topic = new.topic AND grp = new.grp AND seq = new.cursor;
      END",
 ]];
 

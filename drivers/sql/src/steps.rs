@@ -9,7 +9,7 @@ use litebus::driver::{
     Ahead, Append, CONSUMER_RELEASED, Claim, ClaimOutcome, Claimed, DeadLettered, DeleteTopic,
     EnsureGroup, GroupSpec, Handoff, Inbox, LEASE_EXPIRED, NACKED, Prune, Read, Redrive, Release,
     Seek, Settle, Settlement, TopicDeletion, TopicStats, dead_letter_message, generate_id,
-    group_stats, lag, ordered_redrive, prune_count, stored_message, stored_record, topic_stats,
+    group_stats, lag, prune_count, stored_message, stored_record, topic_stats,
 };
 use litebus::{
     Backoff, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention, Timestamp,
@@ -137,18 +137,49 @@ pub mod hot {
             )
         };
     }
-    /// Ordered group `?2`'s next messages: up to `?4` of topic `?1` after
-    /// its cursor, as [`next_handouts`] gives them (no attempts: 0).
+    /// An ordered group's next messages: up to `$limit` of topic `?1`
+    /// after seq `$after`, and up to `$limit` of the messages a redrive
+    /// sent back to group `$grp` (its only handouts), each row `$before`,
+    /// the message's columns, `$tail`. Two index ranges (`topic IN (…)` would sort the
+    /// whole backlog); the caller puts the rows in seq order and keeps the
+    /// first `$limit`.
+    macro_rules! ordered_next {
+        (($before:expr, $tail:expr), $after:expr, $grp:expr, $limit:expr) => {
+            concat!(
+                "SELECT * FROM (SELECT ",
+                $before,
+                message_columns!(),
+                $tail,
+                " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ",
+                $after,
+                " ORDER BY m.seq LIMIT ",
+                $limit,
+                ") UNION ALL SELECT * FROM (SELECT ",
+                $before,
+                message_columns!(),
+                $tail,
+                " FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
+                 WHERE h.topic = ?1 AND h.grp = ",
+                $grp,
+                " ORDER BY h.seq LIMIT ",
+                $limit,
+                ")"
+            )
+        };
+    }
+    /// Ordered group `?2`'s next messages: up to `?4` after its cursor
+    /// ([`ordered_next`]), as [`next_handouts`] gives them (no attempts: 0).
     macro_rules! next_ordered {
         () => {
             concat!(
-                "SELECT 1, 0, ",
-                message_columns!(),
-                ", NULL, NULL, NULL, NULL, NULL
-                 FROM litebus_messages m
-                 WHERE m.topic = ?1
-                   AND m.seq > (SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)
-                 ORDER BY m.seq LIMIT ?4"
+                "SELECT * FROM (",
+                ordered_next!(
+                    ("1, 0, ", ", NULL, NULL, NULL, NULL, NULL"),
+                    "(SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)",
+                    "?2",
+                    "?4"
+                ),
+                ")"
             )
         };
     }
@@ -232,14 +263,11 @@ pub mod hot {
     /// [`CLAIM_GROUP`] and the ordered group's next messages, in one
     /// statement.
     pub const CLAIM_ORDERED: &str = claim_with!(next_ordered!());
-    /// An ordered group's next messages: up to `?3` of topic `?1` after
-    /// its cursor `?2` (the first is its head), every column with its SQL
-    /// type so that any row plain SQL wrote decodes or is dead-lettered.
-    pub const ORDERED_AHEAD: &str = concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
-    );
+    /// Ordered group `?4`'s next messages: up to `?3` of topic `?1` after
+    /// its cursor `?2` and of its redriven messages (`ordered_next`; in
+    /// seq order, the first is its head), every column with its SQL type
+    /// so that any row plain SQL wrote decodes or is dead-lettered.
+    pub const ORDERED_AHEAD: &str = ordered_next!(("", ""), "?2", "?4", "?3");
     /// Delivers ordered group `?2` of topic `?1`: its head is seq `?3`, at
     /// attempt `?4`, leased to `?5` until `?6`, and deliverable again from
     /// `?7` should the lease run out (its end and the group's backoff).
@@ -1330,10 +1358,15 @@ async fn claim_group(
 /// Candidate rows in seq order (a compound `SELECT` does not promise the
 /// order of its parts).
 fn sort_candidates(rows: &mut [Row]) -> Result<()> {
+    sort_rows(rows, CANDIDATE_AT)
+}
+
+/// Rows in the order of their seq at column `at`.
+fn sort_rows(rows: &mut [Row], at: usize) -> Result<()> {
     for row in rows.iter() {
-        row.uint(CANDIDATE_AT)?;
+        row.uint(at)?;
     }
-    rows.sort_by_key(|row| row.uint(CANDIDATE_AT).unwrap_or(0));
+    rows.sort_by_key(|row| row.uint(at).unwrap_or(0));
     Ok(())
 }
 
@@ -1495,17 +1528,23 @@ async fn claim_ordered(
     }
     // Rows that do not decode are dead-lettered as they are met, and the
     // claim goes on with the next (I12).
+    let max = usize::try_from(c.max.max(1)).unwrap_or(usize::MAX);
     loop {
-        let (rows, at) = if let Some(rows) = next.take() {
+        let (mut rows, at) = if let Some(rows) = next.take() {
             (rows, CANDIDATE_AT)
         } else {
             let params = vec![
                 Value::from(topic),
                 Value::from(g.cursor),
                 Value::from(u64::from(c.max.max(1))),
+                Value::from(group),
             ];
-            (conn.query(ORDERED_AHEAD, params).await?, 0)
+            let mut rows = conn.query(ORDERED_AHEAD, params).await?;
+            sort_rows(&mut rows, 0)?;
+            (rows, 0)
         };
+        // The topic's next messages and the redriven ones, in seq order.
+        rows.truncate(max);
         let Some(first) = rows.first() else {
             return Ok(nothing(None, dead_lettered));
         };
@@ -1778,7 +1817,9 @@ const GROUP_LEASE: LeaseRow = LeaseRow {
 const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
         (SELECT COUNT(*) FROM litebus_handouts a WHERE a.topic = ?1 AND a.grp = ?2
             AND a.consumer IS NOT NULL AND a.lease_until > ?3),
-        EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4),
+        EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4)
+            OR (g.ordering = 'ordered'
+                AND EXISTS (SELECT 1 FROM litebus_handouts r WHERE r.topic = ?1 AND r.grp = ?2)),
         g.holder IS NULL OR g.lease_until <= ?3, g.head_seq IS NULL, g.ready_at <= ?3,
         g.generation
      FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2";
@@ -1788,7 +1829,7 @@ const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
 /// claim would: a shared group's first new messages that are due, within
 /// `max_in_flight`, when the group has taken in every message before them;
 /// an ordered group's first new message, when the group is free, settled
-/// up to it and not delayed, with the next ones read ahead; a per-key
+/// up to it, with no redriven message waiting, and not delayed, with the next ones read ahead; a per-key
 /// group's new heads (`hand_off_per_key`). Anything else is left to the
 /// woken consumers' claims. `new`: the
 /// messages the publish stored, in seq order. Returns what each consumer
@@ -2266,9 +2307,6 @@ pub async fn redrive(conn: &mut dyn Conn, r: Redrive<'_>) -> Result<Vec<u64>> {
         });
     };
     let ordering = row.text(0)?.to_owned();
-    if !r.purge && ordering == "ordered" {
-        return Err(ordered_redrive(r.topic, r.group));
-    }
     let mut done = Vec::new();
     for chunk in r.letters.chunks(INSERT_CHUNK) {
         let sql = hot::still_dead_letters(chunk.len());
@@ -2597,6 +2635,18 @@ pub async fn set_retention(conn: &mut dyn Conn, topic: &str, r: Retention) -> Re
     Ok(())
 }
 
+/// An ordered group's head (in a prune's `UPDATE` of the groups) is among
+/// the messages that go, up to seq `?2`: a redriven message (a handout of
+/// the group) is not a message of the topic and stays, under the group's
+/// cursor (its ack moves the cursor back to it, past nothing the topic
+/// still holds).
+macro_rules! pruned_head {
+    () => {
+        "(head_seq <= ?2 AND NOT EXISTS (SELECT 1 FROM litebus_handouts r
+            WHERE r.topic = ?1 AND r.grp = litebus_groups.grp AND r.seq = litebus_groups.head_seq))"
+    };
+}
+
 /// [`Driver::prune`](litebus::driver::Driver::prune): reads the retention
 /// (one statement: all when it keeps everything), the oldest `limit`
 /// messages and, for `until_consumed`, the groups' lowest floor; then, if
@@ -2678,11 +2728,21 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
             ),
             ") ELSE 0 END,
             cursor = MAX(cursor, ?2),
-            head_attempt = CASE WHEN head_seq <= ?2 THEN 0 ELSE head_attempt END,
-            holder = CASE WHEN head_seq <= ?2 THEN NULL ELSE holder END,
-            lease_until = CASE WHEN head_seq <= ?2 THEN NULL ELSE lease_until END,
-            ready_at = CASE WHEN head_seq <= ?2 THEN 0 ELSE ready_at END,
-            head_seq = CASE WHEN head_seq <= ?2 THEN NULL ELSE head_seq END
+            head_attempt = CASE WHEN ",
+            pruned_head!(),
+            " THEN 0 ELSE head_attempt END,
+            holder = CASE WHEN ",
+            pruned_head!(),
+            " THEN NULL ELSE holder END,
+            lease_until = CASE WHEN ",
+            pruned_head!(),
+            " THEN NULL ELSE lease_until END,
+            ready_at = CASE WHEN ",
+            pruned_head!(),
+            " THEN 0 ELSE ready_at END,
+            head_seq = CASE WHEN ",
+            pruned_head!(),
+            " THEN NULL ELSE head_seq END
          WHERE topic = ?1"
         ),
         vec![topic.clone(), cut.clone()],
