@@ -849,6 +849,7 @@ pub fn dead_letter_message(
         original.key().map(str::to_owned),
         None,
     )
+    .with_priority(original.priority())
 }
 
 /// The id of the dead letter of message `seq` of `topic` that `group` gave

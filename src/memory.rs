@@ -3,6 +3,7 @@
 //! It is the readable reference for the SQL drivers: each method takes the
 //! store's one lock, so every call is atomic and calls are serialized.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -93,6 +94,9 @@ struct Log {
     pruned_to: u64,
     /// Each key's seqs, oldest first: retention lets go of their fronts.
     by_key: HashMap<String, VecDeque<u64>>,
+    /// The messages of a priority above 0, highest first, in seq order
+    /// within one: a shared group's claim looks at these first.
+    prioritized: BTreeSet<(Reverse<u8>, u64)>,
 }
 
 impl Log {
@@ -104,6 +108,9 @@ impl Log {
                 .push_back(seq);
         }
         self.bytes += message.payload().len() as u64;
+        if message.priority() > 0 {
+            self.prioritized.insert((Reverse(message.priority()), seq));
+        }
         self.rows.push((seq, message));
         self.times.push(now);
     }
@@ -116,6 +123,7 @@ impl Log {
         for ((seq, message), at) in gone.into_iter().zip(times) {
             self.pruned_to = seq;
             self.bytes -= message.payload().len() as u64;
+            self.prioritized.remove(&(Reverse(message.priority()), seq));
             if let Some(key) = message.key()
                 && let Some(seqs) = self.by_key.get_mut(key)
             {
@@ -678,18 +686,40 @@ impl Store {
         } else {
             // A per-key group looks at its heads only.
             let heads: Vec<&(u64, Arc<Message>)>;
+            let floor = group.floor;
+            let shared = matches!(group.spec.order, Order::Shared { .. });
+            let mut by_seq = messages.after(floor).iter();
+            let mut lowest = by_seq.by_ref().filter(|(_, m)| m.priority() == 0);
             let topic_rows: &mut dyn Iterator<Item = &(u64, Arc<Message>)> =
                 if let Some(h) = &mut group.heads {
                     h.take_in(messages);
                     heads = h.seqs.keys().map(|&seq| messages.row(seq)).collect();
                     &mut heads.iter().copied()
+                } else if shared {
+                    &mut lowest
                 } else {
-                    &mut messages.after(group.floor).iter()
+                    &mut by_seq
                 };
             // Redriven messages take their places by seq (a per-key one
             // after its key's head if that came first).
-            let redriven = group.redriven.clone();
-            for (seq, message) in merged(topic_rows, &redriven) {
+            let (redriven, redriven_first): (Vec<_>, Vec<_>) = group
+                .redriven
+                .iter()
+                .cloned()
+                .partition(|(_, m)| !shared || m.priority() == 0);
+            // A shared group hands out the higher priorities first (redriven
+            // ones among them), in seq order within one.
+            let mut first: Vec<&(u64, Arc<Message>)> = if shared {
+                let topic = messages.prioritized.iter();
+                let topic = topic.filter(|(_, seq)| *seq > floor);
+                let mut rows: Vec<_> = topic.map(|(_, seq)| messages.row(*seq)).collect();
+                rows.extend(redriven_first.iter());
+                rows
+            } else {
+                Vec::new()
+            };
+            first.sort_by_key(|(seq, m)| (Reverse(m.priority()), *seq));
+            for (seq, message) in first.into_iter().chain(merged(topic_rows, &redriven)) {
                 let seq = *seq;
                 let entry = group.entries.get(&seq);
                 if entry.is_some_and(|e| e.settled) {

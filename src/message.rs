@@ -26,6 +26,7 @@ pub struct Message {
     metadata: BTreeMap<String, String>,
     key: Option<String>,
     deliver_at: Option<Timestamp>,
+    priority: u8,
 }
 
 impl Message {
@@ -88,6 +89,37 @@ impl Message {
         self
     }
 
+    /// Sets the priority: a [`Shared`](crate::Order::Shared) group hands
+    /// out messages of a higher priority before those of a lower one, and
+    /// in seq order within a priority. 0, the default, is the lowest.
+    /// [`Ordered`](crate::Order::Ordered) and
+    /// [`PerKey`](crate::Order::PerKey) groups keep seq order whatever the
+    /// priority (their order is the point of them). A dead letter keeps
+    /// its message's priority.
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Message, Order};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let shared = GroupOptions::new().order(Order::Shared { max_in_flight: 8 }).prefetch(1);
+    /// let workers = bus.subscribe("jobs", "workers", shared).await?;
+    /// bus.publish("jobs", Message::new("nightly report")).await?;
+    /// bus.publish("jobs", Message::new("password reset").with_priority(9)).await?;
+    /// assert_eq!(workers.recv().await?.message().payload(), b"password reset");
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The priority ([`with_priority`](Message::with_priority)); 0 unless set.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
     /// The id; empty on a message not yet published without an explicit id.
     pub fn id(&self) -> &str {
         &self.id
@@ -133,6 +165,7 @@ impl Message {
             metadata,
             key,
             deliver_at,
+            priority: 0,
         }
     }
 
@@ -197,6 +230,9 @@ impl fmt::Debug for Message {
         }
         if let Some(at) = &self.deliver_at {
             d.field("deliver_at", at);
+        }
+        if self.priority != 0 {
+            d.field("priority", &self.priority);
         }
         d.finish()
     }

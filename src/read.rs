@@ -139,6 +139,7 @@ impl DeadLetter {
             message.key().map(str::to_owned),
             None,
         )
+        .with_priority(message.priority())
     }
 
     /// How many deliveries it had.

@@ -11,6 +11,7 @@ pub mod input;
 pub mod leases;
 pub mod listeners;
 pub mod ordering;
+pub mod priority;
 pub mod publish;
 pub mod rate_limit;
 pub mod reads;

@@ -224,7 +224,7 @@ fn message(n: usize, spec: &MsgSpec, now: Timestamp) -> Message {
     if let Some(d) = spec.delay_ms {
         m = m.with_deliver_at(now + Duration::from_millis(u64::from(d)));
     }
-    m
+    m.with_priority(spec.priority)
 }
 
 type Key = (String, String);

@@ -82,7 +82,7 @@ impl<'f, F: Factory> Harness<'f, F> {
         if let Some(delay) = spec.delay_ms {
             m = m.with_deliver_at(self.clock.now() + Duration::from_millis(u64::from(delay)));
         }
-        m
+        m.with_priority(spec.priority)
     }
 
     /// Performs `op` and reports what it observably did.

@@ -22,6 +22,8 @@ struct Msg {
     key: Option<String>,
     deliver_at: u64,
     payload: Vec<u8>,
+    /// A shared group hands out higher priorities first.
+    priority: u8,
     /// The clock at its publish (retention's `max_age`).
     published_at: u64,
     /// For a dead letter, what it says of the message that died.
@@ -160,6 +162,9 @@ pub struct Model {
     /// Those of them in an ordered group (a claim's, or an ack's that took
     /// the next message read ahead).
     pub ordered_redriven_deliveries: u64,
+    /// Deliveries of a shared group that passed an earlier unsettled
+    /// message of a lower priority.
+    pub priority_passes: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -347,6 +352,7 @@ impl Model {
                     key: s.key.map(|k| format!("k{}", k % 3)),
                     deliver_at: s.delay_ms.map_or(0, |d| self.now + u64::from(d)),
                     payload,
+                    priority: s.priority,
                     published_at: 0,
                     dead: None,
                 };
@@ -473,6 +479,7 @@ impl Model {
             key: original.key.clone(),
             deliver_at: 0,
             payload: original.payload.clone(),
+            priority: original.priority,
             published_at: 0,
             dead: Some(Dead {
                 topic: topic.to_owned(),
@@ -524,6 +531,11 @@ impl Model {
         );
         msgs.sort_by_key(|m| m.seq);
         let lease_until = now + self.consumers[c].lease_ms;
+        // A shared group hands out higher priorities first, in seq order
+        // within one; the other orders keep seq order.
+        if matches!(self.groups[&key].mode, Mode::Shared(_)) {
+            msgs.sort_by_key(|m| (std::cmp::Reverse(m.priority), m.seq));
+        }
         let prefetch = self.consumers[c].prefetch;
         let g = self.groups.get_mut(&key).expect("group");
         let active = |h: &Handout| !h.settled && h.lease.is_some_and(|(_, until)| until > now);
@@ -616,6 +628,18 @@ impl Model {
             _ => VecDeque::new(),
         };
         self.consumers[c].ahead = ahead;
+        if matches!(g.mode, Mode::Shared(_)) {
+            let unsettled = |m: &&Msg| {
+                m.seq > g.start_after && !g.handouts.get(&m.seq).is_some_and(|h| h.settled)
+            };
+            let passes = claimed.iter().filter(|(seq, ..)| {
+                let p = self.all[seq].priority;
+                msgs.iter()
+                    .filter(unsettled)
+                    .any(|m| m.seq < *seq && m.priority < p)
+            });
+            self.priority_passes += passes.count() as u64;
+        }
         claimed
     }
 
@@ -1000,6 +1024,7 @@ impl Model {
                 key: dead_letter.key.clone(),
                 deliver_at: 0,
                 payload: dead_letter.payload.clone(),
+                priority: dead_letter.priority,
                 published_at: self.now,
                 dead: None,
             };

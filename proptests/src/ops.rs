@@ -72,6 +72,8 @@ pub struct MsgSpec {
     pub delay_ms: Option<u16>,
     /// A payload over the harness's limit.
     pub too_large: bool,
+    /// `Message::with_priority` (0: the default).
+    pub priority: u8,
 }
 
 /// The ordering mode of a new subscription.
@@ -492,12 +494,14 @@ fn msg_spec() -> impl Strategy<Value = MsgSpec> {
         proptest::option::weighted(0.4, 0u8..3),
         proptest::option::weighted(0.15, 0u16..3000),
         proptest::bool::weighted(0.05),
+        prop_oneof![6 => Just(0u8), 1 => 1u8..3, 1 => Just(u8::MAX)],
     )
-        .prop_map(|(id, key, delay_ms, too_large)| MsgSpec {
+        .prop_map(|(id, key, delay_ms, too_large, priority)| MsgSpec {
             id,
             key,
             delay_ms,
             too_large,
+            priority,
         })
 }
 
@@ -577,7 +581,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         // dead-letter topic before the message may be dead-lettered.
         3 => (6u8..8).prop_map(|id| Op::Publish(
             TopicChoice::ADlq,
-            MsgSpec { id: Some(id), key: None, delay_ms: None, too_large: false },
+            MsgSpec { id: Some(id), key: None, delay_ms: None, too_large: false, priority: 0 },
         )),
         2 => (topic(), proptest::collection::vec(msg_spec(), 0..5))
             .prop_map(|(t, m)| Op::PublishBatch(t, m)),

@@ -19,7 +19,7 @@ use proptest::test_runner::TestRunner;
 fn redrive_sequences_deliver_redriven_messages() {
     let mut runner = TestRunner::deterministic();
     let (mut redriven, mut purged, mut delivered, mut ordered) = (0, 0, 0, 0);
-    for _ in 0..300 {
+    for _ in 0..600 {
         let sequence = redrive_ops().new_tree(&mut runner).expect("tree").current();
         let mut model = Model::new();
         for op in &sequence {
@@ -49,7 +49,13 @@ fn generated_sequences_reach_every_behaviour() {
             let (renamed, handovers) = (model.dead_letters_renamed, model.ordered_handovers);
             let (nacks, holds) = (model.backoff_nacks, model.backoff_holds);
             let (rate_holds, redriven) = (model.rate_holds, model.redriven_deliveries);
+            let passes = model.priority_passes;
             model.apply(op);
+            if model.priority_passes > passes {
+                *seen
+                    .entry("higher priority passed a lower one")
+                    .or_default() += 1;
+            }
             if model.redriven_deliveries > redriven {
                 *seen.entry("redriven message delivered").or_default() += 1;
             }
@@ -144,6 +150,7 @@ fn generated_sequences_reach_every_behaviour() {
         "dead letters redriven",
         "dead letters purged",
         "redriven message delivered",
+        "higher priority passed a lower one",
         "topic deleted",
         "topic created again",
         "dead-letter topic in use",

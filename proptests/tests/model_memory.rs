@@ -161,6 +161,7 @@ fn an_extend_after_a_seek_reaches_the_delivery_out_of_the_same_identity() {
         key: None,
         delay_ms: None,
         too_large: false,
+        priority: 0,
     };
     let receive = Op::Receive { consumer: 0 };
     let ops = [

@@ -204,6 +204,10 @@ pub async fn i12_rows_written_by_sql_never_stop_a_group<F: Factory>(f: &F) {
         ("payload, metadata", "x'00', '{not json'"),
         ("payload, metadata", "x'00', '{\"n\":1}'"),
         ("payload, metadata", "x'00', 7"),
+        ("payload, priority", "x'00', 300"),
+        ("payload, priority", "x'00', -2"),
+        ("payload, priority", "x'00', 'high'"),
+        ("payload, priority", "x'00', 1.5"),
     ];
     let modes = [
         ("ordered", GroupOptions::new()),

@@ -230,6 +230,24 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
             next.iter().any(|l| l.contains("litebus_messages_by_key")),
             "the next of a key is looked up by key: {next:#?}"
         );
+        // A shared group's prioritized handouts are a range of their
+        // partial index in the order it hands them out (no sort of them),
+        // and a new group or a seek finds such messages by theirs.
+        let shared = plan::<D>(&path, litebus_sql::hot::NEXT_SHARED).await;
+        assert!(
+            shared
+                .iter()
+                .any(|l| l.contains("litebus_handouts_prioritized (topic=? AND grp=?"))
+                && !shared.iter().any(|l| l.contains("TEMP B-TREE")),
+            "a shared claim ranges over the prioritized handouts: {shared:#?}"
+        );
+        let prioritized = plan::<D>(&path, litebus_sql::hot::TAKE_IN_PRIORITIZED).await;
+        assert!(
+            prioritized
+                .iter()
+                .any(|l| l.contains("litebus_messages_prioritized (topic=? AND seq>?)")),
+            "prioritized messages are looked up by their index: {prioritized:#?}"
+        );
         let by_key = plan::<D>(&path, litebus_sql::hot::READ_KEY).await;
         assert!(
             by_key

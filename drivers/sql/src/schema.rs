@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 11;
+pub const SCHEMA_VERSION: u64 = 12;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -237,6 +237,29 @@ const MIGRATIONS: &[&[&str]] = &[&[
      BEGIN
         DELETE FROM litebus_handouts
         WHERE topic = new.topic AND grp = new.grp AND seq = new.cursor;
+     END",
+], &[
+    // Version 12: priorities. A message of a priority above 0 becomes a
+    // handout of every shared group of its topic when it is stored (and
+    // when such a group is created or seeks), whatever the group's cursor:
+    // a claim finds it among its handouts before the backlog it has not
+    // taken in, by the partial index, and a take-in passes over it.
+    "ALTER TABLE litebus_messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE litebus_handouts ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX litebus_messages_prioritized ON litebus_messages (topic, seq)
+     WHERE priority > 0",
+    "CREATE INDEX litebus_handouts_prioritized
+     ON litebus_handouts (topic, grp, priority DESC, seq) WHERE priority > 0",
+    "CREATE TRIGGER litebus_prioritized AFTER INSERT ON litebus_messages
+     WHEN new.priority > 0
+     BEGIN
+        INSERT OR IGNORE INTO litebus_handouts
+            (topic, grp, seq, msg_key, attempt, ready_at, priority)
+        SELECT new.topic, g.grp, new.seq, NULL, 0,
+               CASE WHEN typeof(new.deliver_at) = 'integer' THEN new.deliver_at ELSE 0 END,
+               new.priority
+        FROM litebus_groups g
+        WHERE g.topic = new.topic AND g.ordering = 'shared' AND g.cursor < new.seq;
      END",
 ]];
 

@@ -18,8 +18,8 @@ use litebus::{
 use crate::{Conn, Row, Value};
 use hot::{
     ACK, CLAIM_GROUP, CLAIM_ORDERED, CLAIM_PER_KEY, CLAIM_SHARED, NEXT_PER_KEY, NEXT_SHARED,
-    ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_PER_KEY, TAKE_IN_RETURNING, TAKE_IN_SQL,
-    TAKE_IN_WINDOW,
+    ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_PER_KEY, TAKE_IN_PRIORITIZED,
+    TAKE_IN_RETURNING, TAKE_IN_SQL, TAKE_IN_WINDOW,
 };
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
@@ -65,7 +65,8 @@ macro_rules! message_columns {
         "m.seq, typeof(m.id), CAST(m.id AS BLOB), \
          typeof(m.payload), CAST(m.payload AS BLOB), typeof(m.metadata), CAST(m.metadata AS BLOB), \
          typeof(m.msg_key), CAST(m.msg_key AS BLOB), \
-         typeof(m.deliver_at), CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at END"
+         typeof(m.deliver_at), CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at END, \
+         typeof(m.priority), CASE WHEN typeof(m.priority) = 'integer' THEN m.priority END"
     };
 }
 
@@ -73,30 +74,39 @@ macro_rules! message_columns {
 /// can prove with `EXPLAIN QUERY PLAN` that each is an index range.
 pub mod hot {
     /// `INSERT … SELECT` of the next messages of topic `?1` after seq `?3`
-    /// into group `?2`, at most `?4`.
+    /// into shared group `?2`, at most `?4`, passing over those of a
+    /// priority above 0 (each became a handout of the group when it was
+    /// stored, and may have gone since). (`NOT priority > 0`, not
+    /// `priority = 0`: a row plain SQL wrote with a priority below 0 is
+    /// taken in, and dead-lettered as undecodable, not passed over by both.)
     macro_rules! take_in {
         () => {
             "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at)
              SELECT topic, ?2, seq, NULL, 0,
                     CASE WHEN typeof(deliver_at) = 'integer' THEN deliver_at ELSE 0 END
              FROM litebus_messages
-             WHERE topic = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4"
+             WHERE topic = ?1 AND seq > ?3 AND NOT priority > 0 ORDER BY seq LIMIT ?4"
         };
     }
     /// The deliverable handouts of group `?2` of topic `?1` at `?3` that
-    /// also meet `$also`, at most `?4`, in seq order; a row each: 1, its
-    /// attempts so far, its message's columns.
+    /// also meet `$also`, at most `$limit`, in the order `$order`; a row
+    /// each: 1, its attempts so far, its message's columns.
     macro_rules! next_handouts {
         ($also:expr, $limit:expr) => {
+            next_handouts!($also, $limit, "h.seq")
+        };
+        ($also:expr, $limit:expr, $order:expr) => {
             concat!(
                 "SELECT 1, h.attempt, ",
                 message_columns!(),
-                ", NULL, NULL, NULL, NULL, NULL
+                ", NULL, NULL, NULL
                  FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
                  WHERE h.topic = ?1 AND h.grp = ?2
                    AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3",
                 $also,
-                " ORDER BY h.seq LIMIT ",
+                " ORDER BY ",
+                $order,
+                " LIMIT ",
                 $limit
             )
         };
@@ -122,18 +132,33 @@ pub mod hot {
             next_handouts!(first_of_key!(), "?4")
         };
     }
-    /// A shared group's candidates: no more than what is left of its
-    /// `max_in_flight` (a claim of a group at its limit reads none).
+    /// What is left of shared group `?2`'s `max_in_flight` at `?3`, at
+    /// most `?4`.
+    macro_rules! shared_room {
+        () => {
+            "MAX(0, MIN(?4, (
+                SELECT g.max_in_flight FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2
+             ) - (
+                SELECT COUNT(*) FROM litebus_handouts a
+                WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
+             )))"
+        };
+    }
+    /// A shared group's candidates: up to `?4` of those of a priority
+    /// above 0, highest first (their partial index: an empty range where
+    /// there are none), and no more than what is left of its
+    /// `max_in_flight` (a claim of a group at its limit reads none) of
+    /// priority 0 in seq order; the caller puts them in that order and
+    /// keeps what the group has room for. (`h.priority > 0` states the
+    /// partial index's condition, for turso.)
     macro_rules! next_shared {
         () => {
-            next_handouts!(
-                "",
-                "MAX(0, MIN(?4, (
-                    SELECT g.max_in_flight FROM litebus_groups g WHERE g.topic = ?1 AND g.grp = ?2
-                 ) - (
-                    SELECT COUNT(*) FROM litebus_handouts a
-                    WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
-                 )))"
+            concat!(
+                "SELECT * FROM (",
+                next_handouts!(" AND h.priority > 0", "?4", "h.priority DESC, h.seq"),
+                ") UNION ALL SELECT * FROM (",
+                next_handouts!(" AND NOT h.priority > 0", shared_room!()),
+                ")"
             )
         };
     }
@@ -174,7 +199,7 @@ pub mod hot {
             concat!(
                 "SELECT * FROM (",
                 ordered_next!(
-                    ("1, 0, ", ", NULL, NULL, NULL, NULL, NULL"),
+                    ("1, 0, ", ", NULL, NULL, NULL"),
                     "(SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)",
                     "?2",
                     "?4"
@@ -186,8 +211,8 @@ pub mod hot {
     /// What a claim of group `?2` of topic `?1` at `?3` needs to know of
     /// the group: a row of 0, the group row (`GROUP_COLUMNS`: its
     /// settings, cursor and an ordered group's head); whether the topic holds messages
-    /// after the group's cursor (so a claim that finds nothing writes
-    /// nothing); the unexpired leases of a shared group (I7); and, a row
+    /// after the group's cursor that a take-in would take (so a claim that
+    /// finds nothing writes nothing); the unexpired leases of a shared group (I7); and, a row
     /// each, the final attempts whose lease ran out (I8), with their lease
     /// end; its generation and its rate limit's window. One row when none
     /// did.
@@ -195,7 +220,8 @@ pub mod hot {
         () => {
             "SELECT 0, g.ordering, g.max_in_flight, g.max_attempts, g.dead_letter, g.cursor,
                 g.head_seq, g.head_attempt, g.holder, g.lease_until, g.ready_at,
-                EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor),
+                EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor
+                        AND (NOT m.priority > 0 OR g.ordering <> 'shared')),
                 CASE WHEN g.ordering = 'shared' THEN (
                     SELECT COUNT(*) FROM litebus_handouts a
                     WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
@@ -248,6 +274,18 @@ pub mod hot {
     pub const NEXT_OF_KEY: &str = next_of_key!("m.seq", "?1", "?2", "?3", "?4");
     /// [`TAKE_IN_SQL`], returning the seqs it took in.
     pub const TAKE_IN_RETURNING: &str = concat!(take_in!(), " RETURNING seq");
+    /// The messages of topic `?1` after seq `?3` of a priority above 0,
+    /// as handouts of shared group `?2` (at its creation and at a seek;
+    /// the trigger `litebus_prioritized` does it for later ones), by their
+    /// partial index.
+    pub const TAKE_IN_PRIORITIZED: &str = "INSERT OR IGNORE INTO litebus_handouts
+            (topic, grp, seq, msg_key, attempt, ready_at, priority)
+         SELECT m.topic, ?2, m.seq, NULL, 0,
+                CASE WHEN typeof(m.deliver_at) = 'integer' THEN m.deliver_at ELSE 0 END,
+                m.priority
+         FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > ?3 AND m.priority > 0
+           AND EXISTS (SELECT 1 FROM litebus_groups g
+                       WHERE g.topic = ?1 AND g.grp = ?2 AND g.ordering = 'shared')";
     /// Deliverable messages of a per-key group: the first of each key, and
     /// those without a key.
     pub const NEXT_PER_KEY: &str = next_per_key!();
@@ -393,6 +431,7 @@ pub mod hot {
         READ_KEY,
         TAKE_IN_SQL,
         TAKE_IN_RETURNING,
+        TAKE_IN_PRIORITIZED,
         TAKE_IN_WINDOW,
         TAKE_IN_PER_KEY,
         NEXT_OF_KEY,
@@ -479,15 +518,15 @@ fn insert_rows_statement<'m>(
 ) -> (String, Vec<Value>) {
     let mut sql = String::from(
         "INSERT INTO litebus_messages \
-         (topic, id, payload, metadata, msg_key, deliver_at, published_at) VALUES ",
+         (topic, id, payload, metadata, msg_key, deliver_at, published_at, priority) VALUES ",
     );
-    let mut params = Vec::with_capacity(rows.len() * 7);
+    let mut params = Vec::with_capacity(rows.len() * 8);
     for (i, (topic, m)) in rows.enumerate() {
         // Bare `?`, values in text order: see `placeholders`.
         sql.push_str(if i == 0 {
-            "(?,?,?,?,?,?,?)"
+            "(?,?,?,?,?,?,?,?)"
         } else {
-            ",(?,?,?,?,?,?,?)"
+            ",(?,?,?,?,?,?,?,?)"
         });
         params.push(Value::from(topic));
         params.push(Value::from(m.id()));
@@ -496,6 +535,7 @@ fn insert_rows_statement<'m>(
         params.push(Value::from(m.key()));
         params.push(ts(m.deliver_at().unwrap_or(Timestamp::ZERO)));
         params.push(ts(now));
+        params.push(Value::from(u64::from(m.priority())));
     }
     (sql, params)
 }
@@ -926,6 +966,14 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
         ],
     )
     .await?;
+    if matches!(req.spec.order, Order::Shared { .. }) {
+        let params = vec![
+            Value::from(req.topic),
+            Value::from(req.group),
+            Value::from(start_after),
+        ];
+        conn.execute(TAKE_IN_PRIORITIZED, params).await?;
+    }
     Ok(())
 }
 
@@ -953,11 +1001,12 @@ async fn take_in(
         if taken == 0 {
             return Ok(0);
         }
-        // (Not a redriven message's handout: its seq is not the topic's.)
+        // (Not a redriven message's handout: its seq is not the topic's;
+        // nor a prioritized one's, which may be later.)
         let rows = conn
             .query(
                 "SELECT MAX(seq) FROM litebus_handouts
-                 WHERE topic = ?1 AND grp = ?2 AND redriven = 0",
+                 WHERE topic = ?1 AND grp = ?2 AND redriven = 0 AND NOT priority > 0",
                 vec![Value::from(topic), Value::from(group)],
             )
             .await?;
@@ -1116,8 +1165,19 @@ fn decode_message(row: &Row, at: usize) -> Result<std::result::Result<Message, (
             None
         }
     };
+    let priority = match (row.text(at + 11)?, row.0.get(at + 12)) {
+        ("integer", Some(&Value::Int(p))) => u8::try_from(p).unwrap_or_else(|_| {
+            problems.push(format!("priority is {p}, not 0 to 255"));
+            0
+        }),
+        (kind, _) => {
+            problems.push(format!("priority is {kind}, not an integer"));
+            0
+        }
+    };
     let id = valid_id.unwrap_or_else(|| String::from_utf8_lossy(id).into_owned());
-    let message = stored_message(id, payload.to_vec(), metadata, key, deliver_at);
+    let message =
+        stored_message(id, payload.to_vec(), metadata, key, deliver_at).with_priority(priority);
     Ok(if problems.is_empty() {
         Ok(message)
     } else {
@@ -1339,7 +1399,7 @@ async fn claim_group(
     let mut g = group_from(&row, 1)?;
     g.generation = row.uint(15)?;
     expired.sort_unstable();
-    sort_candidates(&mut next)?;
+    sort_candidates(&mut next, g.spec.order)?;
     let known_right = known.is_some_and(|o| same_order(o, g.spec.order));
     let window = (
         Timestamp::from_millis(row.uint(16)?),
@@ -1355,10 +1415,25 @@ async fn claim_group(
     }))
 }
 
-/// Candidate rows in seq order (a compound `SELECT` does not promise the
-/// order of its parts).
-fn sort_candidates(rows: &mut [Row]) -> Result<()> {
-    sort_rows(rows, CANDIDATE_AT)
+/// Candidate rows in the order the group hands them out (a compound
+/// `SELECT` does not promise the order of its parts): a shared group's by
+/// priority, highest first, then seq; the others' by seq.
+fn sort_candidates(rows: &mut [Row], order: Order) -> Result<()> {
+    sort_rows(rows, CANDIDATE_AT)?;
+    if matches!(order, Order::Shared { .. }) {
+        // Stable: seq order within a priority.
+        rows.sort_by_key(|row| std::cmp::Reverse(candidate_priority(row)));
+    }
+    Ok(())
+}
+
+/// A candidate's priority as its row has it (0 when it is not one: such a
+/// row is dead-lettered as it is met).
+fn candidate_priority(row: &Row) -> i64 {
+    match row.0.get(CANDIDATE_AT + 12) {
+        Some(&Value::Int(p)) => p,
+        _ => 0,
+    }
 }
 
 /// Rows in the order of their seq at column `at`.
@@ -1702,16 +1777,23 @@ async fn choose(
                 ts(now),
                 Value::from(limit),
             ];
-            conn.query(sql, params).await?
+            let mut rows = conn.query(sql, params).await?;
+            sort_candidates(&mut rows, cg.g.spec.order)?;
+            rows
         };
         // A redriven message's handout has a seq above the messages the
         // group had not taken in at the redrive: those come first, so
         // while one is among the candidates, the group takes in first.
-        let redriven = rows
-            .iter()
-            .any(|row| row.uint(CANDIDATE_AT).is_ok_and(|seq| seq > cg.g.cursor));
+        // (A prioritized one's comes before them anyway.)
+        let shared = matches!(cg.g.spec.order, Order::Shared { .. });
+        let redriven = rows.iter().any(|row| {
+            (!shared || candidate_priority(row) == 0)
+                && row.uint(CANDIDATE_AT).is_ok_and(|seq| seq > cg.g.cursor)
+        });
+        // (A shared group's read gives up to `limit` of each kind.)
+        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         if !cg.more || (rows.len() as u64 >= limit && !redriven) {
-            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            rows.truncate(keep);
             return Ok(rows);
         }
         // What comes next is read again after the take-in, with these.
@@ -1721,6 +1803,7 @@ async fn choose(
         let taken = take_in(conn, topic, group, &mut cg.g, want).await?;
         cg.more = taken == want;
         if taken == 0 {
+            rows.truncate(keep);
             return Ok(rows);
         }
     }
@@ -1817,7 +1900,8 @@ const GROUP_LEASE: LeaseRow = LeaseRow {
 const HANDOFF_GROUP: &str = "SELECT g.ordering, g.max_in_flight, g.cursor,
         (SELECT COUNT(*) FROM litebus_handouts a WHERE a.topic = ?1 AND a.grp = ?2
             AND a.consumer IS NOT NULL AND a.lease_until > ?3),
-        EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4)
+        EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND o.seq > g.cursor AND o.seq < ?4
+                AND (NOT o.priority > 0 OR g.ordering <> 'shared'))
             OR (g.ordering = 'ordered'
                 AND EXISTS (SELECT 1 FROM litebus_handouts r WHERE r.topic = ?1 AND r.grp = ?2)),
         g.holder IS NULL OR g.lease_until <= ?3, g.head_seq IS NULL, g.ready_at <= ?3,
@@ -1890,19 +1974,31 @@ pub async fn hand_off(
                 let Some(&(last, _)) = take.last() else {
                     continue;
                 };
+                // A new message it would leave of a higher priority than
+                // one it takes: left to the consumers' claims.
+                let lowest = take.iter().map(|(_, m)| m.priority()).min();
+                if new[take.len()..due]
+                    .iter()
+                    .any(|(_, m)| Some(m.priority()) > lowest)
+                {
+                    continue;
+                }
                 for chunk in take.chunks(INSERT_CHUNK) {
+                    // A prioritized message is a handout already (the
+                    // trigger `litebus_prioritized`): leased here.
                     let mut sql = String::from(
                         "INSERT INTO litebus_handouts
-                            (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until) VALUES ",
+                            (topic, grp, seq, msg_key, attempt, ready_at, consumer, lease_until,
+                             priority) VALUES ",
                     );
-                    let mut params = Vec::with_capacity(chunk.len() * 6);
-                    for (i, (seq, _)) in chunk.iter().enumerate() {
+                    let mut params = Vec::with_capacity(chunk.len() * 7);
+                    for (i, (seq, message)) in chunk.iter().enumerate() {
                         // Bare `?`, values in text order: see `placeholders`.
                         // A shared group's handouts keep no key.
                         sql.push_str(if i == 0 {
-                            "(?,?,?,NULL,1,?,?,?)"
+                            "(?,?,?,NULL,1,?,?,?,?)"
                         } else {
-                            ",(?,?,?,NULL,1,?,?,?)"
+                            ",(?,?,?,NULL,1,?,?,?,?)"
                         });
                         params.extend([
                             Value::from(topic),
@@ -1911,8 +2007,14 @@ pub async fn hand_off(
                             after_lease(h.backoff, h.lease_until, *seq, 1),
                             Value::from(h.consumer.as_str()),
                             ts(h.lease_until),
+                            Value::from(u64::from(message.priority())),
                         ]);
                     }
+                    sql.push_str(
+                        " ON CONFLICT (topic, grp, seq) DO UPDATE SET attempt = 1,
+                            ready_at = excluded.ready_at, consumer = excluded.consumer,
+                            lease_until = excluded.lease_until",
+                    );
                     conn.execute(&sql, params).await?;
                 }
                 conn.execute(
@@ -1924,8 +2026,11 @@ pub async fn hand_off(
                     ],
                 )
                 .await?;
+                let mut deliveries: Vec<Claimed> = take.iter().map(claimed).collect();
+                // Stable: seq order within a priority.
+                deliveries.sort_by_key(|d| std::cmp::Reverse(d.message.priority()));
                 ClaimOutcome {
-                    deliveries: take.iter().map(claimed).collect(),
+                    deliveries,
                     ..ClaimOutcome::default()
                 }
             }
@@ -2350,13 +2455,17 @@ pub async fn redrive(conn: &mut dyn Conn, r: Redrive<'_>) -> Result<Vec<u64>> {
         // Their handouts, found by their rows' topics (an index lookup
         // each). Bare `?`, values in text order: see `placeholders`.
         let mut sql = String::from(
-            "INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at, redriven)
-             SELECT ?, ?, m.seq, CASE WHEN ? THEN m.msg_key END, 0, 0, 1 FROM (VALUES ",
+            "INSERT INTO litebus_handouts
+                (topic, grp, seq, msg_key, attempt, ready_at, redriven, priority)
+             SELECT ?, ?, m.seq, CASE WHEN ? THEN m.msg_key END, 0, 0, 1,
+                    CASE WHEN ? THEN m.priority ELSE 0 END
+             FROM (VALUES ",
         );
         let mut params = vec![
             Value::from(r.topic),
             Value::from(r.group),
             Value::from(per_key),
+            Value::from(u64::from(ordering == "shared")),
         ];
         for (i, (name, _)) in chunk.iter().enumerate() {
             sql.push_str(if i == 0 { "(?)" } else { ",(?)" });
@@ -2401,9 +2510,10 @@ pub async fn seek(conn: &mut dyn Conn, seek: Seek<'_>) -> Result<()> {
     params.push(Value::from(start_after));
     conn.execute(
         "UPDATE litebus_groups SET start_after = ?3, cursor = ?3 WHERE topic = ?1 AND grp = ?2",
-        params,
+        params.clone(),
     )
     .await?;
+    conn.execute(TAKE_IN_PRIORITIZED, params).await?;
     Ok(())
 }
 
@@ -2496,10 +2606,16 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
                 vec![Value::from(topic), Value::from(name), ts(now)],
             )
             .await?;
+        // (A shared group's prioritized messages are its handouts.)
         let later = conn
             .query(
-                "SELECT COUNT(*), MIN(seq) FROM litebus_messages WHERE topic = ?1 AND seq > ?2",
-                vec![Value::from(topic), Value::from(cursor)],
+                "SELECT COUNT(*), MIN(seq) FROM litebus_messages
+                 WHERE topic = ?1 AND seq > ?2 AND (NOT priority > 0 OR NOT ?3)",
+                vec![
+                    Value::from(topic),
+                    Value::from(cursor),
+                    Value::from(u64::from(g.text(7)? == "shared")),
+                ],
             )
             .await?;
         let (Some(held), Some(later)) = (held.first(), later.first()) else {
@@ -2716,7 +2832,8 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
             "UPDATE litebus_groups SET
             pruned = pruned
                 + (SELECT COUNT(*) FROM litebus_messages m
-                   WHERE m.topic = ?1 AND m.seq > litebus_groups.cursor AND m.seq <= ?2)
+                   WHERE m.topic = ?1 AND m.seq > litebus_groups.cursor AND m.seq <= ?2
+                     AND (NOT m.priority > 0 OR litebus_groups.ordering <> 'shared'))
                 + (SELECT COUNT(*) FROM litebus_handouts h
                    WHERE h.topic = ?1 AND h.grp = litebus_groups.grp AND h.seq <= ?2
                      AND h.redriven = 0)
