@@ -262,6 +262,7 @@ impl Bus {
             max_attempts: options.max_attempts,
             backoff: options.backoff,
             rate_limit: options.rate_limit,
+            max_in_flight: options.max_in_flight,
             dead_letter,
         };
         let start_after = options.start.start_after()?;

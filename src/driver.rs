@@ -113,6 +113,10 @@ pub struct GroupSpec {
     pub backoff: Backoff,
     /// The most deliveries per period, across the group's consumers.
     pub rate_limit: Option<RateLimit>,
+    /// A per-key group's most deliveries out at once, across its
+    /// consumers (`None`: no cap beyond one per key; a shared group's is
+    /// in its [`Order`]).
+    pub max_in_flight: Option<u32>,
     /// Where dead letters go.
     pub dead_letter: String,
 }

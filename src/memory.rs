@@ -662,7 +662,11 @@ impl Store {
 
         let limit = match group.spec.order {
             Order::Ordered => 1,
-            Order::PerKey => req.max as usize,
+            Order::PerKey => match group.spec.max_in_flight {
+                Some(max) => (max as usize).saturating_sub(group.active_leases(now)),
+                None => usize::MAX,
+            }
+            .min(req.max as usize),
             Order::Shared { max_in_flight } => (max_in_flight as usize)
                 .saturating_sub(group.active_leases(now))
                 .min(req.max as usize),
@@ -679,7 +683,7 @@ impl Store {
         let mut leased = 0;
 
         if limit == 0 {
-            // Shared group at its in-flight limit: the earliest lease end frees a slot.
+            // A group at its in-flight limit: the earliest lease end frees a slot.
             if let Some(&(until, _)) = group.leases.range((next_millis(now), 0)..).next() {
                 due(until);
             }
@@ -1218,6 +1222,7 @@ mod tests {
             max_attempts: 5,
             backoff: Backoff::none(),
             rate_limit: None,
+            max_in_flight: None,
             dead_letter: "t.dlq".into(),
         };
         store

@@ -420,6 +420,7 @@ pub struct GroupOptions {
     pub(crate) dead_letter: Option<String>,
     pub(crate) start: Start,
     pub(crate) prefetch: u32,
+    pub(crate) max_in_flight: Option<u32>,
 }
 
 impl GroupOptions {
@@ -435,6 +436,7 @@ impl GroupOptions {
             dead_letter: None,
             start: Start::Beginning,
             prefetch: 32,
+            max_in_flight: None,
         }
     }
 
@@ -442,6 +444,19 @@ impl GroupOptions {
     #[must_use]
     pub fn order(mut self, order: Order) -> Self {
         self.order = order;
+        self
+    }
+
+    /// At most `max` deliveries of an [`Order::PerKey`] group out at once,
+    /// across every consumer, bus and process that shares the group
+    /// (default: none beyond one per key). A consumer's claim gets what is
+    /// left of it, and waits while there is nothing left. Stored with the
+    /// group. A shared group's cap is
+    /// [`Order::Shared { max_in_flight }`](Order::Shared); with any other
+    /// order than per-key this is [`Error::InvalidOptions`].
+    #[must_use]
+    pub fn max_in_flight(mut self, max: u32) -> Self {
+        self.max_in_flight = Some(max);
         self
     }
 
@@ -537,7 +552,16 @@ impl GroupOptions {
                 "max_in_flight must be at least 1".into(),
             ));
         }
-        Ok(())
+        match (self.max_in_flight, self.order) {
+            (Some(0), _) => Err(Error::InvalidOptions(
+                "max_in_flight must be at least 1".into(),
+            )),
+            (Some(_), order) if order != Order::PerKey => Err(Error::InvalidOptions(format!(
+                "GroupOptions::max_in_flight caps a per-key group, not {order:?} \
+                 (a shared group's cap is Order::Shared {{ max_in_flight }})"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -195,6 +195,7 @@ fn options(spec: SubSpec) -> GroupOptions {
     group_options(SubSpec {
         order: match spec.order {
             OrderChoice::Shared(n) => OrderChoice::Shared(n.max(1)),
+            OrderChoice::PerKeyCapped(n) => OrderChoice::PerKeyCapped(n.max(1)),
             order => order,
         },
         max_attempts: spec.max_attempts.max(1),

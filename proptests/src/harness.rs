@@ -439,12 +439,16 @@ impl<'f, F: Factory> Harness<'f, F> {
 pub fn group_options(spec: SubSpec) -> GroupOptions {
     let order = match spec.order {
         OrderChoice::Ordered => Order::Ordered,
-        OrderChoice::PerKey => Order::PerKey,
+        OrderChoice::PerKey | OrderChoice::PerKeyCapped(_) => Order::PerKey,
         OrderChoice::Shared(n) => Order::Shared {
             max_in_flight: u32::from(n),
         },
     };
-    let options = GroupOptions::new()
+    let mut options = GroupOptions::new();
+    if let OrderChoice::PerKeyCapped(n) = spec.order {
+        options = options.max_in_flight(u32::from(n));
+    }
+    let options = options
         .order(order)
         .max_attempts(spec.attempts())
         .lease(Duration::from_millis(u64::from(spec.lease_ms)))

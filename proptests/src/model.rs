@@ -53,7 +53,8 @@ struct Handout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ordered,
-    PerKey,
+    /// Its cap on deliveries out at once, if any.
+    PerKey(Option<u32>),
     Shared(u32),
 }
 
@@ -165,6 +166,8 @@ pub struct Model {
     /// Deliveries of a shared group that passed an earlier unsettled
     /// message of a lower priority.
     pub priority_passes: u64,
+    /// Claims of a capped per-key group that its cap bounded.
+    pub key_cap_holds: u64,
     /// The seq group `g1` of topic `a` last handed out ([`message_id`]).
     a_g1: u64,
 }
@@ -375,7 +378,8 @@ impl Model {
         }
         let mode = match spec.order {
             OrderChoice::Ordered => Mode::Ordered,
-            OrderChoice::PerKey => Mode::PerKey,
+            OrderChoice::PerKey => Mode::PerKey(None),
+            OrderChoice::PerKeyCapped(n) => Mode::PerKey(Some(u32::from(n))),
             OrderChoice::Shared(n) => Mode::Shared(u32::from(n)),
         };
         if spec.lease_ms == 0
@@ -386,6 +390,7 @@ impl Model {
             || spec.max_attempts == 0
             || spec.prefetch == 0
             || mode == Mode::Shared(0)
+            || mode == Mode::PerKey(Some(0))
         {
             return Obs::Subscribed(Err(ErrKind::InvalidOptions));
         }
@@ -542,9 +547,16 @@ impl Model {
         let in_flight = g.handouts.values().filter(|h| active(h)).count();
         let limit = match g.mode {
             Mode::Ordered => 1,
-            Mode::PerKey => prefetch,
-            Mode::Shared(max) => (max as usize).saturating_sub(in_flight).min(prefetch),
+            Mode::PerKey(None) => prefetch,
+            // I7: a shared group's cap, and a capped per-key group's, holds
+            // across its consumers.
+            Mode::PerKey(Some(max)) | Mode::Shared(max) => {
+                (max as usize).saturating_sub(in_flight).min(prefetch)
+            }
         };
+        if matches!(g.mode, Mode::PerKey(Some(_))) && limit < prefetch {
+            self.key_cap_holds += 1;
+        }
         // The rate limit: a window opens at the first delivery after the
         // last one closed; it holds at most `max` deliveries.
         if let Some((_, period)) = g.rate_limit
@@ -568,7 +580,7 @@ impl Model {
             }
             // I7: in PerKey, only the first unsettled message of a key is a
             // candidate; in Ordered, only the first unsettled message at all.
-            if g.mode == Mode::PerKey
+            if matches!(g.mode, Mode::PerKey(_))
                 && let Some(k) = &m.key
             {
                 if blocked_keys.contains(k) {

@@ -84,6 +84,8 @@ pub enum OrderChoice {
     Ordered,
     /// `Order::PerKey`
     PerKey,
+    /// `Order::PerKey` with `GroupOptions::max_in_flight` (0 is invalid).
+    PerKeyCapped(u8),
     /// `Order::Shared { max_in_flight }` (0 is invalid).
     Shared(u8),
 }
@@ -544,8 +546,10 @@ fn sub_spec() -> impl Strategy<Value = SubSpec> {
         prop_oneof![
             3 => Just(OrderChoice::Ordered),
             2 => Just(OrderChoice::PerKey),
+            1 => Just(OrderChoice::PerKeyCapped(2)),
             3 => Just(OrderChoice::Shared(2)),
             1 => (0u8..4).prop_map(OrderChoice::Shared),
+            1 => Just(OrderChoice::PerKeyCapped(0)),
         ],
         prop_oneof![12 => Just(2u8), 2 => 1u8..4, 1 => Just(u8::MAX), 1 => Just(0u8)],
         prop_oneof![10 => 500u16..3000, 1 => Just(0u16)],

@@ -50,7 +50,11 @@ fn generated_sequences_reach_every_behaviour() {
             let (nacks, holds) = (model.backoff_nacks, model.backoff_holds);
             let (rate_holds, redriven) = (model.rate_holds, model.redriven_deliveries);
             let passes = model.priority_passes;
+            let cap_holds = model.key_cap_holds;
             model.apply(op);
+            if model.key_cap_holds > cap_holds {
+                *seen.entry("per-key cap held a claim").or_default() += 1;
+            }
             if model.priority_passes > passes {
                 *seen
                     .entry("higher priority passed a lower one")
@@ -151,6 +155,7 @@ fn generated_sequences_reach_every_behaviour() {
         "dead letters purged",
         "redriven message delivered",
         "higher priority passed a lower one",
+        "per-key cap held a claim",
         "topic deleted",
         "topic created again",
         "dead-letter topic in use",

@@ -165,6 +165,66 @@ pub async fn i7_shared_max_in_flight<F: Factory>(f: &F) {
     none(&b).await;
 }
 
+/// I7 `PerKey` with `max_in_flight`: never more than that many deliveries
+/// out at once across every consumer and bus of the group (one per key
+/// still); a publish hands nothing to a consumer waiting at the cap, which
+/// gets the message once an ack makes room. A cap of 0, a cap on another
+/// order and another cap for an existing group are refused.
+pub async fn i7_per_key_max_in_flight<F: Factory>(f: &F) {
+    let env = Env::new(f, "i7_per_key_cap").await;
+    let keyed = |i: usize| msg("t", i).with_key(format!("k{i}"));
+    env.bus.publish_batch("t", (0..7).map(keyed)).await.unwrap();
+    let capped = || {
+        GroupOptions::new()
+            .order(Order::PerKey)
+            .max_in_flight(3)
+            .prefetch(2)
+    };
+    let a = env.sub("t", "g", capped()).await;
+    let other = env.another_bus().await;
+    let b = other.subscribe("t", "g", capped()).await.unwrap();
+    let mut held = vec![some(&a).await, some(&a).await, some(&b).await];
+    none(&b).await;
+    none(&a).await;
+    assert_eq!(group_stats(&env.bus, "t", "g").await.in_flight, 3);
+    held.remove(0).ack().await.unwrap();
+    held.push(some(&b).await);
+    none(&b).await;
+
+    // At the cap, a waiting consumer is handed nothing until an ack.
+    let rest = held.len();
+    for d in held.drain(..) {
+        d.ack().await.unwrap();
+    }
+    assert_eq!(rest, 3);
+    let mut out = vec![some(&a).await, some(&a).await, some(&b).await];
+    let mut waiting = Box::pin(b.recv());
+    for _ in 0..3 {
+        assert!(future::poll_once(&mut waiting).await.is_none());
+        env.bus.stats("t").await.unwrap();
+    }
+    env.bus.publish("t", keyed(7)).await.unwrap();
+    env.bus.stats("t").await.unwrap();
+    assert!(
+        future::poll_once(&mut waiting).await.is_none(),
+        "at the cap"
+    );
+    out.remove(0).ack().await.unwrap();
+    let last = within(waiting).await.unwrap();
+    assert_eq!(text(&last), "t-7");
+    assert_eq!(group_stats(&env.bus, "t", "g").await.in_flight, 3);
+
+    for refused in [
+        GroupOptions::new().order(Order::PerKey).max_in_flight(0),
+        GroupOptions::new().max_in_flight(2),
+        shared(4).max_in_flight(2),
+        GroupOptions::new().order(Order::PerKey).max_in_flight(4),
+    ] {
+        let got = env.bus.subscribe("t", "g", refused).await;
+        assert!(matches!(got, Err(Error::InvalidOptions(_))), "{got:?}");
+    }
+}
+
 /// I7: prefetch leases several messages in one claim.
 pub async fn i7_prefetch_claims_a_batch<F: Factory>(f: &F) {
     let env = Env::new(f, "i7_prefetch").await;

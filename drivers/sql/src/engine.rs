@@ -1744,6 +1744,7 @@ pub mod checks {
             max_attempts: 5,
             backoff: Backoff::none(),
             rate_limit: None,
+            max_in_flight: None,
             dead_letter: "t.dlq".into(),
         };
         engine
@@ -1926,6 +1927,7 @@ pub mod checks {
                 max_attempts: 5,
                 backoff: Backoff::none(),
                 rate_limit: None,
+                max_in_flight: None,
                 dead_letter: "t.dlq".into(),
             };
             engine

@@ -212,7 +212,8 @@ pub mod hot {
     /// the group: a row of 0, the group row (`GROUP_COLUMNS`: its
     /// settings, cursor and an ordered group's head); whether the topic holds messages
     /// after the group's cursor that a take-in would take (so a claim that
-    /// finds nothing writes nothing); the unexpired leases of a shared group (I7); and, a row
+    /// finds nothing writes nothing); the unexpired leases of a shared
+    /// group or a capped per-key one (I7); and, a row
     /// each, the final attempts whose lease ran out (I8), with their lease
     /// end; its generation and its rate limit's window. One row when none
     /// did.
@@ -222,7 +223,7 @@ pub mod hot {
                 g.head_seq, g.head_attempt, g.holder, g.lease_until, g.ready_at,
                 EXISTS (SELECT 1 FROM litebus_messages m WHERE m.topic = ?1 AND m.seq > g.cursor
                         AND (NOT m.priority > 0 OR g.ordering <> 'shared')),
-                CASE WHEN g.ordering = 'shared' THEN (
+                CASE WHEN g.ordering = 'shared' OR (g.ordering = 'per_key' AND g.max_in_flight > 0) THEN (
                     SELECT COUNT(*) FROM litebus_handouts a
                     WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
                 ) ELSE 0 END,
@@ -764,10 +765,12 @@ pub async fn append(conn: &mut dyn Conn, append: Append<'_>) -> Result<Vec<Outco
     insert_messages(conn, append.topic, &messages, append.now).await
 }
 
-fn order_columns(order: Order) -> (&'static str, u32) {
-    match order {
+/// A group's `ordering` and `max_in_flight` columns (0: no cap, for an
+/// ordered group and a per-key group without one).
+fn order_columns(spec: &GroupSpec) -> (&'static str, u32) {
+    match spec.order {
         Order::Ordered => ("ordered", 0),
-        Order::PerKey => ("per_key", 0),
+        Order::PerKey => ("per_key", spec.max_in_flight.unwrap_or(0)),
         Order::Shared { max_in_flight } => ("shared", max_in_flight),
     }
 }
@@ -849,13 +852,12 @@ async fn load_group(conn: &mut dyn Conn, topic: &str, group: &str) -> Result<Opt
 
 /// A group from the [`GROUP_COLUMNS`] of `row` from column `at` on.
 fn group_from(row: &Row, at: usize) -> Result<Group> {
-    let order = match row.text(at)? {
-        "ordered" => Order::Ordered,
-        "per_key" => Order::PerKey,
-        "shared" => Order::Shared {
-            max_in_flight: u32::try_from(row.uint(at + 1)?)
-                .map_err(|_| Error::Corrupt("max_in_flight out of range".into()))?,
-        },
+    let max_in_flight = u32::try_from(row.uint(at + 1)?)
+        .map_err(|_| Error::Corrupt("max_in_flight out of range".into()))?;
+    let (order, cap) = match row.text(at)? {
+        "ordered" => (Order::Ordered, None),
+        "per_key" => (Order::PerKey, Some(max_in_flight).filter(|&n| n > 0)),
+        "shared" => (Order::Shared { max_in_flight }, None),
         other => return Err(Error::Corrupt(format!("unknown ordering {other:?}"))),
     };
     Ok(Group {
@@ -865,6 +867,7 @@ fn group_from(row: &Row, at: usize) -> Result<Group> {
                 .map_err(|_| Error::Corrupt("max_attempts out of range".into()))?,
             backoff: Backoff::none(),
             rate_limit: None,
+            max_in_flight: cap,
             dead_letter: row.text(at + 3)?.to_owned(),
         },
         cursor: row.uint(at + 4)?,
@@ -934,7 +937,7 @@ pub async fn ensure_group(conn: &mut dyn Conn, req: EnsureGroup<'_>) -> Result<(
         Some(seq) => seq,
         None => last_seq(conn, req.topic).await?,
     };
-    let (ordering, max_in_flight) = order_columns(req.spec.order);
+    let (ordering, max_in_flight) = order_columns(req.spec);
     conn.execute(NEXT_GENERATION, Vec::new()).await?;
     let backoff = req.spec.backoff;
     conn.execute(
@@ -1343,7 +1346,8 @@ struct ClaimGroup {
     g: Group,
     /// The topic may hold messages after the group's cursor.
     more: bool,
-    /// Unexpired leases (counted for a shared group only).
+    /// Unexpired leases (counted for a shared group and a capped per-key
+    /// one only).
     active: u64,
     /// Final attempts whose lease ran out, by lease end.
     expired: Vec<u64>,
@@ -1745,7 +1749,11 @@ impl Window {
 fn claim_limit(c: Claim<'_>, cg: &ClaimGroup) -> u64 {
     match cg.g.spec.order {
         Order::Ordered => 1,
-        Order::PerKey => u64::from(c.max),
+        Order::PerKey => match cg.g.spec.max_in_flight {
+            Some(max) => u64::from(max).saturating_sub(cg.active),
+            None => u64::MAX,
+        }
+        .min(u64::from(c.max)),
         Order::Shared { max_in_flight } => u64::from(max_in_flight)
             .saturating_sub(cg.active)
             .min(u64::from(c.max)),
@@ -2063,7 +2071,14 @@ pub async fn hand_off(
                 }
             }
             "per_key" if due == new.len() => {
-                let Some(outcome) = hand_off_per_key(conn, topic, new, h, generation).await? else {
+                // A capped group: what is left of its cap (0: none).
+                let room = match max_in_flight {
+                    0 => u64::from(h.max),
+                    max => max.saturating_sub(active).min(u64::from(h.max)),
+                };
+                let room = usize::try_from(room).unwrap_or(usize::MAX);
+                let handed = hand_off_per_key(conn, topic, new, h, (generation, room)).await?;
+                let Some(outcome) = handed else {
                     continue;
                 };
                 outcome
@@ -2078,7 +2093,7 @@ pub async fn hand_off(
 /// A per-key group's hand-off, when it has taken in every message before
 /// `new` and they are all due: the new messages that are heads (without a
 /// key, or the first of a key that has none) become its handouts, the
-/// first `max` of them leased to the waiting consumer; the others wait
+/// first `room` of them leased to the waiting consumer; the others wait
 /// behind their key's head; the cursor moves past them all. Three
 /// statements: the keys among them that have a head, the insert, the
 /// cursor.
@@ -2087,7 +2102,7 @@ async fn hand_off_per_key(
     topic: &str,
     new: &[(u64, Arc<Message>)],
     h: &Handoff,
-    generation: u64,
+    (generation, room): (u64, usize),
 ) -> Result<Option<ClaimOutcome>> {
     let group = h.group.as_str();
     let mut keys: Vec<&str> = new.iter().filter_map(|(_, m)| m.key()).collect();
@@ -2118,7 +2133,7 @@ async fn hand_off_per_key(
             Some(_) => {}
         }
     }
-    let leased = heads.len().min(h.max as usize);
+    let leased = heads.len().min(room);
     if leased == 0 {
         return Ok(None);
     }
