@@ -52,8 +52,8 @@ mod prelude {
     };
 
     pub(crate) use crate::{
-        Env, Factory, LEASE, ORDERS, deleted_under_consumers, group_stats, join_all, modes, msg,
-        names, none, receive_all, recv, shared, some, text, within,
+        Env, Factory, LEASE, ORDERS, deleted_under_consumers, group_stats, join_all,
+        keep_only_the_last, modes, msg, names, none, receive_all, recv, shared, some, text, within,
     };
 }
 
@@ -337,6 +337,17 @@ pub(crate) const ORDERS: [(&str, Order); 3] = [
 /// what it received.
 pub(crate) fn modes() -> [(&'static str, GroupOptions); 3] {
     ORDERS.map(|(name, order)| (name, GroupOptions::new().order(order).prefetch(1)))
+}
+
+/// Topic `topic` keeps its last message from now on, pruned at once; then
+/// group `g`'s `(ready, in_flight, pruned)`.
+pub(crate) async fn keep_only_the_last(bus: &Bus, topic: &str) -> (u64, u64, u64) {
+    bus.set_retention(topic, litebus::Retention::new().max_messages(1))
+        .await
+        .expect("set_retention");
+    bus.prune(topic).await.expect("prune");
+    let stats = group_stats(bus, topic, "g").await;
+    (stats.ready, stats.in_flight, stats.pruned)
 }
 
 pub(crate) async fn group_stats(bus: &Bus, topic: &str, group: &str) -> litebus::GroupStats {

@@ -156,13 +156,21 @@ pub async fn i7_shared_max_in_flight<F: Factory>(f: &F) {
     env.publish_n("t", 0, 10).await;
     let a = env.sub("t", "g", shared(3).prefetch(2)).await;
     let b = env.sub("t", "g", shared(3).prefetch(2)).await;
-    let mut held = vec![some(&a).await, some(&a).await, some(&b).await];
-    none(&b).await;
-    none(&a).await;
-    assert_eq!(group_stats(&env.bus, "t", "g").await.in_flight, 3);
+    capped_at_three(&env.bus, &a, &b).await;
+}
+
+/// Consumers `a` and `b` (prefetch 2) of group `g` of `t`, capped at 3 out
+/// at once with more than that deliverable: `a` gets 2, `b` 1, then neither
+/// more; an ack lets `b` have one more, and no other. What they hold.
+async fn capped_at_three(bus: &Bus, a: &Subscription, b: &Subscription) -> Vec<Delivery> {
+    let mut held = vec![some(a).await, some(a).await, some(b).await];
+    none(b).await;
+    none(a).await;
+    assert_eq!(group_stats(bus, "t", "g").await.in_flight, 3);
     held.remove(0).ack().await.unwrap();
-    held.push(some(&b).await);
-    none(&b).await;
+    held.push(some(b).await);
+    none(b).await;
+    held
 }
 
 /// I7 `PerKey` with `max_in_flight`: never more than that many deliveries
@@ -183,13 +191,7 @@ pub async fn i7_per_key_max_in_flight<F: Factory>(f: &F) {
     let a = env.sub("t", "g", capped()).await;
     let other = env.another_bus().await;
     let b = other.subscribe("t", "g", capped()).await.unwrap();
-    let mut held = vec![some(&a).await, some(&a).await, some(&b).await];
-    none(&b).await;
-    none(&a).await;
-    assert_eq!(group_stats(&env.bus, "t", "g").await.in_flight, 3);
-    held.remove(0).ack().await.unwrap();
-    held.push(some(&b).await);
-    none(&b).await;
+    let mut held = capped_at_three(&env.bus, &a, &b).await;
 
     // At the cap, a waiting consumer is handed nothing until an ack.
     let rest = held.len();
