@@ -233,7 +233,7 @@ pub fn claims_acks_and_duplicate_checks_use_the_indexes<D: FileDriver>() {
         // A shared group's prioritized handouts are a range of their
         // partial index in the order it hands them out (no sort of them),
         // and a new group or a seek finds such messages by theirs.
-        let shared = plan::<D>(&path, litebus_sql::hot::NEXT_SHARED).await;
+        let shared = plan::<D>(&path, litebus_sql::hot::NEXT_PRIORITIZED).await;
         assert!(
             shared
                 .iter()

@@ -301,13 +301,26 @@ impl Unread {
         {
             let mut kept = lock(&self.kept);
             let entry = kept.entry(key).or_default();
-            entry.deliveries.extend(outcome.deliveries);
-            // The latest delivery of each message (an ordered group's
-            // holder that claims again gets its delivery again).
-            entry
+            // In the order they were claimed (a shared group's: by
+            // priority), the latest delivery of each message where it
+            // first came (an ordered group's holder that claims again gets
+            // its delivery again).
+            let mut at: HashMap<u64, usize> = entry
                 .deliveries
-                .sort_by_key(|d| (d.seq, std::cmp::Reverse(d.attempt)));
-            entry.deliveries.dedup_by_key(|d| d.seq);
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.seq, i))
+                .collect();
+            for d in outcome.deliveries {
+                match at.get(&d.seq) {
+                    Some(&i) if entry.deliveries[i].attempt >= d.attempt => {}
+                    Some(&i) => entry.deliveries[i] = d,
+                    None => {
+                        at.insert(d.seq, entry.deliveries.len());
+                        entry.deliveries.push(d);
+                    }
+                }
+            }
             if !outcome.ahead.is_empty() {
                 entry.ahead = outcome.ahead;
             }
