@@ -565,6 +565,38 @@ impl GroupOptions {
     }
 }
 
+impl From<&crate::driver::GroupSpec> for GroupOptions {
+    /// The options that open a group as it is stored (the settings its
+    /// [`GroupStats`](crate::driver::GroupStats) report): order, cap,
+    /// attempts, backoff, rate limit and dead-letter topic. Lease, start
+    /// and prefetch are not stored and keep their defaults.
+    ///
+    /// ```
+    /// use litebus::{Bus, BusOptions, GroupOptions, MemoryDriver, Order};
+    /// # futures_lite::future::block_on(async {
+    /// let bus = Bus::open(MemoryDriver::new(), BusOptions::new())?;
+    /// let options = GroupOptions::new().order(Order::PerKey).max_attempts(3);
+    /// bus.subscribe("jobs", "workers", options).await?;
+    /// let stats = bus.stats("jobs").await?;
+    /// let stored = GroupOptions::from(&stats.groups[0].settings);
+    /// // Another consumer of the group, with the settings it has.
+    /// bus.subscribe("jobs", "workers", stored).await?;
+    /// # Ok::<(), litebus::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn from(spec: &crate::driver::GroupSpec) -> Self {
+        GroupOptions {
+            order: spec.order,
+            max_attempts: spec.max_attempts,
+            backoff: spec.backoff,
+            rate_limit: spec.rate_limit,
+            dead_letter: Some(spec.dead_letter.clone()),
+            max_in_flight: spec.max_in_flight,
+            ..GroupOptions::new()
+        }
+    }
+}
+
 impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions::new()
