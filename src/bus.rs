@@ -20,6 +20,7 @@ use crate::message::{Message, Outcome, check_label, check_name, next_id, prepare
 use crate::options::{BusOptions, GroupOptions, MAX_SEQ, PRUNE_BATCH, Retention, Start};
 use crate::read::{DeadLetter, Follow, Record};
 use crate::subscription::Subscription;
+use crate::telemetry::{count, gauge, instrument, record, span};
 
 /// A publish/subscribe bus over one storage [`Driver`].
 ///
@@ -207,24 +208,35 @@ impl Bus {
                 inbox: w.inbox.clone(),
             })
             .collect();
-        let outcomes = inner
-            .driver
-            .append(Append {
-                topic,
-                messages: &batch,
-                expected_last,
-                now,
-                handoffs: &handoffs,
-            })
-            .await?;
+        let span = span!(
+            "litebus.publish",
+            topic,
+            messages = batch.len(),
+            seq = tracing::field::Empty,
+            duplicates = tracing::field::Empty,
+        );
+        let append = inner.driver.append(Append {
+            topic,
+            messages: &batch,
+            expected_last,
+            now,
+            handoffs: &handoffs,
+        });
+        let outcomes = instrument!(span, append).await?;
         let signal = inner.signal(topic);
         let mut published = 0;
         for (outcome, message) in outcomes.iter().zip(&batch) {
             if let Outcome::Published { seq } = outcome {
+                if published == 0 {
+                    record!(span, "seq", *seq);
+                }
                 signal.broadcast(*seq, message);
                 published += 1;
             }
         }
+        record!(span, "duplicates", outcomes.len() - published);
+        count!("litebus_published_total", published, "topic" => topic);
+        count!("litebus_duplicates_total", outcomes.len() - published, "topic" => topic);
         if inner.wakes_itself {
             inner.wakeups.published(topic, published);
         }
@@ -810,12 +822,33 @@ impl Bus {
     /// Statistics of `topic` and each of its groups: their settings, what
     /// each has ready and in flight (how far behind it is), its acked floor
     /// and its dead letters.
+    ///
+    /// With the `metrics` feature, each call also sets the gauges
+    /// `litebus_topic_messages` (by topic) and `litebus_ready`,
+    /// `litebus_in_flight`, `litebus_behind` (ready and in flight: the lag
+    /// in messages), `litebus_oldest_age_seconds` (the lag in time) and
+    /// `litebus_dead_lettered` (by topic and group) from what it read: call
+    /// it on a timer for a dashboard of every process on the store.
     pub async fn stats(&self, topic: &str) -> Result<TopicStats> {
         let inner = &self.inner;
         inner.check_open()?;
         check_name(NameKind::Topic, topic)?;
         inner.drive_deferred();
-        inner.driver.stats(topic, inner.clock.now()).await
+        let stats = inner.driver.stats(topic, inner.clock.now()).await?;
+        gauge!("litebus_topic_messages", stats.messages as f64, "topic" => topic);
+        #[cfg(feature = "metrics")]
+        for g in &stats.groups {
+            let group = g.group.as_str();
+            gauge!("litebus_ready", g.ready as f64, "topic" => topic, "group" => group);
+            gauge!("litebus_in_flight", g.in_flight as f64, "topic" => topic, "group" => group);
+            let behind = (g.ready + g.in_flight) as f64;
+            gauge!("litebus_behind", behind, "topic" => topic, "group" => group);
+            let age = g.lag.map_or(0.0, |d| d.as_secs_f64());
+            gauge!("litebus_oldest_age_seconds", age, "topic" => topic, "group" => group);
+            let dead = g.dead_lettered as f64;
+            gauge!("litebus_dead_lettered", dead, "topic" => topic, "group" => group);
+        }
+        Ok(stats)
     }
 
     /// The bus's clock.
@@ -869,20 +902,14 @@ impl Bus {
         let mut released = Vec::new();
         for (_, c) in consumers {
             released.push((c.topic.clone(), c.group.clone()));
-            match inner
-                .driver
-                .release(Release {
-                    topic: &c.topic,
-                    group: &c.group,
-                    consumer: &c.consumer,
-                    now,
-                })
-                .await
-            {
-                Ok(dead) => inner.announce(&dead),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            let release = Release {
+                topic: &c.topic,
+                group: &c.group,
+                consumer: &c.consumer,
+                now,
+            };
+            if let Err(e) = inner.release(release).await {
+                first_error.get_or_insert(e);
             }
         }
         // The leases are free: other buses on the store may take them.
@@ -959,7 +986,24 @@ impl BusInner {
     }
 
     /// Announces dead letters as any publish would be announced.
+    /// Ends a consumer's leases through the driver and announces what that
+    /// dead-lettered.
+    pub(crate) async fn release(&self, release: Release<'_>) -> Result<()> {
+        let span = span!(
+            "litebus.release",
+            topic = release.topic,
+            group = release.group,
+            consumer = release.consumer,
+            dead_lettered = tracing::field::Empty,
+        );
+        let dead = instrument!(span, self.driver.release(release)).await?;
+        record!(span, "dead_lettered", dead.len());
+        self.announce(&dead);
+        Ok(())
+    }
+
     pub(crate) fn announce(&self, dead: &[DeadLettered]) {
+        crate::telemetry::dead_lettered(dead);
         for d in dead {
             let signal = self.signal(&d.topic);
             signal.broadcast(d.seq, &d.message);
@@ -994,9 +1038,8 @@ impl BusInner {
                 consumer: &consumer,
                 now,
             };
-            if let Ok(dead) = inner.driver.release(release).await {
-                inner.announce(&dead);
-            }
+            // Its error is nobody's: the leases run out in time.
+            let _ = inner.release(release).await;
             inner.freed(&topic, &group, usize::MAX);
         });
         if poll_once(&mut release).is_pending()

@@ -47,6 +47,7 @@ mod options;
 mod read;
 mod stream;
 mod subscription;
+mod telemetry;
 mod wake;
 mod worker;
 

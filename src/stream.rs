@@ -58,7 +58,7 @@ impl StreamState {
                 Poll::Ready(None)
             }
             Err(e) if e.is_retryable() => {
-                self.backoff = Some(next_backoff(self.backoff));
+                self.backoff = Some(next_backoff(self.backoff, "stream", &e));
                 Poll::Ready(Some(Err(e)))
             }
             Err(e) => {
@@ -69,9 +69,12 @@ impl StreamState {
     }
 }
 
-/// The pause after one more retryable error in a row, given the one before.
-pub(crate) fn next_backoff(previous: Option<Duration>) -> Duration {
-    previous.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF))
+/// The pause after one more retryable error in a row (`error`, met by
+/// `what`), given the one before.
+pub(crate) fn next_backoff(previous: Option<Duration>, what: &str, error: &Error) -> Duration {
+    let pause = previous.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+    crate::telemetry::retrying(what, error, pause);
+    pause
 }
 
 /// Waits `pause` on the bus clock, or until the bus closes.

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::{Backoff, GroupOptions, NackOptions, Order, RateLimit};
 use crate::stream::{StreamState, next_backoff, wait_out};
+use crate::telemetry::{count, instrument, record, span};
 use crate::wake::{Inbox, Taken, Waiting};
 
 /// One consumer of a consumer group: a stream of [`Delivery`]s.
@@ -218,9 +219,8 @@ impl Subscription {
         shared.inbox.take();
         shared.bus.check_open()?;
         let now = shared.bus.now();
-        let dead = shared
+        shared
             .bus
-            .driver
             .release(Release {
                 topic: &shared.topic,
                 group: &shared.group,
@@ -228,7 +228,6 @@ impl Subscription {
                 now,
             })
             .await?;
-        shared.bus.announce(&dead);
         shared.bus.freed(&shared.topic, &shared.group, usize::MAX);
         Ok(())
     }
@@ -338,24 +337,41 @@ impl Consumer {
             // What a publish leased to this consumer while it waited comes
             // before a claim of its own.
             let lease_until = now + self.lease;
+            let span = span!(
+                "litebus.claim",
+                topic = %self.topic,
+                group = %self.group,
+                consumer = %self.id,
+                handed = tracing::field::Empty,
+                deliveries = tracing::field::Empty,
+                seq = tracing::field::Empty,
+                attempt = tracing::field::Empty,
+            );
             let outcome = if let Some(handed) = self.inbox.take() {
+                // Leased to it by a publish, in the publish's own step.
+                record!(span, "handed", true);
                 handed
             } else {
                 self.bus.drive_deferred();
-                self.bus
-                    .driver
-                    .claim(Claim {
-                        topic: &self.topic,
-                        group: &self.group,
-                        consumer: &self.id,
-                        now,
-                        lease_until,
-                        max: self.prefetch,
-                        backoff: self.backoff,
-                        rate_limit: self.rate_limit,
-                    })
-                    .await?
+                let claim = self.bus.driver.claim(Claim {
+                    topic: &self.topic,
+                    group: &self.group,
+                    consumer: &self.id,
+                    now,
+                    lease_until,
+                    max: self.prefetch,
+                    backoff: self.backoff,
+                    rate_limit: self.rate_limit,
+                });
+                instrument!(span, claim).await?
             };
+            record!(span, "deliveries", outcome.deliveries.len());
+            #[cfg(feature = "tracing")]
+            if let Some(first) = outcome.deliveries.first() {
+                record!(span, "seq", first.seq);
+                record!(span, "attempt", first.attempt);
+            }
+            crate::telemetry::claimed(&self.topic, &self.group, &outcome.deliveries);
             if !outcome.dead_lettered.is_empty() {
                 self.bus.announce(&outcome.dead_lettered);
                 // What the dead letters held back (the next message of an
@@ -614,7 +630,7 @@ impl Delivery {
             }
             match self.extend(lease).await {
                 Ok(_) => pause = None,
-                Err(e) if e.is_retryable() => pause = Some(next_backoff(pause)),
+                Err(e) if e.is_retryable() => pause = Some(next_backoff(pause, "heartbeat", &e)),
                 Err(e) => return e,
             }
         }
@@ -652,26 +668,42 @@ impl Delivery {
         // consumer forgets what it holds and its next claim asks the store
         // (which gives an ordered group's holder its delivery again).
         let mut forget = ForgetOnDrop(out.then_some(consumer));
-        let settled = bus
-            .driver
-            .settle(Settle {
-                topic: &consumer.topic,
-                group: &consumer.group,
-                seq: self.seq,
-                attempt: self.attempt,
-                generation: self.generation,
-                now,
-                settlement,
-                ordered: consumer.ordered,
-                next: next.map(|seq| Next {
-                    consumer: &consumer.id,
-                    seq,
-                    lease_until,
-                }),
-                backoff: consumer.backoff,
-            })
-            .await;
+        let span = span!(
+            "litebus.settle",
+            topic = %consumer.topic,
+            group = %consumer.group,
+            seq = self.seq,
+            attempt = self.attempt,
+            settlement = match &settlement {
+                Settlement::Ack => "ack",
+                Settlement::Nack { .. } => "nack",
+                Settlement::Extend { .. } => "extend",
+            },
+        );
+        let nacks = matches!(settlement, Settlement::Nack { .. });
+        let settle = bus.driver.settle(Settle {
+            topic: &consumer.topic,
+            group: &consumer.group,
+            seq: self.seq,
+            attempt: self.attempt,
+            generation: self.generation,
+            now,
+            settlement,
+            ordered: consumer.ordered,
+            next: next.map(|seq| Next {
+                consumer: &consumer.id,
+                seq,
+                lease_until,
+            }),
+            backoff: consumer.backoff,
+        });
+        let settled = instrument!(span, settle).await;
         forget.0 = None;
+        crate::telemetry::settled(
+            (&consumer.topic, &consumer.group),
+            (self.seq, self.attempt),
+            settled.as_ref().map(|_| (acks, nacks)),
+        );
         let mut handed = false;
         if out {
             let mut buffer = lock(&consumer.buffer);
@@ -690,6 +722,7 @@ impl Delivery {
                     );
                     buffer.ready.push_front(delivery);
                     handed = true;
+                    count!("litebus_delivered_total", 1, "topic" => &consumer.topic, "group" => &consumer.group);
                 }
                 _ => buffer.ahead.clear(),
             }

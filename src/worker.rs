@@ -256,7 +256,7 @@ where
                     }
                     Err(e) if e.is_retryable() => {
                         report.retried += 1;
-                        pause = Some(next_backoff(pause));
+                        pause = Some(next_backoff(pause, "worker", &e));
                     }
                     // The bus closed.
                     Err(Error::Closed) => return Poll::Ready(Ok(())),

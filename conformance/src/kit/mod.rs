@@ -16,6 +16,8 @@ pub mod processes;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 mod stores;
+#[cfg(all(feature = "telemetry", not(target_arch = "wasm32")))]
+pub mod telemetry;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::{ReadOnly, TempDir, make_read_only};

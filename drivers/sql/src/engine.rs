@@ -65,6 +65,15 @@ use litebus::{
 
 use crate::{Conn, ONE_STATEMENT_APPEND};
 
+/// An event of feature `tracing` at `$level`, as `tracing::event!` takes
+/// fields and message; nothing (its arguments not evaluated) without it.
+macro_rules! event {
+    ($level:ident, $($rest:tt)*) => {
+        #[cfg(feature = "tracing")]
+        tracing::$level!(target: "litebus", $($rest)*);
+    };
+}
+
 /// The most calls one transaction takes.
 pub const MAX_BATCH: usize = 256;
 /// The most calls waiting at once; more wait for room.
@@ -1182,16 +1191,26 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         }
     }
     let begin = inner.backend.begin();
-    match transaction(&mut conn, begin, jobs, inner.ctx(), false).await {
-        Some(answers) => answers,
-        None => transaction(&mut conn, begin, jobs, inner.ctx(), true)
-            .await
-            .unwrap_or_else(|| {
-                jobs.iter()
-                    .map(|_| Err(Error::Internal("an isolated transaction ran again".into())))
-                    .collect()
-            }),
+    let first = transaction(&mut conn, begin, jobs, inner.ctx(), false);
+    #[cfg(feature = "tracing")]
+    let first = tracing::Instrument::instrument(
+        first,
+        tracing::debug_span!("litebus.transaction", calls = jobs.len(), isolated = false),
+    );
+    if let Some(answers) = first.await {
+        return answers;
     }
+    let again = transaction(&mut conn, begin, jobs, inner.ctx(), true);
+    #[cfg(feature = "tracing")]
+    let again = tracing::Instrument::instrument(
+        again,
+        tracing::debug_span!("litebus.transaction", calls = jobs.len(), isolated = true),
+    );
+    again.await.unwrap_or_else(|| {
+        jobs.iter()
+            .map(|_| Err(Error::Internal("an isolated transaction ran again".into())))
+            .collect()
+    })
 }
 
 async fn plain(conn: &mut dyn Conn, sql: &str) -> Result<Answer> {
@@ -1209,6 +1228,13 @@ async fn transaction(
     isolated: bool,
 ) -> Option<Vec<Result<Answer>>> {
     if let Err(e) = conn.execute(begin, Vec::new()).await {
+        event!(
+            warn,
+            error = %e,
+            retryable = e.is_retryable(),
+            calls = jobs.len(),
+            "litebus: a transaction could not begin"
+        );
         return Some(jobs.iter().map(|_| Err(copy(&e))).collect());
     }
     let cheap_returning = !conn.slow_returning();
@@ -1232,8 +1258,14 @@ async fn transaction(
                 }
                 answers.append(&mut ran);
             }
-            Err(_) if !isolated => {
-                let _ = conn.execute("ROLLBACK", Vec::new()).await;
+            Err(e) if !isolated => {
+                event!(
+                    debug,
+                    error = %e,
+                    calls = jobs.len(),
+                    "litebus: a call failed; its transaction runs again, a savepoint per call"
+                );
+                let _ = (e, conn.execute("ROLLBACK", Vec::new()).await);
                 return None;
             }
             Err(e) => {
@@ -1250,6 +1282,13 @@ async fn transaction(
         i = end;
     }
     if let Err(e) = conn.execute("COMMIT", Vec::new()).await {
+        event!(
+            warn,
+            error = %e,
+            retryable = e.is_retryable(),
+            calls = jobs.len(),
+            "litebus: a commit failed; its calls get the error"
+        );
         let _ = conn.execute("ROLLBACK", Vec::new()).await;
         return Some(
             answers
