@@ -52,7 +52,7 @@ pub struct Bus {
 pub(crate) struct BusInner {
     pub(crate) driver: Box<dyn Driver>,
     pub(crate) clock: Arc<dyn Clock>,
-    options: BusOptions,
+    pub(crate) options: BusOptions,
     closed: AtomicBool,
     /// Wakes this bus's waiting subscriptions when it closes.
     pub(crate) closing: Event,
@@ -73,6 +73,9 @@ pub(crate) struct BusInner {
     /// Per topic: messages published or acked through this bus since its
     /// last prune step ([`BusOptions::prune_every`]).
     unpruned: Mutex<HashMap<String, u32>>,
+    /// The tails of the audit chains this bus appends to.
+    #[cfg(feature = "audit")]
+    pub(crate) chains: crate::audit::Chains,
 }
 
 #[derive(Clone)]
@@ -86,6 +89,13 @@ struct ConsumerRef {
 #[derive(Default)]
 pub(crate) struct TopicSignal {
     listeners: Mutex<Vec<Weak<ListenerShared>>>,
+}
+
+/// How many of a publish's outcomes are duplicates (for its span and
+/// counters).
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+fn duplicates(outcomes: &[Outcome]) -> usize {
+    outcomes.iter().filter(|o| o.is_duplicate()).count()
 }
 
 impl TopicSignal {
@@ -115,6 +125,8 @@ impl Bus {
                 )
             })?,
         };
+        #[cfg(feature = "audit")]
+        crate::audit::check_audited(&options.audited)?;
         let driver_wakes = driver.wakeups();
         let wakes_itself = driver_wakes.is_none();
         let wakeups = driver_wakes.unwrap_or_default();
@@ -134,6 +146,8 @@ impl Bus {
                 consumers: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(Vec::new()),
                 unpruned: Mutex::new(HashMap::new()),
+                #[cfg(feature = "audit")]
+                chains: crate::audit::Chains::default(),
             }),
         })
     }
@@ -223,24 +237,18 @@ impl Bus {
             handoffs: &handoffs,
         });
         let outcomes = instrument!(span, append).await?;
-        let signal = inner.signal(topic);
-        let mut published = 0;
-        for (outcome, message) in outcomes.iter().zip(&batch) {
-            if let Outcome::Published { seq } = outcome {
-                if published == 0 {
-                    record!(span, "seq", *seq);
-                }
-                signal.broadcast(*seq, message);
-                published += 1;
-            }
+        inner.appended(topic, &outcomes, &batch).await;
+        #[cfg(feature = "tracing")]
+        if let Some(new) = outcomes.iter().find(|o| !o.is_duplicate()) {
+            span.record("seq", new.seq());
         }
-        record!(span, "duplicates", outcomes.len() - published);
-        count!("litebus_published_total", published, "topic" => topic);
-        count!("litebus_duplicates_total", outcomes.len() - published, "topic" => topic);
-        if inner.wakes_itself {
-            inner.wakeups.published(topic, published);
-        }
-        inner.written(topic, published).await;
+        record!(span, "duplicates", duplicates(&outcomes));
+        count!("litebus_published_total", outcomes.len() - duplicates(&outcomes), "topic" => topic);
+        count!("litebus_duplicates_total", duplicates(&outcomes), "topic" => topic);
+        #[cfg(feature = "audit")]
+        inner
+            .audit(topic, &crate::audit::published(&outcomes, &batch))
+            .await?;
         Ok(outcomes)
     }
 
@@ -986,6 +994,24 @@ impl BusInner {
     }
 
     /// Announces dead letters as any publish would be announced.
+    /// What follows a committed append of `batch` to `topic` with
+    /// `outcomes`: listeners get the new messages, waiting consumers are
+    /// woken (unless the driver does it), and retention counts them.
+    pub(crate) async fn appended(&self, topic: &str, outcomes: &[Outcome], batch: &[Arc<Message>]) {
+        let signal = self.signal(topic);
+        let mut published = 0;
+        for (outcome, message) in outcomes.iter().zip(batch) {
+            if let Outcome::Published { seq } = outcome {
+                signal.broadcast(*seq, message);
+                published += 1;
+            }
+        }
+        if self.wakes_itself {
+            self.wakeups.published(topic, published);
+        }
+        self.written(topic, published).await;
+    }
+
     /// Ends a consumer's leases through the driver and announces what that
     /// dead-lettered.
     pub(crate) async fn release(&self, release: Release<'_>) -> Result<()> {
@@ -999,6 +1025,8 @@ impl BusInner {
         let dead = instrument!(span, self.driver.release(release)).await?;
         record!(span, "dead_lettered", dead.len());
         self.announce(&dead);
+        #[cfg(feature = "audit")]
+        self.audit_dead_letters(&dead).await?;
         Ok(())
     }
 

@@ -36,6 +36,8 @@
 // wasm32 has no threads, so the driver and clock need not be `Send` there.
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
+#[cfg(feature = "audit")]
+pub mod audit;
 mod bus;
 mod clock;
 pub mod driver;
@@ -51,6 +53,8 @@ mod telemetry;
 mod wake;
 mod worker;
 
+#[cfg(feature = "audit")]
+pub use audit::{AuditReport, BrokenLink};
 pub use bus::Bus;
 #[cfg(all(feature = "async-io", not(target_arch = "wasm32")))]
 pub use clock::AsyncIoClock;

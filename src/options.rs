@@ -20,6 +20,7 @@ pub struct BusOptions {
     pub(crate) max_message_size: usize,
     pub(crate) listener_capacity: usize,
     pub(crate) prune_every: u32,
+    pub(crate) audited: Vec<String>,
 }
 
 impl BusOptions {
@@ -31,6 +32,7 @@ impl BusOptions {
             max_message_size: crate::message::DEFAULT_MAX_MESSAGE_SIZE,
             listener_capacity: 1024,
             prune_every: 64,
+            audited: Vec::new(),
         }
     }
 
@@ -70,6 +72,26 @@ impl BusOptions {
         self.prune_every = messages.max(1);
         self
     }
+
+    /// Keeps an audit chain of `topic` (feature `audit`): every publish to
+    /// it, and every ack, nack and dead letter of its groups through this
+    /// bus, appends a row to topic `litebus.audit.<topic>` holding
+    /// `blake3(previous row's hash || the event)`;
+    /// [`Bus::verify_audit`](crate::Bus::verify_audit) names the first row
+    /// changed, removed or put in. Give every bus on the store the same
+    /// audited topics: a bus without it appends nothing. A row is appended
+    /// once its operation has committed, in a step of its own (a
+    /// publish or settle whose row could not be appended returns that
+    /// error; the operation itself happened). Repeatable. A topic name that
+    /// is not one, or whose chain's name would be too long, makes
+    /// [`Bus::open`](crate::Bus::open) fail with
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
+    #[cfg(feature = "audit")]
+    #[must_use]
+    pub fn audit(mut self, topic: impl Into<String>) -> Self {
+        self.audited.push(topic.into());
+        self
+    }
 }
 
 impl Default for BusOptions {
@@ -85,6 +107,7 @@ impl fmt::Debug for BusOptions {
             .field("max_message_size", &self.max_message_size)
             .field("listener_capacity", &self.listener_capacity)
             .field("prune_every", &self.prune_every)
+            .field("audited", &self.audited)
             .finish()
     }
 }

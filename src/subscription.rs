@@ -374,6 +374,10 @@ impl Consumer {
             crate::telemetry::claimed(&self.topic, &self.group, &outcome.deliveries);
             if !outcome.dead_lettered.is_empty() {
                 self.bus.announce(&outcome.dead_lettered);
+                // Its error is not this claim's: the dead letters happened,
+                // and what the claim leased waits for its consumer.
+                #[cfg(feature = "audit")]
+                let _ = self.bus.audit_dead_letters(&outcome.dead_lettered).await;
                 // What the dead letters held back (the next message of an
                 // ordered group, say) may be deliverable to others now.
                 self.bus
@@ -681,6 +685,8 @@ impl Delivery {
             },
         );
         let nacks = matches!(settlement, Settlement::Nack { .. });
+        #[cfg(feature = "audit")]
+        let audited = settlement.clone();
         let settle = bus.driver.settle(Settle {
             topic: &consumer.topic,
             group: &consumer.group,
@@ -729,8 +735,31 @@ impl Delivery {
             drop(buffer);
             consumer.settled.notify(usize::MAX);
         }
-        if let Some(dead) = settled? {
-            bus.announce(std::slice::from_ref(&dead));
+        let dead = settled?;
+        if let Some(dead) = &dead {
+            bus.announce(std::slice::from_ref(dead));
+        }
+        #[cfg(feature = "audit")]
+        {
+            use crate::audit::Event;
+            let (group, seq, attempt) = (consumer.group.as_str(), self.seq, self.attempt);
+            let mut events = Vec::with_capacity(2);
+            match &audited {
+                Settlement::Ack => events.push(Event::Ack {
+                    group,
+                    seq,
+                    attempt,
+                }),
+                Settlement::Nack { reason, .. } => events.push(Event::Nack {
+                    group,
+                    seq,
+                    attempt,
+                    reason: reason.as_deref(),
+                }),
+                Settlement::Extend { .. } => {}
+            }
+            events.extend(dead.as_ref().map(Event::DeadLetter));
+            bus.audit(&consumer.topic, &events).await?;
         }
         if unblocks && !handed {
             // A nack makes the message deliverable again; an ack may let

@@ -30,6 +30,7 @@ use baselines::{
     channel_latency, channel_recv, channel_send, sqlx_consume, sqlx_inserts, sqlx_read,
     turso_consume, turso_inserts, turso_read,
 };
+use litebus::BusOptions;
 use report::{Results, Workload};
 use runs::{Shape, ShapeOrder, Store};
 
@@ -173,6 +174,16 @@ fn workloads(p: &Params) -> Vec<Workload> {
     let mut list = vec![
         w("publish.1", "publish, 1 task, 1 per call", false),
         w("publish.16", "publish, 16 tasks, 1 per call", false),
+        w(
+            "publish.audited1",
+            "publish to an audited topic, 1 task, 1 per call",
+            false,
+        ),
+        w(
+            "publish.audited16",
+            "publish to an audited topic, 16 tasks, 1 per call",
+            false,
+        ),
     ];
     for b in BATCHES {
         list.push(w(
@@ -286,6 +297,12 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
             &["consume.perkey16", "worker.16", "read.100"],
             true,
         );
+        // The audit chain's cost: beside publish.1 and publish.16.
+        add(
+            store.name(),
+            &["publish.audited1", "publish.audited16"],
+            false,
+        );
     }
     // Across processes: the driver that is made for it.
     add("sqlx file", &["xlatency"], false);
@@ -318,7 +335,9 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     if mode == Mode::Smoke {
         // Every system once: one publish and one consume workload, and the
         // one workload of two processes.
-        jobs.retain(|job| ["publish.1", "consume.1x1", "xlatency"].contains(&job.key.as_str()));
+        jobs.retain(|job| {
+            ["publish.1", "publish.audited1", "consume.1x1", "xlatency"].contains(&job.key.as_str())
+        });
     }
     jobs
 }
@@ -391,10 +410,15 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
             .collect())
     };
     if let Some(store) = Store::ALL.into_iter().find(|s| s.name() == system) {
-        let bus = store.bus(&path).await;
+        let options = if key.starts_with("publish.audited") {
+            BusOptions::new().audit("bench")
+        } else {
+            BusOptions::new()
+        };
+        let bus = store.bus(&path, options).await;
         let result = match (key, batch, depth) {
-            ("publish.1", ..) => one(runs::publish(&bus, p, 1).await),
-            ("publish.16", ..) => one(runs::publish(&bus, p, 16).await),
+            ("publish.1" | "publish.audited1", ..) => one(runs::publish(&bus, p, 1).await),
+            ("publish.16" | "publish.audited16", ..) => one(runs::publish(&bus, p, 16).await),
             (_, Some(b), _) => one(runs::publish_batches(&bus, p, b).await),
             ("latency", ..) => latency(key, runs::latency(&bus, p).await),
             ("xlatency", ..) => latency(key, runs::cross_process_latency(&bus, &path, p).await),

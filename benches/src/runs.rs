@@ -42,9 +42,8 @@ impl Store {
         }
     }
 
-    /// A bus on this store; file stores use `path`.
-    pub async fn bus(self, path: &Path) -> Bus {
-        let options = BusOptions::new();
+    /// A bus on this store with `options`; file stores use `path`.
+    pub async fn bus(self, path: &Path, options: BusOptions) -> Bus {
         match self {
             Store::Memory => Bus::open(MemoryDriver::new(), options),
             Store::SqlxFile => Bus::open(SqlxDriver::open(path).await.unwrap(), options),

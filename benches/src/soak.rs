@@ -29,7 +29,7 @@ const BACKLOG: usize = 10_000;
 /// after every batch. Whether the bound held.
 pub async fn soak(store: Store, dir: &Path, messages: usize) -> bool {
     let path = dir.join(format!("soak-{}.db", store.name().replace(' ', "-")));
-    let bus = store.bus(&path).await;
+    let bus = store.bus(&path, litebus::BusOptions::new()).await;
     bus.set_retention("jobs", Retention::new().until_consumed())
         .await
         .unwrap();

@@ -10,9 +10,10 @@ use litebus::{Bus, GroupOptions, Message, Outcome, Retention, Start, Timestamp};
 use serde_json::{Value, json};
 
 use crate::output::{
-    self, FAILED, Failure, NOT_FOUND, Table, USAGE, message_json, or_dash, payload_cell, print_json,
+    self, BROKEN, FAILED, Failure, NOT_FOUND, Table, USAGE, message_json, or_dash, payload_cell,
+    print_json,
 };
-use crate::{Cli, Command, Dlq, Group, PubArgs, RetentionArgs, Topic, store};
+use crate::{Audit, Cli, Command, Dlq, Group, PubArgs, RetentionArgs, Topic, store};
 
 /// Messages per publish when reading standard input.
 const PUBLISH_BATCH: usize = 500;
@@ -21,7 +22,7 @@ const PAYLOAD_WIDTH: usize = 60;
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let create = matches!(cli.command, Command::Pub(_));
-    let bus = store::open(&cli.db, cli.driver, create).await?;
+    let bus = store::open(&cli.db, cli.driver, create, &cli.audit).await?;
     let ran = command(&bus, &cli).await;
     let closed = bus.close().await;
     ran?;
@@ -47,6 +48,7 @@ async fn command(bus: &Bus, cli: &Cli) -> Result<(), Failure> {
         Command::Group(group) => groups(bus, group, json).await,
         Command::Topic(topic) => topics(bus, topic, json).await,
         Command::Retention(args) => retention(bus, args, json).await,
+        Command::Audit(Audit::Verify { topic }) => verify(bus, topic, json).await,
     }
 }
 
@@ -627,4 +629,40 @@ async fn retention(bus: &Bus, args: &RetentionArgs, json: bool) -> Result<(), Fa
         }
     }
     Ok(())
+}
+
+/// Walks the audit chain of `topic`; fails with [`BROKEN`] at its first
+/// broken row.
+async fn verify(bus: &Bus, topic: &str, json: bool) -> Result<(), Failure> {
+    let report = bus.verify_audit(topic).await?;
+    if json {
+        print_json(&json!({
+            "chain": report.chain,
+            "rows": report.rows,
+            "first_seq": report.first_seq,
+            "last_seq": report.last_seq,
+            "last_hash": report.last_hash,
+            "intact": report.is_intact(),
+            "broken": report.broken.as_ref().map(|b| json!({"seq": b.seq, "reason": b.reason})),
+        }));
+    } else if report.is_intact() {
+        println!(
+            "{}: {} rows verified (seqs {}..={}), last hash {}",
+            report.chain,
+            report.rows,
+            report.first_seq,
+            report.last_seq,
+            report.last_hash.as_deref().unwrap_or("-")
+        );
+    }
+    match report.broken {
+        None => Ok(()),
+        Some(broken) => Err(Failure::new(
+            BROKEN,
+            format!(
+                "{}: broken at seq {}: {} ({} rows before it verified)",
+                report.chain, broken.seq, broken.reason, report.rows
+            ),
+        )),
+    }
 }

@@ -16,7 +16,7 @@ use crate::output::Failure;
 ///
 /// Exit codes: 0 done; 1 the operation failed; 2 bad usage or input;
 /// 3 the store is missing, damaged, not a litebus store or newer than this
-/// tool; 4 no such topic or group.
+/// tool; 4 no such topic or group; 5 an audit chain does not verify.
 #[derive(Debug, Parser)]
 #[command(name = "litebus", version, about, long_about)]
 struct Cli {
@@ -36,6 +36,17 @@ struct Cli {
     /// for `tail` and per refresh for `stat --watch`).
     #[arg(long, global = true)]
     json: bool,
+    /// Keep the audit chain of this topic (repeatable): what this command
+    /// publishes to it or settles of it is recorded, as by the buses that
+    /// audit it.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        global = true,
+        env = "LITEBUS_AUDIT",
+        value_delimiter = ','
+    )]
+    audit: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +109,19 @@ enum Command {
     Topic(Topic),
     /// Show or set a topic's retention, or prune it now.
     Retention(RetentionArgs),
+    /// Audit chains: verify one.
+    #[command(subcommand)]
+    Audit(Audit),
+}
+
+#[derive(Debug, Subcommand)]
+enum Audit {
+    /// Walk the audit chain of TOPIC and name its first broken row (exit
+    /// code 5 when there is one).
+    Verify {
+        /// The audited topic.
+        topic: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,8 @@ pub const USAGE: u8 = 2;
 pub const STORE: u8 = 3;
 /// No such topic or group.
 pub const NOT_FOUND: u8 = 4;
+/// An audit chain does not verify.
+pub const BROKEN: u8 = 5;
 
 /// Why the tool stops, and its exit code.
 #[derive(Debug)]

@@ -16,15 +16,24 @@ use crate::output::{Failure, STORE};
 
 /// Opens the store at `path` with `driver`; `create` makes a new one when
 /// there is none.
-pub async fn open(path: &Path, driver: DriverKind, create: bool) -> Result<Bus, Failure> {
+/// `audit` names the topics whose audit chains it keeps.
+pub async fn open(
+    path: &Path,
+    driver: DriverKind,
+    create: bool,
+    audit: &[String],
+) -> Result<Bus, Failure> {
     check(path, create).await?;
+    let options = audit
+        .iter()
+        .fold(BusOptions::new(), |o, topic| o.audit(topic.as_str()));
     let opened = match driver {
         DriverKind::Sqlx => SqlxDriver::open(path)
             .await
-            .and_then(|d| Bus::open(d, BusOptions::new())),
+            .and_then(|d| Bus::open(d, options)),
         DriverKind::Turso => TursoDriver::open(path)
             .await
-            .and_then(|d| Bus::open(d, BusOptions::new())),
+            .and_then(|d| Bus::open(d, options)),
     };
     opened.map_err(|e| Failure::new(STORE, format!("cannot open {}: {e}", path.display())))
 }

@@ -70,6 +70,23 @@ fn fails(db: &PathBuf, args: &[&str], code: i32) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Runs `statements` on the SQLite file at `path` (created if missing), as
+/// another program would.
+fn sql(path: &std::path::Path, statements: &[&str]) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for statement in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    });
+}
+
 fn group<'a>(stat: &'a Value, topic: &str, group: &str) -> &'a Value {
     stat["topics"]
         .as_array()
@@ -252,27 +269,14 @@ fn a_store_it_must_not_touch_is_refused_with_exit_code_3() {
     // Another program's SQLite database, and a store of a newer litebus.
     let other = store("other");
     let newer = store("newer");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use sqlx::Connection;
-        for (path, sql) in [
-            (&other, "CREATE TABLE people (name TEXT)"),
-            (
-                &newer,
-                "CREATE TABLE litebus_meta (name TEXT PRIMARY KEY, value INTEGER)",
-            ),
-        ] {
-            let url = format!("sqlite://{}?mode=rwc", path.display());
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query(sql).execute(&mut conn).await.unwrap();
-            if path == &newer {
-                sqlx::query("INSERT INTO litebus_meta VALUES ('schema_version', 999)")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            conn.close().await.unwrap();
-        }
-    });
+    sql(&other, &["CREATE TABLE people (name TEXT)"]);
+    sql(
+        &newer,
+        &[
+            "CREATE TABLE litebus_meta (name TEXT PRIMARY KEY, value INTEGER)",
+            "INSERT INTO litebus_meta VALUES ('schema_version', 999)",
+        ],
+    );
     let before = std::fs::read(&other).unwrap();
     let e = fails(&other, &["pub", "t", "x"], 3);
     assert!(e.contains("not a litebus store"), "{e}");
@@ -373,4 +377,48 @@ fn publish_peek_and_manage_from_the_terminal() {
     fails(&db, &["pub", "bad topic!", "x"], 2);
     fails(&db, &["group", "seek", "t", "g", "--to", "middle"], 2);
     assert_eq!(json(&db, &["topic", "list"]), Value::Array(Vec::new()));
+}
+
+#[test]
+fn audit_verify_names_the_row_edited_by_hand() {
+    let db = store("audit");
+    for payment in ["pay 10", "pay 20", "pay 30"] {
+        ok(&db, &["--audit", "payments", "pub", "payments", payment]);
+    }
+    let report = json(&db, &["audit", "verify", "payments"]);
+    assert_eq!(
+        (&report["rows"], &report["intact"]),
+        (&3.into(), &true.into())
+    );
+    let said = ok(&db, &["audit", "verify", "payments"]);
+    assert!(said.contains("3 rows verified"), "{said}");
+    // A publish without --audit is not in the chain (and breaks nothing).
+    ok(&db, &["pub", "payments", "pay 40"]);
+    assert_eq!(json(&db, &["audit", "verify", "payments"])["rows"], 3);
+
+    let rows = json(&db, &["peek", "litebus.audit.payments"]);
+    let seqs: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 3);
+    // The second row, edited by hand in SQL: the verify fails there.
+    let edit = format!(
+        "UPDATE litebus_messages SET payload = \
+         CAST(replace(CAST(payload AS TEXT), 'publish', 'ack') AS BLOB) WHERE seq = {}",
+        seqs[1]
+    );
+    sql(&db, &[&edit]);
+    let e = fails(&db, &["audit", "verify", "payments"], 5);
+    assert!(e.contains(&format!("broken at seq {}", seqs[1])), "{e}");
+    assert!(
+        e.contains("was changed") && e.contains("(1 rows before it verified)"),
+        "{e}"
+    );
+    let out = run(&db, &["--json", "audit", "verify", "payments"], None);
+    assert_eq!(out.status.code(), Some(5));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["broken"]["seq"], seqs[1]);
 }

@@ -2,6 +2,7 @@
 //! these files; a theme file without its line here fails to build.
 
 pub mod admin;
+pub mod audit;
 pub mod backoff;
 pub mod batches;
 pub mod dead_letter;

@@ -140,6 +140,13 @@ impl<'f, F: Factory> Env<'f, F> {
         open_bus(self.factory, &self.store, &self.clock).await
     }
 
+    /// Opens another bus on the same store with `options` (and the
+    /// suite's clock).
+    pub async fn bus_with(&self, options: BusOptions) -> Bus {
+        let driver = self.factory.open(&self.store).await.expect("open driver");
+        Bus::open(driver, options.clock(self.clock.clone())).expect("open bus")
+    }
+
     /// Closes the bus and opens a new one on the same store.
     pub async fn reopen(&mut self) {
         self.bus.close().await.expect("close");
