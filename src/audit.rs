@@ -282,6 +282,14 @@ impl BusInner {
                 }
                 Err(e) => {
                     lock(&self.chains.tails).remove(&chain);
+                    crate::telemetry::event!(
+                        warn,
+                        topic,
+                        chain = %chain,
+                        error = %e,
+                        rows = rows.len(),
+                        "litebus: audit rows not appended"
+                    );
                     return Err(e);
                 }
             }

@@ -739,6 +739,14 @@ impl Delivery {
         if let Some(dead) = &dead {
             bus.announce(std::slice::from_ref(dead));
         }
+        if unblocks && !handed {
+            // A nack makes the message deliverable again; an ack may let
+            // the next of an ordered group (or a shared group's slot) go.
+            bus.freed(&consumer.topic, &consumer.group, 1);
+        }
+        if acks {
+            bus.written(&consumer.topic, 1).await;
+        }
         #[cfg(feature = "audit")]
         {
             use crate::audit::Event;
@@ -759,15 +767,9 @@ impl Delivery {
                 Settlement::Extend { .. } => {}
             }
             events.extend(dead.as_ref().map(Event::DeadLetter));
+            // Last: the settle happened and its waiters are woken,
+            // whatever the append of its rows does.
             bus.audit(&consumer.topic, &events).await?;
-        }
-        if unblocks && !handed {
-            // A nack makes the message deliverable again; an ack may let
-            // the next of an ordered group (or a shared group's slot) go.
-            bus.freed(&consumer.topic, &consumer.group, 1);
-        }
-        if acks {
-            bus.written(&consumer.topic, 1).await;
         }
         Ok(())
     }

@@ -79,6 +79,8 @@ macro_rules! gauge {
 }
 
 pub(crate) use {count, gauge, instrument, record, span};
+#[cfg(feature = "audit")]
+pub(crate) use event;
 
 /// Reports dead letters: an event and a count per group they came from.
 pub(crate) fn dead_lettered(dead: &[crate::driver::DeadLettered]) {
