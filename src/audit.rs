@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::bus::{Bus, BusInner};
 use crate::clock::lock;
-use crate::driver::{Append, DeadLettered, Read, dead_letter_keys as keys};
+use crate::driver::{Append, DeadLettered, Read, Settlement, dead_letter_keys as keys};
 use crate::error::{Error, Result};
 use crate::message::{Message, Outcome, prepare_message};
 
@@ -76,18 +76,12 @@ fn unhex(text: &str) -> Option<Hash> {
 pub(crate) enum Event<'a> {
     /// A message stored.
     Publish { seq: u64, message: &'a Message },
-    /// A delivery acked.
-    Ack {
+    /// A delivery settled: acked or nacked (an extend is not an event).
+    Settled {
         group: &'a str,
         seq: u64,
         attempt: u32,
-    },
-    /// A delivery nacked.
-    Nack {
-        group: &'a str,
-        seq: u64,
-        attempt: u32,
-        reason: Option<&'a str>,
+        settlement: &'a Settlement,
     },
     /// A message dead-lettered (as its dead letter says).
     DeadLetter(&'a DeadLettered),
@@ -166,28 +160,24 @@ impl Event<'_> {
                 );
                 json.finish()
             }
-            Event::Ack {
+            Event::Settled {
                 group,
                 seq,
                 attempt,
+                settlement,
             } => {
-                let mut json = Json::new(n, "ack", topic, at);
+                let event = match settlement {
+                    Settlement::Ack => "ack",
+                    Settlement::Nack { .. } => "nack",
+                    Settlement::Extend { .. } => "extend",
+                };
+                let mut json = Json::new(n, event, topic, at);
                 json.text("group", group);
                 json.number("seq", *seq);
                 json.number("attempt", u64::from(*attempt));
-                json.finish()
-            }
-            Event::Nack {
-                group,
-                seq,
-                attempt,
-                reason,
-            } => {
-                let mut json = Json::new(n, "nack", topic, at);
-                json.text("group", group);
-                json.number("seq", *seq);
-                json.number("attempt", u64::from(*attempt));
-                json.opt_text("reason", *reason);
+                if let Settlement::Nack { reason, .. } = settlement {
+                    json.opt_text("reason", reason.as_deref());
+                }
                 json.finish()
             }
             Event::DeadLetter(dead) => {
@@ -540,11 +530,14 @@ mod tests {
             text.starts_with(r#"{"n":3,"event":"publish","topic":"t","at":5,"seq":7,"id":"a\"b","key":"k\u000a","priority":0,"payload_blake3":""#),
             "{text}"
         );
-        let nack = Event::Nack {
+        let nack = Event::Settled {
             group: "g",
             seq: 1,
             attempt: 2,
-            reason: None,
+            settlement: &Settlement::Nack {
+                retry_at: crate::Timestamp::from_millis(0),
+                reason: None,
+            },
         };
         assert_eq!(
             nack.canonical(1, "t", 0),

@@ -751,22 +751,17 @@ impl Delivery {
         {
             use crate::audit::Event;
             let (group, seq, attempt) = (consumer.group.as_str(), self.seq, self.attempt);
-            let mut events = Vec::with_capacity(2);
-            match &audited {
-                Settlement::Ack => events.push(Event::Ack {
+            let settled =
+                (!matches!(audited, Settlement::Extend { .. })).then_some(Event::Settled {
                     group,
                     seq,
                     attempt,
-                }),
-                Settlement::Nack { reason, .. } => events.push(Event::Nack {
-                    group,
-                    seq,
-                    attempt,
-                    reason: reason.as_deref(),
-                }),
-                Settlement::Extend { .. } => {}
-            }
-            events.extend(dead.as_ref().map(Event::DeadLetter));
+                    settlement: &audited,
+                });
+            let events: Vec<Event> = settled
+                .into_iter()
+                .chain(dead.as_ref().map(Event::DeadLetter))
+                .collect();
             // Last: the settle happened and its waiters are woken,
             // whatever the append of its rows does.
             bus.audit(&consumer.topic, &events).await?;

@@ -78,9 +78,9 @@ macro_rules! gauge {
     };
 }
 
-pub(crate) use {count, gauge, instrument, record, span};
 #[cfg(feature = "audit")]
 pub(crate) use event;
+pub(crate) use {count, gauge, instrument, record, span};
 
 /// Reports dead letters: an event and a count per group they came from.
 pub(crate) fn dead_lettered(dead: &[crate::driver::DeadLettered]) {

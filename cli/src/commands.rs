@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::output::{
     self, BROKEN, FAILED, Failure, NOT_FOUND, Table, USAGE, message_json, or_dash, payload_cell,
-    print_json,
+    print_json, say,
 };
 use crate::{Audit, Cli, Command, Dlq, Group, PubArgs, RetentionArgs, Topic, store};
 
@@ -281,13 +281,17 @@ async fn publish(bus: &Bus, args: &PubArgs, json: bool) -> Result<(), Failure> {
             m = m.with_id(id.as_str());
         }
         let outcome = bus.publish(&args.topic, m).await?;
-        if json {
-            print_json(&json!({"seq": outcome.seq(), "duplicate": outcome.is_duplicate()}));
-        } else if outcome.is_duplicate() {
-            println!("duplicate of seq {}", outcome.seq());
+        let (seq, duplicate) = (outcome.seq(), outcome.is_duplicate());
+        let said = if duplicate {
+            "duplicate of seq"
         } else {
-            println!("published seq {}", outcome.seq());
-        }
+            "published seq"
+        };
+        say(
+            json,
+            &json!({"seq": seq, "duplicate": duplicate}),
+            format_args!("{said} {seq}"),
+        );
         return Ok(());
     }
     if args.id.is_some() {
@@ -456,11 +460,11 @@ async fn dead_letters(bus: &Bus, dlq: &Dlq, json: bool) -> Result<(), Failure> {
 }
 
 fn report(n: u64, key: &str, verb: &str, group: &str, json: bool) {
-    if json {
-        print_json(&json!({ key: n }));
-    } else {
-        println!("{n} dead letters {verb} group '{group}'");
-    }
+    say(
+        json,
+        &json!({ key: n }),
+        format_args!("{n} dead letters {verb} group '{group}'"),
+    );
 }
 
 async fn groups(bus: &Bus, group: &Group, json: bool) -> Result<(), Failure> {
@@ -519,11 +523,11 @@ async fn groups(bus: &Bus, group: &Group, json: bool) -> Result<(), Failure> {
                 })?),
             };
             bus.seek(topic, group, start).await?;
-            if json {
-                print_json(&json!({"topic": topic, "group": group, "to": to}));
-            } else {
-                println!("group '{group}' of '{topic}' moved to {to}");
-            }
+            say(
+                json,
+                &json!({"topic": topic, "group": group, "to": to}),
+                format_args!("group '{group}' of '{topic}' moved to {to}"),
+            );
             Ok(())
         }
         Group::Delete { topic, group } => {
@@ -534,11 +538,12 @@ async fn groups(bus: &Bus, group: &Group, json: bool) -> Result<(), Failure> {
                     format!("no group '{group}' on topic '{topic}'"),
                 ));
             }
-            if json {
-                print_json(&json!({"deleted": true}));
-            } else {
-                println!("group '{group}' of '{topic}' deleted");
-            }
+            let deleted = json!({"deleted": true});
+            say(
+                json,
+                &deleted,
+                format_args!("group '{group}' of '{topic}' deleted"),
+            );
             Ok(())
         }
     }
@@ -579,11 +584,8 @@ async fn topics(bus: &Bus, topic: &Topic, json: bool) -> Result<(), Failure> {
             if !bus.delete_topic(topic).await? {
                 return Err(Failure::new(NOT_FOUND, format!("no topic '{topic}'")));
             }
-            if json {
-                print_json(&json!({"deleted": true}));
-            } else {
-                println!("topic '{topic}' deleted");
-            }
+            let deleted = json!({"deleted": true});
+            say(json, &deleted, format_args!("topic '{topic}' deleted"));
             Ok(())
         }
     }

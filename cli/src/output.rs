@@ -252,6 +252,15 @@ pub fn print_json(v: &Value) {
     println!("{v}");
 }
 
+/// Prints `value` under `--json`, else `text`.
+pub fn say(json: bool, value: &Value, text: std::fmt::Arguments<'_>) {
+    if json {
+        print_json(value);
+    } else {
+        println!("{text}");
+    }
+}
+
 pub fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
