@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use crate::bus::{Bus, BusInner};
 use crate::clock::lock;
 use crate::driver::{Append, DeadLettered, Read, Settlement, dead_letter_keys as keys};
-use crate::error::{Error, Result};
+use crate::error::{DriverError, Error, Result};
 use crate::message::{Message, Outcome, prepare_message};
 
 /// What an audit topic's name starts with: the chain of `T` is
@@ -143,10 +143,30 @@ impl Json {
     }
 }
 
+/// Row `n` of a chain holding an event's `rest` ([`Event::rest`]).
+fn row(n: u64, rest: &[u8]) -> Vec<u8> {
+    let mut row = format!("{{\"n\":{n},").into_bytes();
+    row.extend_from_slice(rest);
+    row
+}
+
 impl Event<'_> {
     /// The event's canonical form as row `n` of a chain: JSON, its fields
     /// in a fixed order, `n` first.
+    #[cfg(test)]
     fn canonical(&self, n: u64, topic: &str, at: u64) -> Vec<u8> {
+        row(n, &self.rest(topic, at))
+    }
+
+    /// The event's canonical form without its row number: what follows
+    /// `{"n":<n>,` in its row.
+    fn rest(&self, topic: &str, at: u64) -> Vec<u8> {
+        let mut rest = self.numbered(0, topic, at);
+        rest.drain(..br#"{"n":0,"#.len());
+        rest
+    }
+
+    fn numbered(&self, n: u64, topic: &str, at: u64) -> Vec<u8> {
         match self {
             Event::Publish { seq, message } => {
                 let mut json = Json::new(n, "publish", topic, at);
@@ -212,10 +232,63 @@ fn row_number(payload: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
-/// The audited topics of a bus and the tails of their chains.
+/// The audit chains a bus appends to, by chain topic.
 #[derive(Debug, Default)]
 pub(crate) struct Chains {
-    tails: Mutex<HashMap<String, Tail>>,
+    chains: Mutex<HashMap<String, Arc<Chain>>>,
+}
+
+/// One chain's appends through a bus. A call queues its rows and takes
+/// the chain's turn; whoever holds the turn appends every row that waits,
+/// in one append (calls made while an append runs share the next one), and
+/// tells each call how it went. 16 tasks publishing to one audited topic
+/// through one bus would otherwise each append after the tail the others
+/// just moved, and retry (measured: 250 publishes/s against 1,600 for one
+/// task, sqlx on a file).
+#[derive(Debug, Default)]
+struct Chain {
+    waiting: Mutex<Vec<Waiting>>,
+    /// The turn, with the chain's tail as the last append left it (`None`:
+    /// read it from the store).
+    turn: async_lock::Mutex<Option<Tail>>,
+}
+
+/// A call's rows (each an event's [`Event::rest`]) waiting for an append,
+/// and where its outcome goes.
+#[derive(Debug)]
+struct Waiting {
+    rests: Vec<Vec<u8>>,
+    outcome: Arc<Mutex<Option<Result<()>>>>,
+}
+
+/// Puts rows taken for an append back at the head of the queue if the
+/// append is cut before it ends (its caller's future dropped), so that the
+/// next holder of the turn appends them.
+struct Requeue<'a> {
+    chain: &'a Chain,
+    taken: Vec<Waiting>,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if !self.taken.is_empty() {
+            let mut waiting = lock(&self.chain.waiting);
+            let later = std::mem::take(&mut *waiting);
+            waiting.append(&mut self.taken);
+            waiting.extend(later);
+        }
+    }
+}
+
+/// `e` again, for another caller.
+fn echo(e: &Error) -> Error {
+    match e {
+        Error::Closed => Error::Closed,
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::Driver(d) if d.is_retryable() => DriverError::retryable(d.to_string()).into(),
+        Error::Driver(d) => DriverError::fatal(d.to_string()).into(),
+        other => Error::Internal(other.to_string()),
+    }
 }
 
 impl BusInner {
@@ -228,60 +301,104 @@ impl BusInner {
         if events.is_empty() || !self.audits(topic) {
             return Ok(());
         }
-        let chain = audit_topic(topic);
+        let name = audit_topic(topic);
+        let at = self.clock.now().as_millis();
+        let chain = lock(&self.chains.chains)
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let outcome = Arc::new(Mutex::new(None));
+        lock(&chain.waiting).push(Waiting {
+            rests: events.iter().map(|e| e.rest(topic, at)).collect(),
+            outcome: outcome.clone(),
+        });
+        let mut tail = chain.turn.lock().await;
+        if let Some(done) = lock(&outcome).take() {
+            // The holder of the turn before appended these rows too.
+            return done;
+        }
+        let mut taken = Requeue {
+            chain: &chain,
+            taken: std::mem::take(&mut *lock(&chain.waiting)),
+        };
+        let appended = self.append_rows(&name, &mut tail, &taken.taken).await;
+        // Settled: from here on a cut leaves nothing to append again.
+        let result = appended.as_ref().map(|_| ()).map_err(echo);
+        for waiting in std::mem::take(&mut taken.taken) {
+            if !Arc::ptr_eq(&waiting.outcome, &outcome) {
+                *lock(&waiting.outcome) = Some(result.as_ref().map_err(echo).copied());
+            }
+        }
+        let appended = match appended {
+            Ok((outcomes, rows)) => {
+                self.appended(&name, &outcomes, &rows).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        #[cfg(feature = "tracing")]
+        if let Err(e) = &appended {
+            crate::telemetry::event!(
+                warn,
+                topic,
+                chain = %name,
+                error = %e,
+                "litebus: audit rows not appended"
+            );
+        }
+        appended
+    }
+
+    /// Appends the rows of `batch` to `chain` after `tail` (read from the
+    /// store when `None`), going again from the tail another bus left when
+    /// it appended first; leaves `tail` at the new last row. The outcomes
+    /// and rows appended.
+    async fn append_rows(
+        &self,
+        chain: &str,
+        tail: &mut Option<Tail>,
+        batch: &[Waiting],
+    ) -> Result<(Vec<Outcome>, Vec<Arc<Message>>)> {
         let now = self.clock.now();
         loop {
-            let tail = self.chain_tail(&chain).await?;
-            let mut prev = tail.hash;
-            let mut rows = Vec::with_capacity(events.len());
-            for (n, event) in (tail.n + 1..).zip(events) {
-                let body = event.canonical(n, topic, now.as_millis());
+            let last = match *tail {
+                Some(last) => last,
+                None => self.chain_tail(chain).await?,
+            };
+            // Forgotten until the append succeeds.
+            *tail = None;
+            let mut prev = last.hash;
+            let mut n = last.n;
+            let mut rows = Vec::new();
+            for rest in batch.iter().flat_map(|w| &w.rests) {
+                n += 1;
+                let body = row(n, rest);
                 let hash = link(&prev, &body);
-                let row = Message::new(body)
+                let message = Message::new(body)
                     .with_metadata(PREV, hex(&prev))
                     .with_metadata(HASH, hex(&hash));
-                rows.push(Arc::new(prepare_message(&chain, row, usize::MAX, now)?));
+                rows.push(Arc::new(prepare_message(chain, message, usize::MAX, now)?));
                 prev = hash;
             }
             let appended = self
                 .driver
                 .append(Append {
-                    topic: &chain,
+                    topic: chain,
                     messages: &rows,
-                    expected_last: Some(tail.seq),
+                    expected_last: Some(last.seq),
                     now,
                     handoffs: &[],
                 })
                 .await;
             match appended {
                 Ok(outcomes) => {
-                    let last = outcomes.last().map_or(tail.seq, |o| o.seq());
-                    let n = tail.n + rows.len() as u64;
-                    let tail = Tail {
-                        seq: last,
-                        n,
-                        hash: prev,
-                    };
-                    lock(&self.chains.tails).insert(chain.clone(), tail);
-                    self.appended(&chain, &outcomes, &rows).await;
-                    return Ok(());
+                    let seq = outcomes.last().map_or(last.seq, |o| o.seq());
+                    *tail = Some(Tail { seq, n, hash: prev });
+                    return Ok((outcomes, rows));
                 }
                 // Another bus appended first: read the new tail, go again.
-                Err(Error::Conflict { .. }) => {
-                    lock(&self.chains.tails).remove(&chain);
-                }
-                Err(e) => {
-                    lock(&self.chains.tails).remove(&chain);
-                    crate::telemetry::event!(
-                        warn,
-                        topic,
-                        chain = %chain,
-                        error = %e,
-                        rows = rows.len(),
-                        "litebus: audit rows not appended"
-                    );
-                    return Err(e);
-                }
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -297,11 +414,8 @@ impl BusInner {
         Ok(())
     }
 
-    /// The tail of `chain`: remembered, or read from the store.
+    /// The tail of `chain`, read from the store.
     async fn chain_tail(&self, chain: &str) -> Result<Tail> {
-        if let Some(tail) = lock(&self.chains.tails).get(chain) {
-            return Ok(*tail);
-        }
         let last = self.driver.stats(chain, self.clock.now()).await?.last_seq;
         if last == 0 {
             return Ok(Tail {

@@ -78,7 +78,7 @@ macro_rules! gauge {
     };
 }
 
-#[cfg(feature = "audit")]
+#[cfg(all(feature = "audit", feature = "tracing"))]
 pub(crate) use event;
 pub(crate) use {count, gauge, instrument, record, span};
 

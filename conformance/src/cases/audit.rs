@@ -89,7 +89,8 @@ pub async fn an_audited_topic_chains_its_publishes_and_settlements<F: Factory>(f
 }
 
 /// Two buses on one store that audit a topic extend one chain, whoever
-/// appends first, at once too: every publish has its row, numbered without
+/// appends first, at once too, and many publishes at once through each
+/// (which share appends): every publish has its row, numbered without
 /// gaps, and the chain verifies.
 pub async fn two_buses_on_one_store_extend_one_chain<F: Factory>(f: &F) {
     let env = Env::new(f, "audit_two_buses").await;
@@ -106,13 +107,22 @@ pub async fn two_buses_on_one_store_extend_one_chain<F: Factory>(f: &F) {
     .await;
     one.unwrap();
     two.unwrap();
+    let at_once: Vec<BoxFuture<'_, Result<Outcome>>> = (8..40)
+        .map(|i| {
+            let bus = if i % 2 == 0 { &first } else { &second };
+            Box::pin(bus.publish("orders", msg("orders", i))) as BoxFuture<'_, _>
+        })
+        .collect();
+    for outcome in join_all(at_once).await {
+        outcome.unwrap();
+    }
     let rows = chain(&first, "orders").await;
     let numbers: Vec<String> = rows.iter().map(|(_, r)| field(r, "n").to_owned()).collect();
-    let expected: Vec<String> = (1..=8).map(|n| n.to_string()).collect();
+    let expected: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
     assert_eq!(numbers, expected);
     let mut ids: Vec<&str> = rows.iter().map(|(_, r)| field(r, "id")).collect();
     ids.sort_unstable();
-    let mut published: Vec<String> = (0..8).map(|i| format!("orders-{i}")).collect();
+    let mut published: Vec<String> = (0..40).map(|i| format!("orders-{i}")).collect();
     published.sort_unstable();
     assert_eq!(ids, published);
     assert!(second.verify_audit("orders").await.unwrap().is_intact());
