@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::bus::{Bus, BusInner};
 use crate::clock::lock;
-use crate::driver::{Append, DeadLettered, Read, Settlement, dead_letter_keys as keys};
-use crate::error::{DriverError, Error, Result};
+use crate::driver::{Append, DeadLettered, Read, Settlement, copy_error, dead_letter_keys as keys};
+use crate::error::{Error, Result};
 use crate::message::{Message, Outcome, prepare_message};
 
 /// What an audit topic's name starts with: the chain of `T` is
@@ -280,17 +280,6 @@ impl Drop for Requeue<'_> {
     }
 }
 
-/// `e` again, for another caller.
-fn echo(e: &Error) -> Error {
-    match e {
-        Error::Closed => Error::Closed,
-        Error::Corrupt(m) => Error::Corrupt(m.clone()),
-        Error::Driver(d) if d.is_retryable() => DriverError::retryable(d.to_string()).into(),
-        Error::Driver(d) => DriverError::fatal(d.to_string()).into(),
-        other => Error::Internal(other.to_string()),
-    }
-}
-
 impl BusInner {
     fn audits(&self, topic: &str) -> bool {
         self.options.audited.iter().any(|t| t == topic)
@@ -323,10 +312,9 @@ impl BusInner {
         };
         let appended = self.append_rows(&name, &mut tail, &taken.taken).await;
         // Settled: from here on a cut leaves nothing to append again.
-        let result = appended.as_ref().map(|_| ()).map_err(echo);
         for waiting in std::mem::take(&mut taken.taken) {
             if !Arc::ptr_eq(&waiting.outcome, &outcome) {
-                *lock(&waiting.outcome) = Some(result.as_ref().map_err(echo).copied());
+                *lock(&waiting.outcome) = Some(appended.as_ref().map(|_| ()).map_err(copy_error));
             }
         }
         let appended = match appended {

@@ -791,6 +791,21 @@ pub fn stored_message(
     Message::from_parts(id, payload, metadata, key, deliver_at)
 }
 
+/// The same failure again, for another caller (one failed step answers
+/// every call it held): closed, corrupt and driver errors keep their kind
+/// and retryability; any other is [`Error::Internal`](crate::Error::Internal)
+/// with its text.
+pub fn copy_error(e: &crate::Error) -> crate::Error {
+    use crate::{DriverError, Error};
+    match e {
+        Error::Closed => Error::Closed,
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::Driver(d) if d.is_retryable() => DriverError::retryable(d.to_string()).into(),
+        Error::Driver(d) => DriverError::fatal(d.to_string()).into(),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
 /// A message read back from a topic, as a driver returns it from
 /// [`Driver::read`]: `undecodable` says why a row written by plain SQL is
 /// not a message (and `message` holds what could be read of it).

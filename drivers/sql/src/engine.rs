@@ -56,7 +56,7 @@ use event_listener::{Event, EventListener};
 use litebus::driver::{
     Append, BoxFuture, Claim, ClaimOutcome, DeadLettered, DeleteTopic, EnsureGroup, GroupSpec,
     Handoff, Inbox, Next, Prune, Read, Redrive, Release, Seek, Settle, Settlement, TopicDeletion,
-    TopicStats, Wakeups,
+    TopicStats, Wakeups, copy_error,
 };
 use litebus::{
     Backoff, DriverError, Error, Message, Order, Outcome, RateLimit, Record, Result, Retention,
@@ -946,17 +946,6 @@ fn is_clean(e: &Error) -> bool {
     )
 }
 
-/// The same error for another caller.
-fn copy(e: &Error) -> Error {
-    match e {
-        Error::Closed => Error::Closed,
-        Error::Corrupt(m) => Error::Corrupt(m.clone()),
-        Error::Driver(d) if d.is_retryable() => DriverError::retryable(d.to_string()).into(),
-        Error::Driver(d) => DriverError::fatal(d.to_string()).into(),
-        other => Error::Internal(other.to_string()),
-    }
-}
-
 /// Each call of a transaction that did not commit gets why.
 fn rolled_back(e: &Error) -> Error {
     let message = format!("transaction rolled back: {e}");
@@ -1159,7 +1148,7 @@ impl<B: Backend> Inner<B> {
 async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result<Answer>> {
     let mut conn = match inner.backend.connect().await {
         Ok(conn) => conn,
-        Err(e) => return jobs.iter().map(|_| Err(copy(&e))).collect(),
+        Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
     };
     if let [job] = jobs {
         if let Work::Plain(sql) = &job.work {
@@ -1235,7 +1224,7 @@ async fn transaction(
             calls = jobs.len(),
             "litebus: a transaction could not begin"
         );
-        return Some(jobs.iter().map(|_| Err(copy(&e))).collect());
+        return Some(jobs.iter().map(|_| Err(copy_error(&e))).collect());
     }
     let cheap_returning = !conn.slow_returning();
     let mut answers: Vec<Result<Answer>> = Vec::with_capacity(jobs.len());
