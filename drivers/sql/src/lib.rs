@@ -48,20 +48,136 @@ macro_rules! next_of_key {
     };
 }
 
+/// The [`Driver`](litebus::driver::Driver) methods that are calls of the
+/// driver's [`Engine`] in its field `$engine`, as they are: inside an
+/// `impl Driver for …` block of a driver whose engine is pumped (the sqlx
+/// drivers).
+#[macro_export]
+macro_rules! engine_calls {
+    ($engine:ident) => {
+        fn append<'a>(
+            &'a self,
+            append: ::litebus::driver::Append<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<Vec<::litebus::Outcome>>> {
+            self.$engine.append(append)
+        }
+
+        fn ensure_group<'a>(
+            &'a self,
+            group: ::litebus::driver::EnsureGroup<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<()>> {
+            self.$engine.ensure_group(group)
+        }
+
+        fn claim<'a>(
+            &'a self,
+            claim: ::litebus::driver::Claim<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<::litebus::driver::ClaimOutcome>>
+        {
+            self.$engine.claim(claim)
+        }
+
+        fn settle<'a>(
+            &'a self,
+            settle: ::litebus::driver::Settle<'a>,
+        ) -> ::litebus::driver::BoxFuture<
+            'a,
+            ::litebus::Result<Option<::litebus::driver::DeadLettered>>,
+        > {
+            self.$engine.settle(settle)
+        }
+
+        fn release<'a>(
+            &'a self,
+            release: ::litebus::driver::Release<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<Vec<::litebus::driver::DeadLettered>>>
+        {
+            self.$engine.release(release)
+        }
+
+        fn seek<'a>(
+            &'a self,
+            seek: ::litebus::driver::Seek<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<()>> {
+            self.$engine.seek(seek)
+        }
+
+        fn redrive<'a>(
+            &'a self,
+            redrive: ::litebus::driver::Redrive<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<Vec<u64>>> {
+            self.$engine.redrive(redrive)
+        }
+
+        fn delete_group<'a>(
+            &'a self,
+            topic: &'a str,
+            group: &'a str,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<bool>> {
+            self.$engine.delete_group(topic, group)
+        }
+
+        fn topics(&self) -> ::litebus::driver::BoxFuture<'_, ::litebus::Result<Vec<String>>> {
+            self.$engine.topics()
+        }
+
+        fn delete_topic<'a>(
+            &'a self,
+            step: ::litebus::driver::DeleteTopic<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<::litebus::driver::TopicDeletion>>
+        {
+            self.$engine.delete_topic(step)
+        }
+
+        fn set_retention<'a>(
+            &'a self,
+            topic: &'a str,
+            retention: ::litebus::Retention,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<()>> {
+            self.$engine.set_retention(topic, retention)
+        }
+
+        fn prune<'a>(
+            &'a self,
+            prune: ::litebus::driver::Prune<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<u64>> {
+            self.$engine.prune(prune)
+        }
+
+        fn read<'a>(
+            &'a self,
+            read: ::litebus::driver::Read<'a>,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<Vec<::litebus::Record>>> {
+            self.$engine.read(read)
+        }
+
+        fn stats<'a>(
+            &'a self,
+            topic: &'a str,
+            now: ::litebus::Timestamp,
+        ) -> ::litebus::driver::BoxFuture<'a, ::litebus::Result<::litebus::driver::TopicStats>>
+        {
+            self.$engine.stats(topic, now)
+        }
+    };
+}
+
 pub mod codec;
+pub mod dialect;
 pub mod engine;
 mod file;
 mod schema;
 mod steps;
 mod store;
 
+pub use dialect::Dialect;
 pub use engine::{Backend, Engine};
 pub use file::check_file;
-pub use schema::{SCHEMA_VERSION, migrate};
+pub use schema::{PG_BEGIN, SCHEMA_VERSION, migrate};
 pub use steps::{
     ONE_STATEMENT_APPEND, REDRIVEN_PREFIX, ack_many, append, claim, delete_group, delete_topic,
-    ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, read, redrive,
-    release, seek, set_retention, settle, stats, topics,
+    ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, publish_in, read,
+    redrive, release, seek, set_retention, settle, stats, topics,
 };
 pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 
@@ -95,8 +211,11 @@ impl Durability {
 /// A value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// SQL `NULL`.
+    /// SQL `NULL` (as a parameter: in the place of an `INTEGER`).
     Null,
+    /// SQL `NULL` in the place of a `TEXT` (PostgreSQL, which keeps a
+    /// prepared statement's parameter types, binds it as a text).
+    NullText,
     /// An `INTEGER`.
     Int(i64),
     /// A `TEXT`.
@@ -137,7 +256,7 @@ impl From<String> for Value {
 
 impl From<Option<&str>> for Value {
     fn from(v: Option<&str>) -> Self {
-        v.map_or(Value::Null, Value::from)
+        v.map_or(Value::NullText, Value::from)
     }
 }
 
@@ -215,6 +334,12 @@ impl Row {
 /// through it; the driver commits when a step returns `Ok` and rolls back
 /// otherwise.
 pub trait Conn: Send {
+    /// The SQL this connection speaks: the steps run every statement as
+    /// written (SQLite's) or in [`dialect::postgres`]'s form of it.
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     /// Runs a statement; returns how many rows it changed.
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>>;
 

@@ -3,7 +3,7 @@
 
 use litebus::{DriverError, Error, Result};
 
-use crate::{Conn, Value};
+use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = 12;
@@ -263,6 +263,227 @@ const MIGRATIONS: &[&[&str]] = &[&[
      END",
 ]];
 
+/// The schema on PostgreSQL, at [`SCHEMA_VERSION`] from the start (there
+/// are no earlier PostgreSQL stores): the tables, indexes and triggers of
+/// the SQLite schema, in PostgreSQL's words, and the functions that the
+/// statements' PostgreSQL form calls (see [`crate::dialect`]). What it
+/// adds:
+/// - A message's seq is given by the trigger `litebus_message_in`, after
+///   it takes the store's write lock (`pg_advisory_xact_lock`, held to the
+///   commit): seqs of a store rise in commit order, as a subscriber reading
+///   past its cursor needs, for plain SQL's `INSERT`s too. Every write
+///   transaction of the engine takes the same lock first (see
+///   [`PG_BEGIN`]).
+/// - Every statement that changes messages, handouts or groups sends one
+///   `NOTIFY litebus` with the schema's name and the writing driver's
+///   token (`litebus.origin`, empty for plain SQL); PostgreSQL folds the
+///   notifications of one transaction into one.
+const PG_SCHEMA: &[&str] = &[
+    "CREATE TABLE litebus_meta (
+        name  TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    )",
+    "CREATE FUNCTION litebus_typeof(BIGINT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS
+     $$ SELECT CASE WHEN $1 IS NULL THEN 'null' ELSE 'integer' END $$",
+    "CREATE FUNCTION litebus_typeof(INTEGER) RETURNS TEXT LANGUAGE sql IMMUTABLE AS
+     $$ SELECT CASE WHEN $1 IS NULL THEN 'null' ELSE 'integer' END $$",
+    "CREATE FUNCTION litebus_typeof(TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS
+     $$ SELECT CASE WHEN $1 IS NULL THEN 'null' ELSE 'text' END $$",
+    "CREATE FUNCTION litebus_typeof(BYTEA) RETURNS TEXT LANGUAGE sql IMMUTABLE AS
+     $$ SELECT CASE WHEN $1 IS NULL THEN 'null' ELSE 'blob' END $$",
+    "CREATE FUNCTION litebus_blob(BYTEA) RETURNS BYTEA LANGUAGE sql IMMUTABLE AS $$ SELECT $1 $$",
+    "CREATE FUNCTION litebus_blob(TEXT) RETURNS BYTEA LANGUAGE sql IMMUTABLE AS
+     $$ SELECT convert_to($1, 'UTF8') $$",
+    "CREATE TABLE litebus_messages (
+        seq          BIGINT PRIMARY KEY,
+        topic        TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        payload      BYTEA NOT NULL,
+        metadata     TEXT NOT NULL DEFAULT '{}',
+        msg_key      TEXT,
+        deliver_at   BIGINT NOT NULL DEFAULT 0,
+        published_at BIGINT,
+        priority     BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE SEQUENCE litebus_messages_seq OWNED BY litebus_messages.seq",
+    "CREATE UNIQUE INDEX litebus_messages_by_id ON litebus_messages (topic, id)",
+    "CREATE INDEX litebus_messages_by_topic ON litebus_messages (topic, seq)",
+    "CREATE INDEX litebus_messages_by_key ON litebus_messages (topic, msg_key, seq)
+        WHERE msg_key IS NOT NULL",
+    "CREATE INDEX litebus_messages_prioritized ON litebus_messages (topic, seq)
+        WHERE priority > 0",
+    "CREATE TABLE litebus_groups (
+        topic          TEXT NOT NULL,
+        grp            TEXT NOT NULL,
+        ordering       TEXT NOT NULL,
+        max_in_flight  BIGINT NOT NULL,
+        max_attempts   BIGINT NOT NULL,
+        dead_letter    TEXT NOT NULL,
+        start_after    BIGINT NOT NULL,
+        cursor         BIGINT NOT NULL,
+        dead_lettered  BIGINT NOT NULL DEFAULT 0,
+        head_seq       BIGINT,
+        head_attempt   BIGINT NOT NULL DEFAULT 0,
+        holder         TEXT,
+        lease_until    BIGINT,
+        ready_at       BIGINT NOT NULL DEFAULT 0,
+        pruned         BIGINT NOT NULL DEFAULT 0,
+        generation     BIGINT NOT NULL DEFAULT 0,
+        backoff_base   BIGINT NOT NULL DEFAULT 0,
+        backoff_max    BIGINT NOT NULL DEFAULT 0,
+        backoff_jitter BIGINT NOT NULL DEFAULT 0,
+        backoff_seed   BIGINT NOT NULL DEFAULT 0,
+        rate_max       BIGINT,
+        rate_period    BIGINT,
+        rate_start     BIGINT NOT NULL DEFAULT 0,
+        rate_count     BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, grp)
+    )",
+    "CREATE TABLE litebus_handouts (
+        topic       TEXT NOT NULL,
+        grp         TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        msg_key     TEXT,
+        attempt     BIGINT NOT NULL DEFAULT 0,
+        ready_at    BIGINT NOT NULL,
+        consumer    TEXT,
+        lease_until BIGINT,
+        redriven    BIGINT NOT NULL DEFAULT 0,
+        priority    BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, grp, seq)
+    )",
+    "CREATE INDEX litebus_handouts_by_lease ON litebus_handouts (topic, grp, lease_until)
+        WHERE consumer IS NOT NULL",
+    "CREATE INDEX litebus_handouts_by_consumer ON litebus_handouts (topic, grp, consumer)
+        WHERE consumer IS NOT NULL",
+    "CREATE INDEX litebus_handouts_by_key ON litebus_handouts (topic, grp, msg_key, seq)
+        WHERE msg_key IS NOT NULL",
+    "CREATE INDEX litebus_handouts_prioritized
+     ON litebus_handouts (topic, grp, priority DESC, seq) WHERE priority > 0",
+    "CREATE TABLE litebus_topics (
+        topic          TEXT PRIMARY KEY,
+        until_consumed BIGINT NOT NULL DEFAULT 0,
+        max_age        BIGINT,
+        max_messages   BIGINT,
+        max_bytes      BIGINT,
+        dedupe_window  BIGINT,
+        messages       BIGINT NOT NULL DEFAULT 0,
+        bytes          BIGINT NOT NULL DEFAULT 0,
+        pruned_to      BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE TABLE litebus_dedupe (
+        topic TEXT NOT NULL,
+        id    TEXT NOT NULL,
+        seq   BIGINT NOT NULL,
+        until BIGINT NOT NULL,
+        PRIMARY KEY (topic, id)
+    )",
+    "CREATE TABLE litebus_tombstones (topic TEXT PRIMARY KEY)",
+    "CREATE TABLE litebus_taken_back (
+        seq   BIGINT PRIMARY KEY,
+        topic TEXT NOT NULL
+    )",
+    // SQLite's `litebus_deleted_topic` and `litebus_remembered_id`, and
+    // the seq, under the store's write lock.
+    "CREATE FUNCTION litebus_message_in() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        IF EXISTS (SELECT 1 FROM litebus_tombstones t WHERE t.topic = NEW.topic) THEN
+            RAISE EXCEPTION 'litebus: the topic was deleted';
+        END IF;
+        IF EXISTS (SELECT 1 FROM litebus_dedupe d
+                   WHERE d.topic = NEW.topic AND d.id = NEW.id AND d.until > NEW.published_at) THEN
+            RAISE EXCEPTION 'UNIQUE constraint failed: litebus_dedupe.id'
+                USING ERRCODE = 'unique_violation';
+        END IF;
+        PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
+        NEW.seq := nextval(format('%I.litebus_messages_seq', TG_TABLE_SCHEMA));
+        RETURN NEW;
+     END $$",
+    "CREATE TRIGGER litebus_message_in BEFORE INSERT ON litebus_messages
+     FOR EACH ROW EXECUTE FUNCTION litebus_message_in()",
+    // `litebus_topic_grows` and `litebus_prioritized`.
+    "CREATE FUNCTION litebus_message_stored() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE litebus_topics SET messages = messages + 1, bytes = bytes + length(NEW.payload)
+        WHERE topic = NEW.topic;
+        IF NEW.priority > 0 THEN
+            INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at, priority)
+            SELECT NEW.topic, g.grp, NEW.seq, NULL, 0, NEW.deliver_at, NEW.priority
+            FROM litebus_groups g
+            WHERE g.topic = NEW.topic AND g.ordering = 'shared' AND g.cursor < NEW.seq
+            ON CONFLICT DO NOTHING;
+        END IF;
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER litebus_message_stored AFTER INSERT ON litebus_messages
+     FOR EACH ROW EXECUTE FUNCTION litebus_message_stored()",
+    // `litebus_topic_shrinks` and `litebus_taken_back_gone`.
+    "CREATE FUNCTION litebus_message_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE litebus_topics SET messages = messages - 1, bytes = bytes - length(OLD.payload),
+            pruned_to = GREATEST(pruned_to, OLD.seq)
+        WHERE topic = OLD.topic;
+        DELETE FROM litebus_taken_back WHERE seq = OLD.seq;
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER litebus_message_gone AFTER DELETE ON litebus_messages
+     FOR EACH ROW EXECUTE FUNCTION litebus_message_gone()",
+    // `litebus_next_of_key` and `litebus_redriven_gone`.
+    concat!(
+        "CREATE FUNCTION litebus_handout_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        IF OLD.msg_key IS NOT NULL THEN
+            INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
+        next_of_key!(
+            "m.topic, OLD.grp, m.seq, m.msg_key, 0, m.deliver_at",
+            "OLD.topic",
+            "OLD.grp",
+            "OLD.msg_key",
+            "OLD.seq"
+        ),
+        "
+            ON CONFLICT DO NOTHING;
+        END IF;
+        IF OLD.redriven <> 0 THEN
+            DELETE FROM litebus_messages WHERE seq = OLD.seq;
+        END IF;
+        RETURN NULL;
+     END $$"
+    ),
+    "CREATE TRIGGER litebus_handout_gone AFTER DELETE ON litebus_handouts
+     FOR EACH ROW EXECUTE FUNCTION litebus_handout_gone()",
+    // `litebus_ordered_settled`.
+    "CREATE FUNCTION litebus_ordered_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        DELETE FROM litebus_handouts
+        WHERE topic = NEW.topic AND grp = NEW.grp AND seq = NEW.cursor;
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER litebus_ordered_settled AFTER UPDATE ON litebus_groups
+     FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND NEW.cursor <> OLD.cursor)
+     EXECUTE FUNCTION litebus_ordered_settled()",
+    "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        PERFORM pg_notify('litebus',
+            TG_TABLE_SCHEMA || ' ' || COALESCE(current_setting('litebus.origin', true), ''));
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER litebus_messages_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_messages
+     FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
+    "CREATE TRIGGER litebus_handouts_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_handouts
+     FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
+    "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
+     FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
+    "INSERT INTO litebus_meta (name, value) VALUES ('schema_version', 12), ('generations', 0)",
+];
+
+/// How the engine begins a write transaction on PostgreSQL: it takes the
+/// store's write lock (the one `litebus_message_in` takes), so the
+/// transactions of every driver on a store, on any host, run one at a
+/// time, as SQLite's `BEGIN IMMEDIATE` makes them.
+pub const PG_BEGIN: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(1818386274, hashtext(current_schema()))";
+
 /// `hot::NEXT_OF_KEY`, for the row that went.
 const NEXT_OF_KEY_TRIGGER: &str = concat!(
     "CREATE TRIGGER litebus_next_of_key AFTER DELETE ON litebus_handouts
@@ -285,9 +506,15 @@ const NEXT_OF_KEY_TRIGGER: &str = concat!(
 /// transaction. A database written by a newer litebus is refused with an
 /// error before anything is changed.
 pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
+    let postgres = conn.dialect() == Dialect::Postgres;
     let has_meta = !conn
         .query(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litebus_meta'",
+            if postgres {
+                "SELECT 1 FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = 'litebus_meta'"
+            } else {
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litebus_meta'"
+            },
             Vec::new(),
         )
         .await?
@@ -312,6 +539,15 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
              {SCHEMA_VERSION}: open it with a newer litebus"
         ))
         .into());
+    }
+    if postgres {
+        // Every PostgreSQL store was made at the current version.
+        if !has_meta {
+            for sql in PG_SCHEMA {
+                conn.execute(sql, Vec::new()).await?;
+            }
+        }
+        return Ok(());
     }
     for (from, statements) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         for sql in *statements {

@@ -222,10 +222,10 @@ pub mod hot {
                     WHERE a.topic = ?1 AND a.grp = ?2 AND a.consumer IS NOT NULL AND a.lease_until > ?3
                 ) ELSE 0 END,
                 x.seq, x.lease_until, g.generation, g.rate_start, g.rate_count,
-                CASE WHEN g.ordering = 'shared' THEN EXISTS (
+                CASE WHEN g.ordering = 'shared' AND EXISTS (
                     SELECT 1 FROM litebus_handouts p
                     WHERE p.topic = ?1 AND p.grp = ?2 AND p.priority > 0
-                ) ELSE 0 END
+                ) THEN 1 ELSE 0 END
              FROM litebus_groups g
              LEFT JOIN litebus_handouts x ON x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
                 AND x.lease_until <= ?3 AND x.attempt >= g.max_attempts
@@ -745,8 +745,31 @@ pub async fn delete_topic(conn: &mut dyn Conn, step: DeleteTopic<'_>) -> Result<
     })
 }
 
-/// Whether `e` is SQLite refusing an id the topic holds (the unique index
-/// on `(topic, id)`).
+/// Publishes one message on an application's connection, inside its own
+/// transaction (the outbox of the SQL drivers): checked as
+/// [`Bus::publish`](litebus::Bus::publish) checks it, with the default size
+/// limit, an id generated if it has none, at the system clock's time.
+pub async fn publish_in(conn: &mut dyn Conn, topic: &str, message: Message) -> Result<Outcome> {
+    let now = litebus::Clock::now(&litebus::StdClock);
+    let message =
+        litebus::driver::prepare_message(topic, message, litebus::DEFAULT_MAX_MESSAGE_SIZE, now)?;
+    let batch = [Arc::new(message)];
+    let outcomes = append(
+        conn,
+        Append {
+            topic,
+            messages: &batch,
+            expected_last: None,
+            now,
+            handoffs: &[],
+        },
+    )
+    .await?;
+    Ok(outcomes[0])
+}
+
+/// Whether `e` is the store refusing an id the topic holds (the unique
+/// index on `(topic, id)`).
 #[must_use]
 pub fn is_known_id(e: &Error) -> bool {
     matches!(e, Error::Driver(_)) && e.to_string().contains("UNIQUE constraint failed")
@@ -2488,8 +2511,8 @@ pub async fn redrive(conn: &mut dyn Conn, r: Redrive<'_>) -> Result<Vec<u64>> {
         let mut sql = String::from(
             "INSERT INTO litebus_handouts
                 (topic, grp, seq, msg_key, attempt, ready_at, redriven, priority)
-             SELECT ?, ?, m.seq, CASE WHEN ? THEN m.msg_key END, 0, 0, 1,
-                    CASE WHEN ? THEN m.priority ELSE 0 END
+             SELECT ?, ?, m.seq, CASE WHEN ? <> 0 THEN m.msg_key END, 0, 0, 1,
+                    CASE WHEN ? <> 0 THEN m.priority ELSE 0 END
              FROM (VALUES ",
         );
         let mut params = vec![
@@ -2641,7 +2664,7 @@ pub async fn stats(conn: &mut dyn Conn, topic: &str, now: Timestamp) -> Result<T
         let later = conn
             .query(
                 "SELECT COUNT(*), MIN(seq) FROM litebus_messages
-                 WHERE topic = ?1 AND seq > ?2 AND (NOT priority > 0 OR NOT ?3)",
+                 WHERE topic = ?1 AND seq > ?2 AND (NOT priority > 0 OR ?3 = 0)",
                 vec![
                     Value::from(topic),
                     Value::from(cursor),
@@ -2907,10 +2930,11 @@ pub async fn prune(conn: &mut dyn Conn, p: Prune<'_>) -> Result<u64> {
     .await?;
     if let Some(window) = retention.dedupe_window_millis() {
         conn.execute(
-            "INSERT OR REPLACE INTO litebus_dedupe (topic, id, seq, until)
+            "INSERT INTO litebus_dedupe (topic, id, seq, until)
              SELECT topic, id, seq, COALESCE(published_at, 0) + ?3 FROM litebus_messages
              WHERE topic = ?1 AND seq <= ?2 AND COALESCE(published_at, 0) + ?3 > ?4
-               AND typeof(id) = 'text'",
+               AND typeof(id) = 'text'
+             ON CONFLICT (topic, id) DO UPDATE SET seq = excluded.seq, until = excluded.until",
             vec![topic.clone(), cut.clone(), Value::from(window), ts(p.now)],
         )
         .await?;

@@ -1,9 +1,7 @@
 //! How `litebus-sql` statements run on a sqlx SQLite connection, and how
 //! sqlx errors become litebus errors.
 
-use std::sync::Arc;
-
-use litebus::driver::{Append, BoxFuture};
+use litebus::driver::BoxFuture;
 use litebus::{DriverError, Error, Message, Outcome, Result};
 use litebus_sql::{Conn, Row, Value};
 use sqlx::pool::PoolConnection;
@@ -75,7 +73,7 @@ fn bind(
 ) -> sqlx::query::Query<'_, sqlx::Sqlite, SqliteArguments> {
     for p in params {
         query = match p {
-            Value::Null => query.bind(None::<i64>),
+            Value::Null | Value::NullText => query.bind(None::<i64>),
             Value::Int(v) => query.bind(v),
             Value::Text(v) => query.bind(v),
             Value::Blob(v) => query.bind(v),
@@ -146,20 +144,5 @@ pub async fn publish_in(
     topic: &str,
     message: Message,
 ) -> Result<Outcome> {
-    let now = litebus::Clock::now(&litebus::StdClock);
-    let message =
-        litebus::driver::prepare_message(topic, message, litebus::DEFAULT_MAX_MESSAGE_SIZE, now)?;
-    let batch = [Arc::new(message)];
-    let outcomes = litebus_sql::append(
-        &mut SqlxConn::new(tx),
-        Append {
-            topic,
-            messages: &batch,
-            expected_last: None,
-            now,
-            handoffs: &[],
-        },
-    )
-    .await?;
-    Ok(outcomes[0])
+    litebus_sql::publish_in(&mut SqlxConn::new(tx), topic, message).await
 }

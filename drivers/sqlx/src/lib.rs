@@ -40,7 +40,6 @@
 //!   beside `tokio`), a driver opened outside any tokio runtime runs sqlx on
 //!   async-io and its background tasks on smol's global executor.
 
-mod runtime;
 mod watch;
 
 #[cfg(feature = "conformance")]
@@ -52,11 +51,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use litebus::driver::{
-    Append, BoxFuture, Capabilities, Claim, ClaimOutcome, DeadLettered, DeleteTopic, Driver,
-    EnsureGroup, Prune, Read, Redrive, Release, Seek, Settle, TopicDeletion, TopicStats, Wakeups,
-};
-use litebus::{DriverError, Error, Outcome, Record, Result, Retention, Timestamp};
+use litebus::driver::{BoxFuture, Capabilities, Driver, Wakeups};
+use litebus::{DriverError, Error, Result};
 use litebus_sql::{FileWakeups, Handle};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -64,8 +60,8 @@ use sqlx::sqlite::{
 
 pub use conn::publish_in;
 use conn::{SqlxBackend, map_err};
+use litebus_runtime::{Runtime, Task};
 use litebus_sql::Engine;
-use runtime::{Runtime, Task};
 use watch::Watcher;
 
 pub use litebus_sql::Durability;
@@ -333,65 +329,7 @@ impl Driver for SqlxDriver {
             .sql_publish(true)
     }
 
-    fn append<'a>(&'a self, append: Append<'a>) -> BoxFuture<'a, Result<Vec<Outcome>>> {
-        self.engine.append(append)
-    }
-
-    fn ensure_group<'a>(&'a self, group: EnsureGroup<'a>) -> BoxFuture<'a, Result<()>> {
-        self.engine.ensure_group(group)
-    }
-
-    fn claim<'a>(&'a self, claim: Claim<'a>) -> BoxFuture<'a, Result<ClaimOutcome>> {
-        self.engine.claim(claim)
-    }
-
-    fn settle<'a>(&'a self, settle: Settle<'a>) -> BoxFuture<'a, Result<Option<DeadLettered>>> {
-        self.engine.settle(settle)
-    }
-
-    fn release<'a>(&'a self, release: Release<'a>) -> BoxFuture<'a, Result<Vec<DeadLettered>>> {
-        self.engine.release(release)
-    }
-
-    fn seek<'a>(&'a self, seek: Seek<'a>) -> BoxFuture<'a, Result<()>> {
-        self.engine.seek(seek)
-    }
-
-    fn redrive<'a>(&'a self, redrive: Redrive<'a>) -> BoxFuture<'a, Result<Vec<u64>>> {
-        self.engine.redrive(redrive)
-    }
-
-    fn delete_group<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.engine.delete_group(topic, group)
-    }
-
-    fn topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
-        self.engine.topics()
-    }
-
-    fn delete_topic<'a>(&'a self, step: DeleteTopic<'a>) -> BoxFuture<'a, Result<TopicDeletion>> {
-        self.engine.delete_topic(step)
-    }
-
-    fn set_retention<'a>(
-        &'a self,
-        topic: &'a str,
-        retention: Retention,
-    ) -> BoxFuture<'a, Result<()>> {
-        self.engine.set_retention(topic, retention)
-    }
-
-    fn prune<'a>(&'a self, prune: Prune<'a>) -> BoxFuture<'a, Result<u64>> {
-        self.engine.prune(prune)
-    }
-
-    fn read<'a>(&'a self, read: Read<'a>) -> BoxFuture<'a, Result<Vec<Record>>> {
-        self.engine.read(read)
-    }
-
-    fn stats<'a>(&'a self, topic: &'a str, now: Timestamp) -> BoxFuture<'a, Result<TopicStats>> {
-        self.engine.stats(topic, now)
-    }
+    litebus_sql::engine_calls!(engine);
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         self.runtime.run(async move {

@@ -21,7 +21,7 @@ use event_listener::Event;
 use litebus::driver::BoxFuture;
 use sqlx::SqlitePool;
 
-use crate::runtime::Runtime;
+use litebus_runtime::Runtime;
 
 /// Polls without a waiter before the polling task ends.
 const IDLE_TICKS: u32 = 50;

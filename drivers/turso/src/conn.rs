@@ -51,7 +51,7 @@ fn to_turso(params: Vec<Value>) -> Vec<turso::Value> {
     params
         .into_iter()
         .map(|v| match v {
-            Value::Null => turso::Value::Null,
+            Value::Null | Value::NullText => turso::Value::Null,
             Value::Int(v) => turso::Value::Integer(v),
             Value::Text(v) => turso::Value::Text(v),
             Value::Blob(v) => turso::Value::Blob(v),

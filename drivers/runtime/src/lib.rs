@@ -1,4 +1,4 @@
-//! Where sqlx's work runs. With the `tokio` feature a driver opened inside a
+//! Where the work of litebus's sqlx drivers runs. With the `tokio` feature a driver opened inside a
 //! tokio runtime keeps that runtime and enters it on each poll, so any
 //! executor can drive it; with the `smol` feature a driver opened outside any
 //! tokio runtime runs its background tasks on smol's global executor (sqlx
@@ -11,12 +11,12 @@ use litebus::Result;
 use litebus::driver::BoxFuture;
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
-compile_error!("litebus-sqlx needs a runtime feature: `tokio` (default) or `smol`");
+compile_error!("litebus-runtime needs a runtime feature: `tokio` or `smol`");
 
 /// The runtime the driver was opened in, and the background tasks it runs
 /// there (so that closing can wait for them).
 #[derive(Debug, Clone)]
-pub(crate) struct Runtime {
+pub struct Runtime {
     kind: Kind,
     tasks: Arc<Mutex<Vec<Task>>>,
 }
@@ -33,9 +33,11 @@ enum Kind {
 /// lets the task run on (as tokio does), so work a caller stopped waiting for
 /// still finishes.
 #[derive(Debug)]
-pub(crate) enum Task {
+pub enum Task {
+    /// A task of a tokio runtime.
     #[cfg(feature = "tokio")]
     Tokio(tokio::task::JoinHandle<()>),
+    /// A task of smol's global executor.
     #[cfg(feature = "smol")]
     Smol(Option<smol::Task<()>>),
 }
@@ -62,7 +64,7 @@ impl Task {
     }
 
     /// Waits for the task to end (a task that panicked has ended too).
-    pub(crate) async fn join(mut self) {
+    pub async fn join(mut self) {
         match &mut self {
             #[cfg(feature = "tokio")]
             Task::Tokio(task) => {
@@ -86,7 +88,7 @@ impl Runtime {
         feature = "smol",
         allow(clippy::unnecessary_wraps, reason = "fails only without smol")
     )]
-    pub(crate) fn current() -> Result<Self> {
+    pub fn current() -> Result<Self> {
         #[cfg(feature = "tokio")]
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             return Ok(Runtime::new(Kind::Tokio(handle)));
@@ -95,7 +97,7 @@ impl Runtime {
         return Ok(Runtime::new(Kind::Smol));
         #[cfg(not(feature = "smol"))]
         Err(litebus::DriverError::fatal(
-            "litebus-sqlx runs sqlx on tokio: open the driver inside a tokio runtime \
+            "litebus's sqlx drivers run sqlx on tokio: open the driver inside a tokio runtime \
              (or enable the `smol` feature)",
         )
         .into())
@@ -109,10 +111,7 @@ impl Runtime {
     }
 
     /// `future`, inside the runtime each time it is polled.
-    pub(crate) fn run<'a, T: 'a>(
-        &self,
-        future: impl Future<Output = T> + Send + 'a,
-    ) -> BoxFuture<'a, T> {
+    pub fn run<'a, T: 'a>(&self, future: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
         match &self.kind {
             #[cfg(feature = "tokio")]
             Kind::Tokio(handle) => Box::pin(InTokio {
@@ -125,7 +124,7 @@ impl Runtime {
     }
 
     /// Runs `task` on the runtime without waiting for it on close.
-    pub(crate) fn spawn_untracked(&self, task: BoxFuture<'static, ()>) -> Task {
+    pub fn spawn_untracked(&self, task: BoxFuture<'static, ()>) -> Task {
         match &self.kind {
             #[cfg(feature = "tokio")]
             Kind::Tokio(handle) => Task::Tokio(handle.spawn(task)),
@@ -135,7 +134,7 @@ impl Runtime {
     }
 
     /// Runs `task` on the runtime; [`Runtime::join_background`] waits for it.
-    pub(crate) fn spawn(&self, task: BoxFuture<'static, ()>) {
+    pub fn spawn(&self, task: BoxFuture<'static, ()>) {
         let task = self.spawn_untracked(task);
         let mut tasks = self
             .tasks
@@ -146,7 +145,7 @@ impl Runtime {
     }
 
     /// Waits for every background task started so far.
-    pub(crate) async fn join_background(&self) {
+    pub async fn join_background(&self) {
         let tasks = std::mem::take(
             &mut *self
                 .tasks
@@ -159,7 +158,7 @@ impl Runtime {
     }
 
     /// A timer of this runtime.
-    pub(crate) fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    pub fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         match &self.kind {
             #[cfg(feature = "tokio")]
             Kind::Tokio(handle) => {
