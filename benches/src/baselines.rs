@@ -2,6 +2,7 @@
 //! memory driver) and raw SQL through the same engines and pragmas (for the
 //! SQL drivers).
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,4 +302,121 @@ pub async fn turso_read(p: &Params, path: Option<&Path>, backlog: usize) -> f64 
         done += got;
     }
     clock.rate(done)
+}
+
+/// Raw PostgreSQL: a pool of `tasks` connections (at least 1) in a fresh
+/// schema of the server `LITEBUS_PG_URL` names, with the table.
+async fn pg_pool(path: &Path, connections: u32) -> sqlx::PgPool {
+    let url = crate::runs::postgres_url().expect("LITEBUS_PG_URL");
+    let schema = format!("{}_raw", crate::runs::postgres_schema(path));
+    let connect: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let setup = sqlx::PgPool::connect_with(connect.clone()).await.unwrap();
+    let fresh = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(fresh))
+        .execute(&setup)
+        .await
+        .unwrap();
+    setup.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections.max(1))
+        .connect_with(connect.options([("search_path", schema.as_str())]))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE rows (seq BIGSERIAL PRIMARY KEY, topic TEXT, id TEXT, payload BYTEA)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool
+}
+
+/// The SQLite text of [`multi_row_insert`] with PostgreSQL's parameters.
+fn pg_multi_row_insert(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO rows (topic, id, payload) VALUES ");
+    for i in 0..rows {
+        let n = i * 3;
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(sql, "(${}, ${}, ${})", n + 1, n + 2, n + 3);
+    }
+    sql
+}
+
+async fn pg_insert(pool: &sqlx::PgPool, sql: &str, rows: usize, tag: usize) {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+    for i in 0..rows {
+        query = query
+            .bind("bench")
+            .bind(format!("{tag}-{i}"))
+            .bind(&PAYLOAD[..]);
+    }
+    query.execute(pool).await.unwrap();
+}
+
+/// Raw PostgreSQL: `rows` rows per statement (autocommit) from `tasks`
+/// tasks, each on a connection of its own, until the cap or the budget.
+pub async fn pg_inserts(p: &Params, path: &Path, rows: usize, tasks: usize) -> f64 {
+    let pool = pg_pool(path, tasks as u32).await;
+    let sql = Arc::new(pg_multi_row_insert(rows));
+    let done = Arc::new(AtomicUsize::new(0));
+    let clock = Stopwatch::start();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (pool, sql, done, budget, cap) =
+                (pool.clone(), sql.clone(), done.clone(), p.budget, p.cap);
+            tokio::spawn(async move {
+                while done.load(Ordering::Relaxed) < cap && clock.elapsed() < budget {
+                    let tag = done.fetch_add(rows, Ordering::Relaxed);
+                    pg_insert(&pool, &sql, rows, tag).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let rate = clock.rate(done.load(Ordering::Relaxed));
+    pool.close().await;
+    rate
+}
+
+/// Raw PostgreSQL: `consumers` tasks, each on a connection of its own,
+/// delete-and-return 100 rows per statement from a backlog, skipping the
+/// rows another holds (`FOR UPDATE SKIP LOCKED` inside a CTE with its
+/// `LIMIT`).
+pub async fn pg_consume(p: &Params, path: &Path, backlog: usize, consumers: usize) -> f64 {
+    const CONSUME: &str = "WITH next AS (
+            SELECT seq FROM rows ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED)
+         DELETE FROM rows USING next WHERE rows.seq = next.seq RETURNING rows.payload";
+    let pool = pg_pool(path, consumers as u32).await;
+    let sql = pg_multi_row_insert(1000);
+    for chunk in 0..backlog.div_ceil(1000) {
+        pg_insert(&pool, &sql, 1000, chunk * 1000).await;
+    }
+    let clock = Stopwatch::start();
+    let handles: Vec<_> = (0..consumers)
+        .map(|_| {
+            let (pool, budget) = (pool.clone(), p.budget);
+            tokio::spawn(async move {
+                let mut done = 0;
+                while clock.elapsed() < budget {
+                    let got = sqlx::query(CONSUME).fetch_all(&pool).await.unwrap().len();
+                    if got == 0 {
+                        break;
+                    }
+                    done += got;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    let rate = clock.rate(total);
+    pool.close().await;
+    rate
 }

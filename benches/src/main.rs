@@ -27,8 +27,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use baselines::{
-    channel_latency, channel_recv, channel_send, sqlx_consume, sqlx_inserts, sqlx_read,
-    turso_consume, turso_inserts, turso_read,
+    channel_latency, channel_recv, channel_send, pg_consume, pg_inserts, sqlx_consume,
+    sqlx_inserts, sqlx_read, turso_consume, turso_inserts, turso_read,
 };
 use litebus::BusOptions;
 use report::{Results, Workload};
@@ -290,7 +290,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
         "consume.ordered",
         "latency",
     ];
-    for store in Store::ALL {
+    for store in Store::ALL.into_iter().filter(|s| s.available()) {
         add(store.name(), &everything, true);
         add(
             store.name(),
@@ -332,6 +332,13 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
         &["publish.1", "consume.1x1", "read.100"],
         false,
     );
+    if runs::postgres_url().is_some() {
+        add(
+            "raw postgres",
+            &["publish.1", "publish.16", "consume.1x1", "consume.1x4"],
+            false,
+        );
+    }
     if mode == Mode::Smoke {
         // Every system once: one publish and one consume workload, and the
         // one workload of two processes.
@@ -491,6 +498,11 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
         ("raw turso file" | "raw turso mem", "consume.1x1", ..) => {
             one(turso_consume(p, file(system.ends_with("file")), p.backlog).await)
         }
+        ("raw postgres", "publish.1", ..) => one(pg_inserts(p, &path, 1, 1).await),
+        ("raw postgres", "publish.16", ..) => one(pg_inserts(p, &path, 1, 16).await),
+        ("raw postgres", _, Some(b), _) => one(pg_inserts(p, &path, b, 1).await),
+        ("raw postgres", "consume.1x1", ..) => one(pg_consume(p, &path, p.backlog, 1).await),
+        ("raw postgres", "consume.1x4", ..) => one(pg_consume(p, &path, p.backlog, 4).await),
         ("apalis-sqlite", "publish.1", ..) => one(apalis::publish(p, &path, 1).await),
         ("apalis-sqlite", "publish.16", ..) => one(apalis::publish(p, &path, 16).await),
         ("apalis-sqlite", _, Some(b), _) => one(apalis::publish_batches(p, &path, b).await),

@@ -37,6 +37,7 @@ pub const SYSTEMS: &[System] = &[
     litebus("sqlx mem", "raw sqlx mem"),
     litebus("turso file", "raw turso file"),
     litebus("turso mem", "raw turso mem"),
+    litebus("postgres", "raw postgres"),
     other("honker", Kind::Peer),
     other("apalis-sqlite", Kind::Peer),
     other("async-channel", Kind::Baseline),
@@ -44,6 +45,7 @@ pub const SYSTEMS: &[System] = &[
     other("raw sqlx mem", Kind::Baseline),
     other("raw turso file", Kind::Baseline),
     other("raw turso mem", Kind::Baseline),
+    other("raw postgres", Kind::Baseline),
     other("raw rusqlite", Kind::Baseline),
 ];
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use litebus::driver::BoxFuture;
 use litebus::{Bus, BusOptions, Delivery, GroupOptions, MemoryDriver, Message, Order};
+use litebus_postgres::{PgDriver, PgOptions};
 use litebus_sqlx::SqlxDriver;
 use litebus_turso::TursoDriver;
 
@@ -20,16 +21,39 @@ pub enum Store {
     SqlxMemory,
     TursoFile,
     TursoMemory,
+    /// The server `LITEBUS_PG_URL` names, a schema per workload.
+    Postgres,
+}
+
+/// The PostgreSQL server the bench measures, if one is named.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("LITEBUS_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The schema that holds a workload's store whose scratch file is `path`.
+pub fn postgres_schema(path: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hash);
+    format!("litebus_bench_{:016x}", hash.finish())
 }
 
 impl Store {
-    pub const ALL: [Store; 5] = [
+    pub const ALL: [Store; 6] = [
         Store::Memory,
         Store::SqlxFile,
         Store::SqlxMemory,
         Store::TursoFile,
         Store::TursoMemory,
+        Store::Postgres,
     ];
+
+    /// Whether this machine can measure it.
+    pub fn available(self) -> bool {
+        !matches!(self, Store::Postgres) || postgres_url().is_some()
+    }
 
     /// The column of the tables.
     pub fn name(self) -> &'static str {
@@ -39,6 +63,7 @@ impl Store {
             Store::SqlxMemory => "sqlx mem",
             Store::TursoFile => "turso file",
             Store::TursoMemory => "turso mem",
+            Store::Postgres => "postgres",
         }
     }
 
@@ -50,6 +75,15 @@ impl Store {
             Store::SqlxMemory => Bus::open(SqlxDriver::memory().await.unwrap(), options),
             Store::TursoFile => Bus::open(TursoDriver::open(path).await.unwrap(), options),
             Store::TursoMemory => Bus::open(TursoDriver::memory().await.unwrap(), options),
+            Store::Postgres => Bus::open(
+                PgDriver::connect_with(
+                    &postgres_url().expect("LITEBUS_PG_URL"),
+                    PgOptions::new().schema(postgres_schema(path)),
+                )
+                .await
+                .unwrap(),
+                options,
+            ),
         }
         .unwrap()
     }

@@ -10,6 +10,8 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use litebus::Result;
 use litebus::driver::{BoxFuture, Capabilities};
 use litebus_conformance::Factory;
+use litebus_conformance::kit::FileDriver;
+use std::path::Path;
 
 use crate::{PgDriver, PgOptions};
 
@@ -131,6 +133,75 @@ impl Factory for Schemas {
             let _ = conn.close().await;
             done.map(drop).map_err(|e| crate::map_err(&e))
         })))
+    }
+}
+
+/// The kit's process tests (`kit::processes`) on PostgreSQL: the "file"
+/// each test names (in a temporary directory) stands for a schema of the
+/// server at `LITEBUS_PG_URL`, named after it, so that every process of a
+/// test opens the same store.
+pub struct Processes;
+
+/// The schema that stands for the file at `path`.
+fn schema_of(path: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hash);
+    format!("litebus_test_f{:016x}", hash.finish())
+}
+
+impl FileDriver for Processes {
+    type Driver = PgDriver;
+
+    fn capabilities() -> Capabilities {
+        Capabilities::NONE.durable(true).multi_process(true)
+    }
+
+    fn open(path: &Path) -> impl Future<Output = Result<PgDriver>> {
+        let schema = schema_of(path);
+        async move {
+            let url = std::env::var(URL_VARIABLE).map_err(|_| {
+                litebus::Error::InvalidOptions(format!("{URL_VARIABLE} is not set"))
+            })?;
+            PgDriver::connect_with(&url, PgOptions::new().schema(schema)).await
+        }
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        let _entered = PG_RUNTIME.enter();
+        futures_lite::future::block_on(f)
+    }
+
+    fn query(path: &Path, sql: &str, params: usize) -> impl Future<Output = Vec<Vec<String>>> {
+        let (schema, sql) = (schema_of(path), litebus_sql::dialect::postgres(sql));
+        async move {
+            use sqlx::{Connection, Row};
+            let url = std::env::var(URL_VARIABLE).expect(URL_VARIABLE);
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SET search_path TO \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("search_path");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for _ in 0..params {
+                query = query.bind(1_i64);
+            }
+            let rows = query.fetch_all(&mut conn).await.expect("query");
+            let _ = conn.close().await;
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            row.try_get::<String, _>(i)
+                                .or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string()))
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect()
+        }
     }
 }
 

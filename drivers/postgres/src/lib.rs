@@ -199,8 +199,11 @@ impl PgDriver {
                     }
                     other => other,
                 };
+                // No ping before each transaction: a lost connection
+                // fails its statement with a retryable error instead.
                 let pool = PgPoolOptions::new()
                     .max_connections(options.max_connections)
+                    .test_before_acquire(false)
                     .connect_with(setup)
                     .await
                     .map_err(open)?;

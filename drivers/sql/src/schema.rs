@@ -271,9 +271,15 @@ const MIGRATIONS: &[&[&str]] = &[&[
 /// - A message's seq is given by the trigger `litebus_message_in`, after
 ///   it takes the store's write lock (`pg_advisory_xact_lock`, held to the
 ///   commit): seqs of a store rise in commit order, as a subscriber reading
-///   past its cursor needs, for plain SQL's `INSERT`s too. Every write
+///   past its cursor needs, for plain SQL's `INSERT`s too. The last seq
+///   given is the row `last_seq` of `litebus_meta`, so that an insert
+///   rolled back (a refused duplicate) gives its seq back, as SQLite's
+///   `AUTOINCREMENT` does, and a seq is never given twice. Every write
 ///   transaction of the engine takes the same lock first (see
 ///   [`PG_BEGIN`]).
+/// - The trigger functions keep the `search_path` they were made with, so
+///   an `INSERT` from a session whose `search_path` names another schema
+///   finds the store's tables.
 /// - Every statement that changes messages, handouts or groups sends one
 ///   `NOTIFY litebus` with the schema's name and the writing driver's
 ///   token (`litebus.origin`, empty for plain SQL); PostgreSQL folds the
@@ -305,7 +311,6 @@ const PG_SCHEMA: &[&str] = &[
         published_at BIGINT,
         priority     BIGINT NOT NULL DEFAULT 0
     )",
-    "CREATE SEQUENCE litebus_messages_seq OWNED BY litebus_messages.seq",
     "CREATE UNIQUE INDEX litebus_messages_by_id ON litebus_messages (topic, id)",
     "CREATE INDEX litebus_messages_by_topic ON litebus_messages (topic, seq)",
     "CREATE INDEX litebus_messages_by_key ON litebus_messages (topic, msg_key, seq)
@@ -385,7 +390,8 @@ const PG_SCHEMA: &[&str] = &[
     )",
     // SQLite's `litebus_deleted_topic` and `litebus_remembered_id`, and
     // the seq, under the store's write lock.
-    "CREATE FUNCTION litebus_message_in() RETURNS trigger LANGUAGE plpgsql AS $$
+    "CREATE FUNCTION litebus_message_in() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         IF EXISTS (SELECT 1 FROM litebus_tombstones t WHERE t.topic = NEW.topic) THEN
             RAISE EXCEPTION 'litebus: the topic was deleted';
@@ -396,13 +402,15 @@ const PG_SCHEMA: &[&str] = &[
                 USING ERRCODE = 'unique_violation';
         END IF;
         PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
-        NEW.seq := nextval(format('%I.litebus_messages_seq', TG_TABLE_SCHEMA));
+        UPDATE litebus_meta SET value = value + 1 WHERE name = 'last_seq'
+        RETURNING value INTO NEW.seq;
         RETURN NEW;
      END $$",
     "CREATE TRIGGER litebus_message_in BEFORE INSERT ON litebus_messages
      FOR EACH ROW EXECUTE FUNCTION litebus_message_in()",
     // `litebus_topic_grows` and `litebus_prioritized`.
-    "CREATE FUNCTION litebus_message_stored() RETURNS trigger LANGUAGE plpgsql AS $$
+    "CREATE FUNCTION litebus_message_stored() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         UPDATE litebus_topics SET messages = messages + 1, bytes = bytes + length(NEW.payload)
         WHERE topic = NEW.topic;
@@ -418,7 +426,8 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_message_stored AFTER INSERT ON litebus_messages
      FOR EACH ROW EXECUTE FUNCTION litebus_message_stored()",
     // `litebus_topic_shrinks` and `litebus_taken_back_gone`.
-    "CREATE FUNCTION litebus_message_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    "CREATE FUNCTION litebus_message_gone() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         UPDATE litebus_topics SET messages = messages - 1, bytes = bytes - length(OLD.payload),
             pruned_to = GREATEST(pruned_to, OLD.seq)
@@ -430,7 +439,8 @@ const PG_SCHEMA: &[&str] = &[
      FOR EACH ROW EXECUTE FUNCTION litebus_message_gone()",
     // `litebus_next_of_key` and `litebus_redriven_gone`.
     concat!(
-        "CREATE FUNCTION litebus_handout_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION litebus_handout_gone() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         IF OLD.msg_key IS NOT NULL THEN
             INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
@@ -453,7 +463,8 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_handout_gone AFTER DELETE ON litebus_handouts
      FOR EACH ROW EXECUTE FUNCTION litebus_handout_gone()",
     // `litebus_ordered_settled`.
-    "CREATE FUNCTION litebus_ordered_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+    "CREATE FUNCTION litebus_ordered_settled() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         DELETE FROM litebus_handouts
         WHERE topic = NEW.topic AND grp = NEW.grp AND seq = NEW.cursor;
@@ -462,7 +473,8 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_ordered_settled AFTER UPDATE ON litebus_groups
      FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND NEW.cursor <> OLD.cursor)
      EXECUTE FUNCTION litebus_ordered_settled()",
-    "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
      BEGIN
         PERFORM pg_notify('litebus',
             TG_TABLE_SCHEMA || ' ' || COALESCE(current_setting('litebus.origin', true), ''));
@@ -474,7 +486,8 @@ const PG_SCHEMA: &[&str] = &[
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
-    "INSERT INTO litebus_meta (name, value) VALUES ('schema_version', 12), ('generations', 0)",
+    "INSERT INTO litebus_meta (name, value)
+     VALUES ('schema_version', 12), ('generations', 0), ('last_seq', 0)",
 ];
 
 /// How the engine begins a write transaction on PostgreSQL: it takes the

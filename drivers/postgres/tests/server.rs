@@ -1,0 +1,234 @@
+//! What only a real PostgreSQL server shows: connections killed under the
+//! driver (`pg_terminate_backend`), plain SQL and the application's own
+//! transactions beside it, a schema from a newer build. Against the server
+//! `LITEBUS_PG_URL` names; each test has a schema of its own.
+
+use std::time::Duration;
+
+use litebus::{Bus, BusOptions, GroupOptions, Message, Order};
+use litebus_postgres::conformance::url;
+use litebus_postgres::{PgDriver, PgOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh schema for `test`.
+async fn schema(url: &str, test: &str) -> String {
+    let schema = format!("litebus_test_{test}_{}", std::process::id());
+    admin(url, &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+    schema
+}
+
+/// Runs `sql` on a connection of its own.
+async fn admin(url: &str, sql: &str) -> u64 {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+    done.rows_affected()
+}
+
+/// Terminates the server connections named `mark` (each test that kills
+/// has a mark of its own); how many.
+async fn kill(url: &str, mark: &str) -> i64 {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    let killed = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()) AS k",
+    )
+    .bind(mark)
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_terminate_backend");
+    let _ = conn.close().await;
+    killed
+}
+
+/// A bus on `schema`, its connections named `mark`.
+async fn bus(url: &str, schema: &str, mark: &str) -> Bus {
+    let connect: PgConnectOptions = url.parse().expect("URL");
+    let driver = PgDriver::connect_options(
+        connect.application_name(mark),
+        PgOptions::new().schema(schema),
+    )
+    .await
+    .expect("open");
+    Bus::open(driver, BusOptions::new()).expect("bus")
+}
+
+fn text(d: &litebus::Delivery) -> String {
+    String::from_utf8_lossy(d.message().payload()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_wakes_after_its_listening_connection_is_killed() {
+    let Some(url) = url() else { return };
+    let schema = schema(&url, "listener").await;
+    let publisher = bus(&url, &schema, "litebus-test-publisher").await;
+    let waiter = bus(&url, &schema, "litebus-test-waiter").await;
+    let sub = std::sync::Arc::new(
+        waiter
+            .subscribe("t", "g", GroupOptions::new())
+            .await
+            .unwrap(),
+    );
+    for round in 0..3 {
+        let waiting = tokio::spawn({
+            let sub = sub.clone();
+            async move {
+                let d = sub.recv().await.unwrap();
+                d.ack().await.unwrap();
+                text(&d)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every connection of the waiting driver: its listener among them.
+        assert!(kill(&url, "litebus-test-waiter").await >= 1);
+        let sent = format!("after kill {round}");
+        publisher
+            .publish("t", Message::new(sent.clone()))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(WAIT, waiting)
+            .await
+            .expect("the waiting subscriber was woken")
+            .unwrap();
+        assert_eq!(got, sent);
+    }
+    publisher.close().await.unwrap();
+    waiter.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_delivery_comes_back_after_its_lease() {
+    let Some(url) = url() else { return };
+    let schema = schema(&url, "worker").await;
+    let options = GroupOptions::new()
+        .order(Order::Shared { max_in_flight: 8 })
+        .lease(Duration::from_millis(500));
+    let victim = bus(&url, &schema, "litebus-test-victim").await;
+    let other = bus(&url, &schema, "litebus-test-other").await;
+    for i in 0..4 {
+        victim
+            .publish(
+                "jobs",
+                Message::new(format!("job {i}")).with_id(format!("job-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let taken = victim
+        .subscribe("jobs", "workers", options.clone())
+        .await
+        .unwrap()
+        .recv()
+        .await
+        .unwrap();
+    assert!(kill(&url, "litebus-test-victim").await >= 1);
+    // Its ack on a killed connection either fails (the delivery comes
+    // back once its lease ends) or lands on a new connection.
+    let acked = taken.ack().await.is_ok();
+    let sub = other.subscribe("jobs", "workers", options).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+        got.push(text(&d));
+        d.ack().await.unwrap();
+    }
+    got.sort();
+    let mut expected: Vec<String> = (0..4).map(|i| format!("job {i}")).collect();
+    if acked {
+        expected.retain(|j| *j != text(&taken));
+    }
+    assert_eq!(got, expected, "acked by the killed worker: {acked}");
+    victim.close().await.unwrap();
+    other.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_by_plain_sql_wakes_subscribers_and_takes_the_next_seq() {
+    let Some(url) = url() else { return };
+    let schema = schema(&url, "plain_sql").await;
+    let bus = bus(&url, &schema, "litebus-test-plain").await;
+    let first = bus.publish("t", Message::new("first")).await.unwrap().seq();
+    let sub = bus.subscribe("t", "g", GroupOptions::new()).await.unwrap();
+    sub.recv().await.unwrap().ack().await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let d = sub.recv().await.unwrap();
+        d.ack().await.unwrap();
+        (d.seq(), text(&d))
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // An explicit seq is replaced by the store's next.
+    let inserted = admin(
+        &url,
+        &format!(
+            "INSERT INTO \"{schema}\".litebus_messages (seq, topic, id, payload)
+             VALUES (1, 't', 'from-sql', convert_to('from sql', 'UTF8'))"
+        ),
+    )
+    .await;
+    assert_eq!(inserted, 1);
+    let (seq, got) = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("woken by the plain INSERT")
+        .unwrap();
+    assert_eq!(got, "from sql");
+    assert!(seq > first, "seq {seq} after {first}");
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_in_stores_with_the_transaction_or_not_at_all() {
+    let Some(url) = url() else { return };
+    let schema = schema(&url, "outbox").await;
+    let bus = bus(&url, &schema, "litebus-test-outbox").await;
+    let pool = {
+        let connect: PgConnectOptions = url.parse().unwrap();
+        sqlx::PgPool::connect_with(connect.options([("search_path", schema.as_str())]))
+            .await
+            .unwrap()
+    };
+    let mut tx = pool.begin().await.unwrap();
+    litebus_postgres::publish_in(&mut tx, "t", Message::new("kept").with_id("kept"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    litebus_postgres::publish_in(&mut tx, "t", Message::new("dropped").with_id("dropped"))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let read: Vec<String> = bus
+        .read("t", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.message().payload()).into_owned())
+        .collect();
+    assert_eq!(read, ["kept"]);
+    pool.close().await;
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let Some(url) = url() else { return };
+    let schema = schema(&url, "newer").await;
+    bus(&url, &schema, "litebus-test-newer")
+        .await
+        .close()
+        .await
+        .unwrap();
+    let version =
+        format!("UPDATE \"{schema}\".litebus_meta SET value = 99 WHERE name = 'schema_version'");
+    assert_eq!(admin(&url, &version).await, 1);
+    let err = PgDriver::connect_with(&url, PgOptions::new().schema(&schema))
+        .await
+        .expect_err("a newer schema opened");
+    assert!(err.to_string().contains("newer litebus"), "{err}");
+    // Left as it was.
+    assert_eq!(admin(&url, &version).await, 1);
+}
