@@ -199,11 +199,12 @@ impl PgDriver {
                     }
                     other => other,
                 };
-                // No ping before each transaction: a lost connection
-                // fails its statement with a retryable error instead.
+                // sqlx pings a pooled connection before each transaction
+                // (one round trip): a connection the server dropped (a
+                // restart, `pg_terminate_backend`) is replaced then, instead
+                // of failing a caller's call.
                 let pool = PgPoolOptions::new()
                     .max_connections(options.max_connections)
-                    .test_before_acquire(false)
                     .connect_with(setup)
                     .await
                     .map_err(open)?;

@@ -13,6 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The server as the tests share it: the restart test has it alone.
+static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A fresh schema for `test`.
 async fn schema(url: &str, test: &str) -> String {
     let schema = format!("litebus_test_{test}_{}", std::process::id());
@@ -66,6 +69,7 @@ fn text(d: &litebus::Delivery) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_wakes_after_its_listening_connection_is_killed() {
     let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
     let schema = schema(&url, "listener").await;
     let publisher = bus(&url, &schema, "litebus-test-publisher").await;
     let waiter = bus(&url, &schema, "litebus-test-waiter").await;
@@ -105,6 +109,7 @@ async fn a_subscriber_wakes_after_its_listening_connection_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_delivery_comes_back_after_its_lease() {
     let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
     let schema = schema(&url, "worker").await;
     let options = GroupOptions::new()
         .order(Order::Shared { max_in_flight: 8 })
@@ -150,6 +155,7 @@ async fn a_killed_workers_delivery_comes_back_after_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_by_plain_sql_wakes_subscribers_and_takes_the_next_seq() {
     let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
     let schema = schema(&url, "plain_sql").await;
     let bus = bus(&url, &schema, "litebus-test-plain").await;
     let first = bus.publish("t", Message::new("first")).await.unwrap().seq();
@@ -183,6 +189,7 @@ async fn an_insert_by_plain_sql_wakes_subscribers_and_takes_the_next_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_in_stores_with_the_transaction_or_not_at_all() {
     let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
     let schema = schema(&url, "outbox").await;
     let bus = bus(&url, &schema, "litebus-test-outbox").await;
     let pool = {
@@ -216,6 +223,7 @@ async fn publish_in_stores_with_the_transaction_or_not_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused_and_left_alone() {
     let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
     let schema = schema(&url, "newer").await;
     bus(&url, &schema, "litebus-test-newer")
         .await
@@ -231,4 +239,119 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     assert!(err.to_string().contains("newer litebus"), "{err}");
     // Left as it was.
     assert_eq!(admin(&url, &version).await, 1);
+}
+
+/// The command that restarts the server (`scripts/test` names its own).
+const RESTART: &str = "LITEBUS_PG_RESTART";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_under_load_loses_nothing_that_returned() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(url) = url() else { return };
+    let _alone = SERVER.write().await;
+    let Ok(restart) = std::env::var(RESTART) else {
+        eprintln!("skipped: set {RESTART} to a command that restarts the server");
+        return;
+    };
+    let schema = schema(&url, "restart").await;
+    let bus = bus(&url, &schema, "litebus-test-restart").await;
+    let options = GroupOptions::new()
+        .order(Order::Shared { max_in_flight: 16 })
+        .prefetch(4)
+        .lease(Duration::from_millis(500));
+    let sub = Arc::new(bus.subscribe("jobs", "g", options).await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = tokio::spawn({
+        let (bus, stop) = (bus.clone(), stop.clone());
+        async move {
+            let (mut stored, mut failed) = (Vec::new(), 0);
+            for i in 0.. {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let id = format!("job-{i}");
+                let published = bus
+                    .publish("jobs", Message::new(id.clone()).with_id(id.clone()))
+                    .await;
+                if published.is_ok() {
+                    stored.push(id);
+                } else {
+                    failed += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            (stored, failed)
+        }
+    });
+    let consumer = tokio::spawn({
+        let (sub, stop) = (sub.clone(), stop.clone());
+        async move {
+            // Ids whose ack returned Ok, and any delivered again after it.
+            let (mut acked, mut again) = (BTreeSet::new(), Vec::new());
+            while !stop.load(Ordering::Acquire) {
+                let Ok(next) = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await
+                else {
+                    continue;
+                };
+                let Ok(d) = next else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let id = d.message().id().to_owned();
+                if acked.contains(&id) {
+                    again.push(id.clone());
+                }
+                if d.ack().await.is_ok() {
+                    acked.insert(id);
+                }
+            }
+            (acked, again)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restarted = std::process::Command::new("sh")
+        .args(["-c", &restart])
+        .status()
+        .expect("restart command");
+    assert!(restarted.success(), "{restart}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Release);
+    let (stored, failed) = publisher.await.unwrap();
+    let (acked, again) = consumer.await.unwrap();
+    eprintln!(
+        "restart: {} publishes returned, {failed} failed, {} acked",
+        stored.len(),
+        acked.len()
+    );
+    assert!(again.is_empty(), "acked, then delivered again: {again:?}");
+    // Everything whose publish returned is there, after the restart too.
+    let mut ids = BTreeSet::new();
+    let mut from = 0;
+    loop {
+        let page = bus.read("jobs", from, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq() + 1;
+        ids.extend(page.iter().map(|r| r.message().id().to_owned()));
+    }
+    let lost: Vec<&String> = stored.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "publishes that returned are gone: {lost:?}"
+    );
+    assert!(!stored.is_empty() && !acked.is_empty());
+    // The group goes on: the rest is delivered once the restart is over,
+    // and then nothing is left. (An ack that failed as its commit's answer
+    // was lost may have landed: such a message is not delivered again.)
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(3), sub.recv()).await {
+        let d = next.unwrap();
+        let id = d.message().id().to_owned();
+        assert!(!acked.contains(&id), "{id} was acked, and came back");
+        d.ack().await.unwrap();
+    }
+    let stats = bus.stats("jobs").await.unwrap();
+    let g = stats.groups.iter().find(|g| g.group == "g").unwrap();
+    assert_eq!((g.ready, g.in_flight), (0, 0), "{g:?}");
+    bus.close().await.unwrap();
 }
