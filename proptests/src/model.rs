@@ -571,7 +571,10 @@ impl Model {
                 break;
             }
             let seq = m.seq;
-            if seq <= g.start_after {
+            // A redriven message is its group's whatever the group's
+            // position (a seek past the topic's end, then a redrive, gives
+            // it a seq at or below the position), as every driver has it.
+            if seq <= g.start_after && !g.redriven.contains(&seq) {
                 continue;
             }
             let h = g.handouts.get(&seq).cloned().unwrap_or_default();

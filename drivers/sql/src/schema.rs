@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 12;
+pub const SCHEMA_VERSION: u64 = 13;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -261,7 +261,28 @@ const MIGRATIONS: &[&[&str]] = &[&[
         FROM litebus_groups g
         WHERE g.topic = new.topic AND g.ordering = 'shared' AND g.cursor < new.seq;
      END",
+], &[
+    // Version 13: an ordered group's settled head goes from its handouts
+    // also when its cursor does not move: a group that sought past the
+    // topic's end and then took a redriven message back holds it at a seq
+    // at or below its cursor (settling sets the cursor to the head's seq,
+    // which it already was). Before, such a message came back after its
+    // ack.
+    "DROP TRIGGER litebus_ordered_settled",
+    ORDERED_SETTLED_TRIGGER,
 ]];
+
+/// `litebus_ordered_settled` (version 13): an ordered group's head settled
+/// (the cursor moves, or the head that was at the cursor goes) takes its
+/// redriven handout with it.
+const ORDERED_SETTLED_TRIGGER: &str = "CREATE TRIGGER litebus_ordered_settled
+     AFTER UPDATE ON litebus_groups
+     WHEN new.ordering = 'ordered' AND (new.cursor <> old.cursor
+          OR (old.head_seq = new.cursor AND new.head_seq IS NOT old.head_seq))
+     BEGIN
+        DELETE FROM litebus_handouts
+        WHERE topic = new.topic AND grp = new.grp AND seq = new.cursor;
+     END";
 
 /// The schema on PostgreSQL, at [`SCHEMA_VERSION`] from the start (there
 /// are no earlier PostgreSQL stores): the tables, indexes and triggers of
@@ -471,7 +492,8 @@ const PG_SCHEMA: &[&str] = &[
         RETURN NULL;
      END $$",
     "CREATE TRIGGER litebus_ordered_settled AFTER UPDATE ON litebus_groups
-     FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND NEW.cursor <> OLD.cursor)
+     FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND (NEW.cursor <> OLD.cursor
+          OR (OLD.head_seq = NEW.cursor AND NEW.head_seq IS DISTINCT FROM OLD.head_seq)))
      EXECUTE FUNCTION litebus_ordered_settled()",
     "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql
      SET search_path FROM CURRENT AS $$
@@ -487,7 +509,7 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "INSERT INTO litebus_meta (name, value)
-     VALUES ('schema_version', 12), ('generations', 0), ('last_seq', 0)",
+     VALUES ('schema_version', 13), ('generations', 0), ('last_seq', 0)",
 ];
 
 /// How the engine begins a write transaction on PostgreSQL: it takes the
