@@ -174,10 +174,12 @@ pub use dialect::Dialect;
 pub use engine::{Backend, Engine};
 pub use file::check_file;
 pub use schema::{PG_BEGIN, SCHEMA_VERSION, migrate};
+#[cfg(not(target_arch = "wasm32"))]
+pub use steps::publish_in;
 pub use steps::{
     ONE_STATEMENT_APPEND, REDRIVEN_PREFIX, ack_many, append, claim, delete_group, delete_topic,
-    ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, publish_in, read,
-    redrive, release, seek, set_retention, settle, stats, topics,
+    ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, read, redrive,
+    release, seek, set_retention, settle, stats, topics,
 };
 pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 

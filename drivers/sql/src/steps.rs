@@ -748,7 +748,9 @@ pub async fn delete_topic(conn: &mut dyn Conn, step: DeleteTopic<'_>) -> Result<
 /// Publishes one message on an application's connection, inside its own
 /// transaction (the outbox of the SQL drivers): checked as
 /// [`Bus::publish`](litebus::Bus::publish) checks it, with the default size
-/// limit, an id generated if it has none, at the system clock's time.
+/// limit, an id generated if it has none, at the system clock's time
+/// (native targets: the system clock is not there on wasm32).
+#[cfg(not(target_arch = "wasm32"))]
 pub async fn publish_in(conn: &mut dyn Conn, topic: &str, message: Message) -> Result<Outcome> {
     let now = litebus::Clock::now(&litebus::StdClock);
     let message =
