@@ -355,3 +355,78 @@ async fn a_server_restart_under_load_loses_nothing_that_returned() {
     assert_eq!((g.ready, g.in_flight), (0, 0), "{g:?}");
     bus.close().await.unwrap();
 }
+
+/// A store made at schema 13 (its message triggers ran per row) opens at
+/// the current version: the triggers are replaced, the seqs go on from
+/// the last one without a gap, and the topic's count stays right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_13_store_is_brought_up_to_date() {
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "schema13").await;
+    let bus13 = bus(&url, &schema, "litebus-test-schema13").await;
+    let batch = |from: usize| (from..from + 3).map(|i| Message::new(format!("m{i}")));
+    bus13.publish_batch("t", batch(0)).await.unwrap();
+    bus13.close().await.unwrap();
+    // Schema 13's message triggers, as that build made them.
+    admin(
+        &url,
+        &format!(
+            "SET search_path TO \"{schema}\";
+             DROP TRIGGER litebus_messages_stored ON litebus_messages;
+             DROP FUNCTION litebus_messages_stored();
+             CREATE OR REPLACE FUNCTION litebus_message_in() RETURNS trigger LANGUAGE plpgsql
+             SET search_path FROM CURRENT AS $$
+             BEGIN
+                IF EXISTS (SELECT 1 FROM litebus_tombstones t WHERE t.topic = NEW.topic) THEN
+                    RAISE EXCEPTION 'litebus: the topic was deleted';
+                END IF;
+                PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
+                UPDATE litebus_meta SET value = value + 1 WHERE name = 'last_seq'
+                RETURNING value INTO NEW.seq;
+                RETURN NEW;
+             END $$;
+             CREATE FUNCTION litebus_message_stored() RETURNS trigger LANGUAGE plpgsql
+             SET search_path FROM CURRENT AS $$
+             BEGIN
+                UPDATE litebus_topics SET messages = messages + 1,
+                    bytes = bytes + length(NEW.payload)
+                WHERE topic = NEW.topic;
+                RETURN NULL;
+             END $$;
+             CREATE TRIGGER litebus_message_stored AFTER INSERT ON litebus_messages
+             FOR EACH ROW EXECUTE FUNCTION litebus_message_stored();
+             UPDATE litebus_meta SET value = 13 WHERE name = 'schema_version';
+             INSERT INTO litebus_messages (topic, id, payload)
+             VALUES ('t', 'a', convert_to('m3', 'UTF8')), ('t', 'b', convert_to('m4', 'UTF8'));"
+        ),
+    )
+    .await;
+    let bus = bus(&url, &schema, "litebus-test-schema13").await;
+    bus.publish_batch("t", batch(5)).await.unwrap();
+    let seqs: Vec<u64> = bus
+        .read("t", 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(litebus::Record::seq)
+        .collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(bus.stats("t").await.unwrap().messages, 8);
+    let version = format!(
+        "UPDATE \"{schema}\".litebus_meta SET value = value WHERE name = 'schema_version'
+         AND value = {}",
+        litebus_sql::SCHEMA_VERSION
+    );
+    assert_eq!(admin(&url, &version).await, 1, "not at the current version");
+    let old = format!(
+        "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = '{schema}' AND p.proname = 'litebus_message_stored'"
+    );
+    assert_eq!(
+        admin(&url, &old).await,
+        0,
+        "schema 13's trigger function is left"
+    );
+    bus.close().await.unwrap();
+}

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 13;
+pub const SCHEMA_VERSION: u64 = 14;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -270,6 +270,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
     // ack.
     "DROP TRIGGER litebus_ordered_settled",
     ORDERED_SETTLED_TRIGGER,
+], &[
+    // Version 14 changes only the PostgreSQL schema (`PG_TO_14`).
 ]];
 
 /// `litebus_ordered_settled` (version 13): an ordered group's head settled
@@ -409,43 +411,11 @@ const PG_SCHEMA: &[&str] = &[
         seq   BIGINT PRIMARY KEY,
         topic TEXT NOT NULL
     )",
-    // SQLite's `litebus_deleted_topic` and `litebus_remembered_id`, and
-    // the seq, under the store's write lock.
-    "CREATE FUNCTION litebus_message_in() RETURNS trigger LANGUAGE plpgsql
-     SET search_path FROM CURRENT AS $$
-     BEGIN
-        IF EXISTS (SELECT 1 FROM litebus_tombstones t WHERE t.topic = NEW.topic) THEN
-            RAISE EXCEPTION 'litebus: the topic was deleted';
-        END IF;
-        IF EXISTS (SELECT 1 FROM litebus_dedupe d
-                   WHERE d.topic = NEW.topic AND d.id = NEW.id AND d.until > NEW.published_at) THEN
-            RAISE EXCEPTION 'UNIQUE constraint failed: litebus_dedupe.id'
-                USING ERRCODE = 'unique_violation';
-        END IF;
-        PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
-        UPDATE litebus_meta SET value = value + 1 WHERE name = 'last_seq'
-        RETURNING value INTO NEW.seq;
-        RETURN NEW;
-     END $$",
+    PG_MESSAGE_IN,
     "CREATE TRIGGER litebus_message_in BEFORE INSERT ON litebus_messages
      FOR EACH ROW EXECUTE FUNCTION litebus_message_in()",
-    // `litebus_topic_grows` and `litebus_prioritized`.
-    "CREATE FUNCTION litebus_message_stored() RETURNS trigger LANGUAGE plpgsql
-     SET search_path FROM CURRENT AS $$
-     BEGIN
-        UPDATE litebus_topics SET messages = messages + 1, bytes = bytes + length(NEW.payload)
-        WHERE topic = NEW.topic;
-        IF NEW.priority > 0 THEN
-            INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at, priority)
-            SELECT NEW.topic, g.grp, NEW.seq, NULL, 0, NEW.deliver_at, NEW.priority
-            FROM litebus_groups g
-            WHERE g.topic = NEW.topic AND g.ordering = 'shared' AND g.cursor < NEW.seq
-            ON CONFLICT DO NOTHING;
-        END IF;
-        RETURN NULL;
-     END $$",
-    "CREATE TRIGGER litebus_message_stored AFTER INSERT ON litebus_messages
-     FOR EACH ROW EXECUTE FUNCTION litebus_message_stored()",
+    PG_MESSAGES_STORED,
+    PG_MESSAGES_STORED_TRIGGER,
     // `litebus_topic_shrinks` and `litebus_taken_back_gone`.
     "CREATE FUNCTION litebus_message_gone() RETURNS trigger LANGUAGE plpgsql
      SET search_path FROM CURRENT AS $$
@@ -509,7 +479,80 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "INSERT INTO litebus_meta (name, value)
-     VALUES ('schema_version', 13), ('generations', 0), ('last_seq', 0)",
+     VALUES ('schema_version', 14), ('generations', 0), ('last_seq', 0)",
+];
+
+/// The seq of a message `INSERT`ed into a PostgreSQL store, under the
+/// store's write lock: the first row of a transaction reads the last seq
+/// from `litebus_meta` and each row counts on from there in a setting of
+/// the transaction (`litebus.seq_<md5 of the schema>`, rolled back with
+/// it or with its savepoint); `litebus_messages_stored` writes the count
+/// back once per statement. (An `UPDATE` of `litebus_meta` per row made a
+/// multi-row `INSERT` of 100 messages cost about 2 ms on the server: each
+/// update of a row that the transaction already updated walks every
+/// version it made.)
+const PG_MESSAGE_IN: &str = "CREATE OR REPLACE FUNCTION litebus_message_in() RETURNS trigger
+     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+     DECLARE
+        setting TEXT := 'litebus.seq_' || md5(TG_TABLE_SCHEMA);
+        high BIGINT := NULLIF(current_setting(setting, true), '')::BIGINT;
+     BEGIN
+        IF high IS NULL THEN
+            PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
+            SELECT m.value INTO high FROM litebus_meta m WHERE m.name = 'last_seq';
+        END IF;
+        NEW.seq := high + 1;
+        PERFORM set_config(setting, NEW.seq::TEXT, true);
+        RETURN NEW;
+     END $$";
+
+/// What an `INSERT` into `litebus_messages` does once per statement, over
+/// the rows it stored: SQLite's `litebus_deleted_topic` and
+/// `litebus_remembered_id` (the statement fails whole),
+/// `litebus_topic_grows` and `litebus_prioritized`, and the last seq
+/// `litebus_message_in` counted.
+const PG_MESSAGES_STORED: &str = "CREATE OR REPLACE FUNCTION litebus_messages_stored()
+     RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+     DECLARE
+        high BIGINT := NULLIF(current_setting('litebus.seq_' || md5(TG_TABLE_SCHEMA), true), '')::BIGINT;
+     BEGIN
+        IF EXISTS (SELECT 1 FROM litebus_stored n JOIN litebus_tombstones t ON t.topic = n.topic) THEN
+            RAISE EXCEPTION 'litebus: the topic was deleted';
+        END IF;
+        IF EXISTS (SELECT 1 FROM litebus_stored n JOIN litebus_dedupe d
+                   ON d.topic = n.topic AND d.id = n.id AND d.until > n.published_at) THEN
+            RAISE EXCEPTION 'UNIQUE constraint failed: litebus_dedupe.id'
+                USING ERRCODE = 'unique_violation';
+        END IF;
+        IF high IS NOT NULL THEN
+            UPDATE litebus_meta m SET value = high WHERE m.name = 'last_seq' AND m.value < high;
+        END IF;
+        UPDATE litebus_topics t SET messages = t.messages + n.count, bytes = t.bytes + n.bytes
+        FROM (SELECT topic, COUNT(*) AS count, SUM(length(payload)) AS bytes
+              FROM litebus_stored GROUP BY topic) n
+        WHERE t.topic = n.topic;
+        INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at, priority)
+        SELECT n.topic, g.grp, n.seq, NULL, 0, n.deliver_at, n.priority
+        FROM litebus_stored n JOIN litebus_groups g
+          ON g.topic = n.topic AND g.ordering = 'shared' AND g.cursor < n.seq
+        WHERE n.priority > 0
+        ON CONFLICT DO NOTHING;
+        RETURN NULL;
+     END $$";
+
+/// [`PG_MESSAGES_STORED`]'s trigger.
+const PG_MESSAGES_STORED_TRIGGER: &str = "CREATE TRIGGER litebus_messages_stored
+     AFTER INSERT ON litebus_messages REFERENCING NEW TABLE AS litebus_stored
+     FOR EACH STATEMENT EXECUTE FUNCTION litebus_messages_stored()";
+
+/// A PostgreSQL store of version 13 to 14: the message triggers that ran
+/// per row run per statement where they can.
+const PG_TO_14: &[&str] = &[
+    "DROP TRIGGER litebus_message_stored ON litebus_messages",
+    "DROP FUNCTION litebus_message_stored()",
+    PG_MESSAGE_IN,
+    PG_MESSAGES_STORED,
+    PG_MESSAGES_STORED_TRIGGER,
 ];
 
 /// How the engine begins a write transaction on PostgreSQL: it takes the
@@ -576,11 +619,21 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
         .into());
     }
     if postgres {
-        // Every PostgreSQL store was made at the current version.
-        if !has_meta {
-            for sql in PG_SCHEMA {
-                conn.execute(sql, Vec::new()).await?;
-            }
+        // The first PostgreSQL stores were made at version 13.
+        let statements: &[&str] = match version {
+            0 => PG_SCHEMA,
+            13 => PG_TO_14,
+            _ => &[],
+        };
+        for sql in statements {
+            conn.execute(sql, Vec::new()).await?;
+        }
+        if version == 13 {
+            conn.execute(
+                "UPDATE litebus_meta SET value = ?1 WHERE name = 'schema_version'",
+                vec![Value::from(SCHEMA_VERSION)],
+            )
+            .await?;
         }
         return Ok(());
     }
