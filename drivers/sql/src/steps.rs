@@ -377,15 +377,19 @@ pub mod hot {
     /// [`known_ids`], and the ids among them that retention let go of
     /// within their dedupe window (`litebus_dedupe`). Parameters: the
     /// ids, the topic, the ids again, the topic, the bus clock's time.
+    /// (Inside a `SELECT * FROM (…)`: PostgreSQL runs a top-level `UNION
+    /// ALL` as one query per part, see `dialect::postgres_parts`; both
+    /// parts here have the same column types, so this is one round trip.)
     #[must_use]
     pub fn known_or_remembered_ids(count: usize) -> String {
-        let mut sql = known_ids(count);
+        let mut sql = String::from("SELECT * FROM (");
+        sql.push_str(&known_ids(count));
         sql.push_str(" UNION ALL SELECT d.id, d.seq FROM (VALUES ");
         for i in 0..count {
             sql.push_str(if i == 0 { "(?)" } else { ",(?)" });
         }
         sql.push_str(
-            ") AS v JOIN litebus_dedupe d ON d.topic = ? AND d.id = v.column1 AND d.until > ?",
+            ") AS v JOIN litebus_dedupe d ON d.topic = ? AND d.id = v.column1 AND d.until > ?)",
         );
         sql
     }
