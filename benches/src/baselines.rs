@@ -160,16 +160,28 @@ async fn sqlx_backlog(path: Option<&Path>, backlog: usize) -> sqlx::SqlitePool {
 pub async fn sqlx_inserts(p: &Params, path: Option<&Path>, rows: usize, tasks: usize) -> f64 {
     let pool = sqlx_pool(path).await;
     let sql = Arc::new(multi_row_insert(rows));
+    insert_loops(p, rows, tasks, move |tag| {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        async move { sqlx_insert(&pool, &sql, rows, tag).await }
+    })
+    .await
+}
+
+/// `tasks` tasks, each calling `insert(tag)` (one statement of `rows`
+/// rows, ids from `tag` on) until the cap or the budget: msgs/s.
+async fn insert_loops<F, Fut>(p: &Params, rows: usize, tasks: usize, insert: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let done = Arc::new(AtomicUsize::new(0));
     let clock = Stopwatch::start();
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
-            let (pool, sql, done, budget, cap) =
-                (pool.clone(), sql.clone(), done.clone(), p.budget, p.cap);
+            let (insert, done, budget, cap) = (insert.clone(), done.clone(), p.budget, p.cap);
             tokio::spawn(async move {
                 while done.load(Ordering::Relaxed) < cap && clock.elapsed() < budget {
-                    let tag = done.fetch_add(rows, Ordering::Relaxed);
-                    sqlx_insert(&pool, &sql, rows, tag).await;
+                    insert(done.fetch_add(rows, Ordering::Relaxed)).await;
                 }
             })
         })
@@ -360,24 +372,12 @@ async fn pg_insert(pool: &sqlx::PgPool, sql: &str, rows: usize, tag: usize) {
 pub async fn pg_inserts(p: &Params, path: &Path, rows: usize, tasks: usize) -> f64 {
     let pool = pg_pool(path, tasks as u32).await;
     let sql = Arc::new(pg_multi_row_insert(rows));
-    let done = Arc::new(AtomicUsize::new(0));
-    let clock = Stopwatch::start();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (pool, sql, done, budget, cap) =
-                (pool.clone(), sql.clone(), done.clone(), p.budget, p.cap);
-            tokio::spawn(async move {
-                while done.load(Ordering::Relaxed) < cap && clock.elapsed() < budget {
-                    let tag = done.fetch_add(rows, Ordering::Relaxed);
-                    pg_insert(&pool, &sql, rows, tag).await;
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let rate = clock.rate(done.load(Ordering::Relaxed));
+    let inserts = pool.clone();
+    let rate = insert_loops(p, rows, tasks, move |tag| {
+        let (pool, sql) = (inserts.clone(), sql.clone());
+        async move { pg_insert(&pool, &sql, rows, tag).await }
+    })
+    .await;
     pool.close().await;
     rate
 }

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use litebus::driver::{BoxFuture, Capabilities, Driver, Wakeups};
 use litebus::{DriverError, Error, Result};
-use litebus_runtime::{Runtime, Task};
+use litebus_runtime::{Pump, Runtime};
 use litebus_sql::{Engine, Handle};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -117,7 +117,7 @@ impl Default for PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgDriver {
     engine: Engine<PgBackend>,
-    pump: Arc<std::sync::Mutex<Option<Task>>>,
+    pump: Pump,
     pool: PgPool,
     watcher: Watcher,
     runtime: Runtime,
@@ -253,8 +253,7 @@ impl PgDriver {
             },
             wakeups.clone(),
         );
-        let task = runtime.spawn_untracked(Box::pin(engine.clone().pump()));
-        let pump = Arc::new(std::sync::Mutex::new(Some(task)));
+        let pump = Pump::spawn(&runtime, Box::pin(engine.clone().pump()));
         engine.migrate().await?;
         let watcher = Watcher::start(
             &pool,
@@ -288,14 +287,7 @@ impl PgDriver {
 
     async fn shut_down(&self) {
         self.engine.close().await;
-        let pump = self
-            .pump
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(pump) = pump {
-            pump.join().await;
-        }
+        self.pump.join().await;
     }
 }
 

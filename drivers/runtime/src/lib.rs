@@ -42,6 +42,32 @@ pub enum Task {
     Smol(Option<smol::Task<()>>),
 }
 
+/// A driver's long-running task (its engine's pump), shared by the
+/// driver's clones and joined once, by whichever clone shuts the driver
+/// down first.
+#[derive(Debug, Clone)]
+pub struct Pump(Arc<Mutex<Option<Task>>>);
+
+impl Pump {
+    /// Runs `task` on `runtime`.
+    pub fn spawn(runtime: &Runtime, task: BoxFuture<'static, ()>) -> Self {
+        Pump(Arc::new(Mutex::new(Some(runtime.spawn_untracked(task)))))
+    }
+
+    /// Waits for the task to end (it was told to, e.g. its engine closed);
+    /// at once if another clone already waited.
+    pub async fn join(&self) {
+        let task = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.join().await;
+        }
+    }
+}
+
 impl Drop for Task {
     fn drop(&mut self) {
         #[cfg(feature = "smol")]

@@ -60,7 +60,7 @@ use sqlx::sqlite::{
 
 pub use conn::publish_in;
 use conn::{SqlxBackend, map_err};
-use litebus_runtime::{Runtime, Task};
+use litebus_runtime::{Pump, Runtime};
 use litebus_sql::Engine;
 use watch::Watcher;
 
@@ -125,7 +125,7 @@ impl Default for SqlxOptions {
 pub struct SqlxDriver {
     engine: Engine<SqlxBackend>,
     /// The task that runs the engine.
-    pump: Arc<std::sync::Mutex<Option<Task>>>,
+    pump: Pump,
     writer_pool: SqlitePool,
     watcher: Option<Watcher>,
     memory: bool,
@@ -298,14 +298,7 @@ impl SqlxDriver {
     /// Stops taking calls and waits until the engine has run those queued.
     async fn shut_down(&self) {
         self.engine.close().await;
-        let pump = self
-            .pump
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(pump) = pump {
-            pump.join().await;
-        }
+        self.pump.join().await;
     }
 }
 
@@ -315,10 +308,10 @@ fn start(
     runtime: &Runtime,
     pool: SqlitePool,
     wakeups: &Wakeups,
-) -> (Engine<SqlxBackend>, Arc<std::sync::Mutex<Option<Task>>>) {
+) -> (Engine<SqlxBackend>, Pump) {
     let engine = Engine::pumped(SqlxBackend { pool }, wakeups.clone());
-    let task = runtime.spawn_untracked(Box::pin(engine.clone().pump()));
-    (engine, Arc::new(std::sync::Mutex::new(Some(task))))
+    let pump = Pump::spawn(runtime, Box::pin(engine.clone().pump()));
+    (engine, pump)
 }
 
 impl Driver for SqlxDriver {
