@@ -52,7 +52,7 @@ mod prelude {
     };
 
     pub(crate) use crate::{
-        Env, Factory, LEASE, ORDERS, deleted_under_consumers, group_stats, join_all,
+        Env, Factory, LEASE, ORDERS, SqlDialect, deleted_under_consumers, group_stats, join_all,
         keep_only_the_last, modes, msg, names, none, receive_all, recv, shared, some, text, within,
     };
 }
@@ -78,6 +78,23 @@ pub trait Factory: MaybeSendSync {
         let _ = (store, sql);
         None
     }
+
+    /// Whose SQL [`run_sql`](Factory::run_sql) speaks beyond what it
+    /// translates: a case that writes something each database spells its
+    /// own way (a trigger) picks its text by this.
+    fn sql_dialect(&self) -> SqlDialect {
+        SqlDialect::Sqlite
+    }
+}
+
+/// The database a [`Factory`]'s plain SQL runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlDialect {
+    /// SQLite (sqlx, turso).
+    Sqlite,
+    /// PostgreSQL: statements in SQLite's words are translated, triggers
+    /// are not.
+    Postgres,
 }
 
 /// The [`Factory`] of [`MemoryDriver`]: a store name maps to one shared
@@ -199,6 +216,11 @@ impl<'f, F: Factory> Env<'f, F> {
     /// store has no SQL.
     pub async fn try_sql(&self, sql: &str) -> Option<Result<()>> {
         Some(self.factory.run_sql(&self.store, sql)?.await)
+    }
+
+    /// The dialect of the store's plain SQL.
+    pub fn sql_dialect(&self) -> SqlDialect {
+        self.factory.sql_dialect()
     }
 }
 

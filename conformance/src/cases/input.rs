@@ -323,11 +323,26 @@ pub async fn a_group_deleted_by_sql_is_unknown<F: Factory>(f: &F) {
 /// reports: each names its own message, in a batch too.
 pub async fn a_trigger_inserting_messages_leaves_the_seqs_right<F: Factory>(f: &F) {
     let env = Env::new(f, "trigger_copies").await;
-    let trigger = "CREATE TRIGGER litebus_test_copy AFTER INSERT ON litebus_messages
-         WHEN NEW.topic = 't'
-         BEGIN
-           INSERT INTO litebus_messages (topic, id, payload) VALUES ('copies', NEW.id, NEW.payload);
-         END";
+    let trigger = match env.sql_dialect() {
+        SqlDialect::Sqlite => {
+            "CREATE TRIGGER litebus_test_copy AFTER INSERT ON litebus_messages
+             WHEN NEW.topic = 't'
+             BEGIN
+               INSERT INTO litebus_messages (topic, id, payload)
+               VALUES ('copies', NEW.id, NEW.payload);
+             END"
+        }
+        SqlDialect::Postgres => {
+            "CREATE FUNCTION litebus_test_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO litebus_messages (topic, id, payload)
+               VALUES ('copies', NEW.id, NEW.payload);
+               RETURN NULL;
+             END $$;
+             CREATE TRIGGER litebus_test_copy AFTER INSERT ON litebus_messages
+             FOR EACH ROW WHEN (NEW.topic = 't') EXECUTE FUNCTION litebus_test_copy()"
+        }
+    };
     if env.sql(trigger).await.is_none() {
         return;
     }

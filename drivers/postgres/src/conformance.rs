@@ -9,8 +9,8 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 
 use litebus::Result;
 use litebus::driver::{BoxFuture, Capabilities};
-use litebus_conformance::Factory;
 use litebus_conformance::kit::FileDriver;
+use litebus_conformance::{Factory, SqlDialect};
 use std::path::Path;
 
 use crate::{PgDriver, PgOptions};
@@ -106,12 +106,8 @@ impl Factory for Schemas {
     }
 
     /// On a connection of its own, as an application beside the bus, in
-    /// the statement's PostgreSQL form (`litebus_sql::dialect`). A trigger
-    /// written for SQLite has none: `None`.
+    /// the statement's PostgreSQL form (`litebus_sql::dialect`).
     fn run_sql<'a>(&'a self, store: &'a str, sql: &'a str) -> Option<BoxFuture<'a, Result<()>>> {
-        if sql.trim_start().starts_with("CREATE TRIGGER") {
-            return None;
-        }
         let url = self.url.clone();
         let schema = self.schema(store);
         let sql = litebus_sql::dialect::postgres(sql);
@@ -133,6 +129,10 @@ impl Factory for Schemas {
             let _ = conn.close().await;
             done.map(drop).map_err(|e| crate::map_err(&e))
         })))
+    }
+
+    fn sql_dialect(&self) -> SqlDialect {
+        SqlDialect::Postgres
     }
 }
 

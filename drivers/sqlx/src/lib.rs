@@ -304,11 +304,7 @@ impl SqlxDriver {
 
 /// The engine on `pool`, and the task on `runtime` that runs it (sqlx's
 /// futures need its runtime, so callers do not drive it themselves).
-fn start(
-    runtime: &Runtime,
-    pool: SqlitePool,
-    wakeups: &Wakeups,
-) -> (Engine<SqlxBackend>, Pump) {
+fn start(runtime: &Runtime, pool: SqlitePool, wakeups: &Wakeups) -> (Engine<SqlxBackend>, Pump) {
     let engine = Engine::pumped(SqlxBackend { pool }, wakeups.clone());
     let pump = Pump::spawn(runtime, Box::pin(engine.clone().pump()));
     (engine, pump)
