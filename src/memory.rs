@@ -796,14 +796,19 @@ impl Store {
         // An ordered group's consumer reads ahead what comes next (the
         // redriven messages in their places).
         let ahead = match deliveries.first() {
-            Some(first) if ordered => merged(messages.after(first.seq).iter(), &group.redriven)
-                .filter(|(seq, _)| *seq > first.seq)
-                .take((req.max as usize).saturating_sub(1))
-                .map(|(seq, message)| Ahead {
-                    seq: *seq,
-                    message: message.clone(),
-                })
-                .collect(),
+            // (Not the messages a seek passed over: a redriven head may
+            // be behind the group's position.)
+            Some(first) if ordered => merged(
+                messages.after(first.seq.max(group.floor)).iter(),
+                &group.redriven,
+            )
+            .filter(|(seq, _)| *seq > first.seq)
+            .take((req.max as usize).saturating_sub(1))
+            .map(|(seq, message)| Ahead {
+                seq: *seq,
+                message: message.clone(),
+            })
+            .collect(),
             _ => Vec::new(),
         };
         let dead_lettered = self.append_dead_letters(pending, now);

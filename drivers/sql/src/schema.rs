@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 14;
+pub const SCHEMA_VERSION: u64 = 15;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -272,18 +272,30 @@ const MIGRATIONS: &[&[&str]] = &[&[
     ORDERED_SETTLED_TRIGGER,
 ], &[
     // Version 14 changes only the PostgreSQL schema (`PG_TO_14`).
+], &[
+    // Version 15: an ordered group's cursor never goes back when it
+    // settles a redriven head behind it (a seek past the topic's end, then
+    // a redrive): the messages the seek passed over stayed passed over
+    // only until that ack. The settled head's handout goes by the head's
+    // seq.
+    "DROP TRIGGER litebus_ordered_settled",
+    ORDERED_SETTLED_TRIGGER,
 ]];
 
-/// `litebus_ordered_settled` (version 13): an ordered group's head settled
-/// (the cursor moves, or the head that was at the cursor goes) takes its
-/// redriven handout with it.
+/// `litebus_ordered_settled` (version 15): an ordered group's settled head
+/// takes its redriven handout with it: the cursor moves (to the handout's
+/// seq), or the head goes with the cursor at or past it (a redriven head
+/// behind the cursor).
 const ORDERED_SETTLED_TRIGGER: &str = "CREATE TRIGGER litebus_ordered_settled
      AFTER UPDATE ON litebus_groups
      WHEN new.ordering = 'ordered' AND (new.cursor <> old.cursor
-          OR (old.head_seq = new.cursor AND new.head_seq IS NOT old.head_seq))
+          OR (old.head_seq <= new.cursor AND new.head_seq IS NOT old.head_seq))
      BEGIN
         DELETE FROM litebus_handouts
-        WHERE topic = new.topic AND grp = new.grp AND seq = new.cursor;
+        WHERE topic = new.topic AND grp = new.grp
+          AND (seq = new.cursor AND new.cursor <> old.cursor
+               OR seq = old.head_seq AND old.head_seq <= new.cursor
+                  AND new.head_seq IS NOT old.head_seq);
      END";
 
 /// The schema on PostgreSQL, at [`SCHEMA_VERSION`] from the start (there
@@ -453,18 +465,8 @@ const PG_SCHEMA: &[&str] = &[
     ),
     "CREATE TRIGGER litebus_handout_gone AFTER DELETE ON litebus_handouts
      FOR EACH ROW EXECUTE FUNCTION litebus_handout_gone()",
-    // `litebus_ordered_settled`.
-    "CREATE FUNCTION litebus_ordered_settled() RETURNS trigger LANGUAGE plpgsql
-     SET search_path FROM CURRENT AS $$
-     BEGIN
-        DELETE FROM litebus_handouts
-        WHERE topic = NEW.topic AND grp = NEW.grp AND seq = NEW.cursor;
-        RETURN NULL;
-     END $$",
-    "CREATE TRIGGER litebus_ordered_settled AFTER UPDATE ON litebus_groups
-     FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND (NEW.cursor <> OLD.cursor
-          OR (OLD.head_seq = NEW.cursor AND NEW.head_seq IS DISTINCT FROM OLD.head_seq)))
-     EXECUTE FUNCTION litebus_ordered_settled()",
+    PG_ORDERED_SETTLED,
+    PG_ORDERED_SETTLED_TRIGGER,
     "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql
      SET search_path FROM CURRENT AS $$
      BEGIN
@@ -479,7 +481,34 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "INSERT INTO litebus_meta (name, value)
-     VALUES ('schema_version', 14), ('generations', 0), ('last_seq', 0)",
+     VALUES ('schema_version', 15), ('generations', 0), ('last_seq', 0)",
+];
+
+/// `litebus_ordered_settled` ([`ORDERED_SETTLED_TRIGGER`]) on PostgreSQL.
+const PG_ORDERED_SETTLED: &str = "CREATE OR REPLACE FUNCTION litebus_ordered_settled()
+     RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+     BEGIN
+        DELETE FROM litebus_handouts
+        WHERE topic = NEW.topic AND grp = NEW.grp
+          AND (seq = NEW.cursor AND NEW.cursor <> OLD.cursor
+               OR seq = OLD.head_seq AND OLD.head_seq <= NEW.cursor
+                  AND NEW.head_seq IS DISTINCT FROM OLD.head_seq);
+        RETURN NULL;
+     END $$";
+
+/// [`PG_ORDERED_SETTLED`]'s trigger.
+const PG_ORDERED_SETTLED_TRIGGER: &str = "CREATE TRIGGER litebus_ordered_settled
+     AFTER UPDATE ON litebus_groups
+     FOR EACH ROW WHEN (NEW.ordering = 'ordered' AND (NEW.cursor <> OLD.cursor
+          OR (OLD.head_seq <= NEW.cursor AND NEW.head_seq IS DISTINCT FROM OLD.head_seq)))
+     EXECUTE FUNCTION litebus_ordered_settled()";
+
+/// A PostgreSQL store of version 14 to 15: `litebus_ordered_settled` as on
+/// SQLite (migration 15).
+const PG_TO_15: &[&str] = &[
+    "DROP TRIGGER litebus_ordered_settled ON litebus_groups",
+    PG_ORDERED_SETTLED,
+    PG_ORDERED_SETTLED_TRIGGER,
 ];
 
 /// The seq of a message `INSERT`ed into a PostgreSQL store, under the
@@ -620,15 +649,18 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
     }
     if postgres {
         // The first PostgreSQL stores were made at version 13.
-        let statements: &[&str] = match version {
-            0 => PG_SCHEMA,
-            13 => PG_TO_14,
+        let steps: &[&[&str]] = match version {
+            0 => &[PG_SCHEMA],
+            13 => &[PG_TO_14, PG_TO_15],
+            14 => &[PG_TO_15],
             _ => &[],
         };
-        for sql in statements {
-            conn.execute(sql, Vec::new()).await?;
+        for statements in steps {
+            for sql in *statements {
+                conn.execute(sql, Vec::new()).await?;
+            }
         }
-        if version == 13 {
+        if (13..SCHEMA_VERSION).contains(&version) {
             conn.execute(
                 "UPDATE litebus_meta SET value = ?1 WHERE name = 'schema_version'",
                 vec![Value::from(SCHEMA_VERSION)],

@@ -317,12 +317,13 @@ pub mod hot {
          SET head_seq = ?3, head_attempt = ?4, holder = ?5, lease_until = ?6, ready_at = ?7
          WHERE topic = ?1 AND grp = ?2";
     /// Acks ordered group `?2`'s delivery `(?3, ?4)` of generation `?5` if
-    /// it is current: the cursor moves to it, and the consumer that held it
+    /// it is current: the cursor moves to it (never back: a redriven head
+    /// behind the group's position leaves it), and the consumer that held it
     /// takes seq `?6` (attempt 1, leased until `?7`, deliverable again from
     /// `?8` should the lease run out) when `?6` is not `NULL` (then `?8`
     /// is 0).
     pub const ORDERED_ACK: &str = "UPDATE litebus_groups
-         SET cursor = head_seq, head_seq = ?6,
+         SET cursor = MAX(cursor, head_seq), head_seq = ?6,
              head_attempt = CASE WHEN ?6 IS NULL THEN 0 ELSE 1 END,
              holder = CASE WHEN ?6 IS NULL THEN NULL ELSE holder END,
              lease_until = ?7, ready_at = ?8
@@ -1289,13 +1290,14 @@ async fn dead_letter_head(
     let attempt = g.head.attempts_of(seq);
     let letter = send_dead_letter(conn, key, g, seq, attempt, (row, 0), error, now).await?;
     conn.execute(
-        "UPDATE litebus_groups SET cursor = ?3, head_seq = NULL, head_attempt = 0, holder = NULL,
+        "UPDATE litebus_groups SET cursor = MAX(cursor, ?3), head_seq = NULL, head_attempt = 0,
+            holder = NULL,
             lease_until = NULL, ready_at = 0, dead_lettered = dead_lettered + 1
          WHERE topic = ?1 AND grp = ?2",
         vec![Value::from(topic), Value::from(group), Value::from(seq)],
     )
     .await?;
-    g.cursor = seq;
+    g.cursor = g.cursor.max(seq);
     g.head = Head::default();
     Ok(letter)
 }
