@@ -481,3 +481,35 @@ pub async fn a_redrive_behind_a_groups_position_delivers_once<F: Factory>(f: &F)
         }
     }
 }
+
+/// A redriven message whose row no longer decodes (plain SQL broke it) is
+/// dead-lettered with a reason, also when it is behind an ordered group's
+/// position (a seek past the topic's end), once, and the group goes on.
+pub async fn an_undecodable_redriven_message_behind_a_seek_goes<F: Factory>(f: &F) {
+    let env = Env::new(f, "redrive_undecodable").await;
+    let options = GroupOptions::new().prefetch(1).max_attempts(1);
+    let g = env.sub("t", "g", options).await;
+    env.publish_n("t", 0, 1).await;
+    recv(&g).await.nack(NackOptions::new()).await.unwrap();
+    let last = env.bus.publish("m", msg("m", 0)).await.unwrap().seq();
+    env.bus
+        .seek("t", "g", Start::AfterSeq(last + 10))
+        .await
+        .unwrap();
+    assert_eq!(env.bus.redrive("t", "g", |_| true).await.unwrap(), 1);
+    let broken = "UPDATE litebus_messages SET metadata = '{not json'
+                  WHERE topic LIKE '~redriven/%'";
+    if env.sql(broken).await.is_none() {
+        return;
+    }
+    none(&g).await;
+    let stats = group_stats(&env.bus, "t", "g").await;
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead_lettered),
+        (0, 0, 2)
+    );
+    // The group goes on: past its position, the next message comes.
+    let seqs = env.publish_n("t", 1, 12).await;
+    let next = recv(&g).await;
+    assert!(next.seq() > last + 10 && seqs.contains(&next.seq()));
+}

@@ -1289,6 +1289,16 @@ async fn dead_letter_head(
     })?;
     let attempt = g.head.attempts_of(seq);
     let letter = send_dead_letter(conn, key, g, seq, attempt, (row, 0), error, now).await?;
+    if seq <= g.cursor {
+        // A redriven message behind the group's position (its only kind
+        // of handout): the cursor stays, so `litebus_ordered_settled` sees
+        // no move; its handout goes here (else the claim meets it again).
+        conn.execute(
+            "DELETE FROM litebus_handouts WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
+            vec![Value::from(topic), Value::from(group), Value::from(seq)],
+        )
+        .await?;
+    }
     conn.execute(
         "UPDATE litebus_groups SET cursor = MAX(cursor, ?3), head_seq = NULL, head_attempt = 0,
             holder = NULL,
