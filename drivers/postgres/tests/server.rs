@@ -430,3 +430,103 @@ async fn a_schema_13_store_is_brought_up_to_date() {
     );
     bus.close().await.unwrap();
 }
+
+/// Waits until a connection named `mark` waits for a lock; false if none
+/// does within `WAIT`.
+async fn waits_for_a_lock(url: &str, mark: &str) -> bool {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut waiting = false;
+    while !waiting && tokio::time::Instant::now() < deadline {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(mark)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        waiting = n > 0;
+        if !waiting {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let _ = conn.close().await;
+    waiting
+}
+
+/// Two hosts on one per-key group: host B's claim takes in the key's next
+/// message (it waits behind the key's head, which host A holds) and, before
+/// B commits, A acks the head. The ack alone is one `DELETE` whose trigger
+/// hands out the key's next message up to the group's cursor; had it not
+/// waited for B's transaction, it would have read the cursor from before
+/// B's take-in, and the message would be in no handout, never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_beside_another_hosts_take_in_hands_out_the_keys_next() {
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "per_key_hosts").await;
+    let options = GroupOptions::new().order(Order::PerKey).prefetch(1);
+    let a = bus(&url, &schema, "litebus-test-host-a").await;
+    let b = bus(&url, &schema, "litebus-test-host-b").await;
+    a.publish("t", Message::new("first").with_key("k"))
+        .await
+        .unwrap();
+    let sub_a = a.subscribe("t", "g", options.clone()).await.unwrap();
+    let head = sub_a.recv().await.unwrap();
+    assert_eq!(text(&head), "first");
+    a.publish("t", Message::new("second").with_key("k"))
+        .await
+        .unwrap();
+    let sub_b = std::sync::Arc::new(b.subscribe("t", "g", options).await.unwrap());
+
+    // The group's row held: B's take-in waits at its cursor's update,
+    // after it passed over the key's next message.
+    let mut holder = PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT 1 FROM \"{schema}\".litebus_groups WHERE grp = 'g' FOR UPDATE"
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let receiving = tokio::spawn({
+        let sub_b = sub_b.clone();
+        async move {
+            let d = sub_b.recv().await.unwrap();
+            d.ack().await.unwrap();
+            text(&d)
+        }
+    });
+    assert!(
+        waits_for_a_lock(&url, "litebus-test-host-b").await,
+        "B's claim does not take in"
+    );
+    let acking = tokio::spawn(async move { head.ack().await.unwrap() });
+    // The ack waits for B's transaction (or, wrongly, ends at once).
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        while !acking.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    let _ = holder.close().await;
+    tokio::time::timeout(WAIT, acking)
+        .await
+        .expect("the ack ends")
+        .unwrap();
+    // The key's next message is delivered, to either host.
+    let from_a = async {
+        let d = sub_a.recv().await.unwrap();
+        d.ack().await.unwrap();
+        text(&d)
+    };
+    let got = tokio::select! {
+        got = receiving => got.unwrap(),
+        got = from_a => got,
+        () = tokio::time::sleep(WAIT) => panic!("the key's next message is never delivered"),
+    };
+    assert_eq!(got, "second");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 15;
+pub const SCHEMA_VERSION: u64 = 16;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -280,6 +280,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
     // seq.
     "DROP TRIGGER litebus_ordered_settled",
     ORDERED_SETTLED_TRIGGER,
+], &[
+    // Version 16 changes only the PostgreSQL schema (`PG_TO_16`).
 ]];
 
 /// `litebus_ordered_settled` (version 15): an ordered group's settled head
@@ -440,29 +442,7 @@ const PG_SCHEMA: &[&str] = &[
      END $$",
     "CREATE TRIGGER litebus_message_gone AFTER DELETE ON litebus_messages
      FOR EACH ROW EXECUTE FUNCTION litebus_message_gone()",
-    // `litebus_next_of_key` and `litebus_redriven_gone`.
-    concat!(
-        "CREATE FUNCTION litebus_handout_gone() RETURNS trigger LANGUAGE plpgsql
-     SET search_path FROM CURRENT AS $$
-     BEGIN
-        IF OLD.msg_key IS NOT NULL THEN
-            INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
-        next_of_key!(
-            "m.topic, OLD.grp, m.seq, m.msg_key, 0, m.deliver_at",
-            "OLD.topic",
-            "OLD.grp",
-            "OLD.msg_key",
-            "OLD.seq"
-        ),
-        "
-            ON CONFLICT DO NOTHING;
-        END IF;
-        IF OLD.redriven <> 0 THEN
-            DELETE FROM litebus_messages WHERE seq = OLD.seq;
-        END IF;
-        RETURN NULL;
-     END $$"
-    ),
+    PG_HANDOUT_GONE,
     "CREATE TRIGGER litebus_handout_gone AFTER DELETE ON litebus_handouts
      FOR EACH ROW EXECUTE FUNCTION litebus_handout_gone()",
     PG_ORDERED_SETTLED,
@@ -481,7 +461,7 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "INSERT INTO litebus_meta (name, value)
-     VALUES ('schema_version', 15), ('generations', 0), ('last_seq', 0)",
+     VALUES ('schema_version', 16), ('generations', 0), ('last_seq', 0)",
 ];
 
 /// `litebus_ordered_settled` ([`ORDERED_SETTLED_TRIGGER`]) on PostgreSQL.
@@ -510,6 +490,42 @@ const PG_TO_15: &[&str] = &[
     PG_ORDERED_SETTLED,
     PG_ORDERED_SETTLED_TRIGGER,
 ];
+
+/// `litebus_next_of_key` and `litebus_redriven_gone` on PostgreSQL. A
+/// per-key group's head that goes hands out its key's next message up to
+/// the group's cursor, under the store's write lock (version 16): an ack
+/// is one `DELETE` outside the engine's transactions, and without the lock
+/// its trigger read the cursor from before another host's take-in still
+/// in progress, which in turn passed over the key's next message (its
+/// head was there): the message was in no handout, never delivered. With
+/// the lock the trigger's `INSERT` (a statement of its own, so it reads
+/// what committed while it waited) sees that take-in's cursor.
+const PG_HANDOUT_GONE: &str = concat!(
+    "CREATE OR REPLACE FUNCTION litebus_handout_gone() RETURNS trigger LANGUAGE plpgsql
+     SET search_path FROM CURRENT AS $$
+     BEGIN
+        IF OLD.msg_key IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock(1818386274, hashtext(TG_TABLE_SCHEMA));
+            INSERT INTO litebus_handouts (topic, grp, seq, msg_key, attempt, ready_at) ",
+    next_of_key!(
+        "m.topic, OLD.grp, m.seq, m.msg_key, 0, m.deliver_at",
+        "OLD.topic",
+        "OLD.grp",
+        "OLD.msg_key",
+        "OLD.seq"
+    ),
+    "
+            ON CONFLICT DO NOTHING;
+        END IF;
+        IF OLD.redriven <> 0 THEN
+            DELETE FROM litebus_messages WHERE seq = OLD.seq;
+        END IF;
+        RETURN NULL;
+     END $$"
+);
+
+/// A PostgreSQL store of version 15 to 16: [`PG_HANDOUT_GONE`].
+const PG_TO_16: &[&str] = &[PG_HANDOUT_GONE];
 
 /// The seq of a message `INSERT`ed into a PostgreSQL store, under the
 /// store's write lock: the first row of a transaction reads the last seq
@@ -651,8 +667,9 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
         // The first PostgreSQL stores were made at version 13.
         let steps: &[&[&str]] = match version {
             0 => &[PG_SCHEMA],
-            13 => &[PG_TO_14, PG_TO_15],
-            14 => &[PG_TO_15],
+            13 => &[PG_TO_14, PG_TO_15, PG_TO_16],
+            14 => &[PG_TO_15, PG_TO_16],
+            15 => &[PG_TO_16],
             _ => &[],
         };
         for statements in steps {
