@@ -197,6 +197,11 @@ fn workloads(p: &Params) -> Vec<Workload> {
         w("consume.1x4", "claim + ack, 1 group × 4 consumers", false),
         w("consume.1x50", "claim + ack, 1 group × 50 consumers", false),
         w(
+            "consume.1x4buses",
+            "claim + ack, 1 group × 4 consumers, a bus (a host) each",
+            false,
+        ),
+        w(
             "consume.fanout4",
             "claim + ack, 4 groups (per group)",
             false,
@@ -297,6 +302,9 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
             &["consume.perkey16", "worker.16", "read.100"],
             true,
         );
+        if store.shared() {
+            add(store.name(), &["consume.1x4buses"], false);
+        }
         // The audit chain's cost: beside publish.1 and publish.16.
         add(
             store.name(),
@@ -349,7 +357,7 @@ fn jobs(p: &Params, mode: Mode) -> Vec<Job> {
     jobs
 }
 
-const LITEBUS_SHAPES: [(&str, Shape); 6] = [
+const LITEBUS_SHAPES: [(&str, Shape); 7] = [
     (
         "consume.1x1",
         Shape {
@@ -360,6 +368,14 @@ const LITEBUS_SHAPES: [(&str, Shape); 6] = [
     ),
     (
         "consume.1x4",
+        Shape {
+            groups: 1,
+            consumers: 4,
+            order: ShapeOrder::Shared,
+        },
+    ),
+    (
+        "consume.1x4buses",
         Shape {
             groups: 1,
             consumers: 4,
@@ -448,7 +464,17 @@ async fn run_job(system: &str, key: &str, p: &Params) -> Result<Vec<(String, f64
                 } else {
                     p.backlog
                 };
-                one(runs::consume(&bus, p, backlog, *shape).await)
+                let mut buses = vec![bus.clone()];
+                if key == "consume.1x4buses" {
+                    for _ in 1..4 {
+                        buses.push(store.bus(&path, BusOptions::new()).await);
+                    }
+                }
+                let rate = runs::consume(&buses, p, backlog, *shape).await;
+                for other in &buses[1..] {
+                    other.close().await.map_err(|e| e.to_string())?;
+                }
+                one(rate)
             }
         };
         bus.close().await.map_err(|e| e.to_string())?;

@@ -55,6 +55,12 @@ impl Store {
         !matches!(self, Store::Postgres) || postgres_url().is_some()
     }
 
+    /// Whether several buses, each with a driver of its own, open one
+    /// store (a file, a server).
+    pub fn shared(self) -> bool {
+        matches!(self, Store::SqlxFile | Store::TursoFile | Store::Postgres)
+    }
+
     /// The column of the tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -212,8 +218,11 @@ pub enum ShapeOrder {
 }
 
 /// Claims and acks from a backlog of `backlog` already stored; msgs/s per
-/// group (all consumers of a group together).
-pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64 {
+/// group (all consumers of a group together). The consumers of a group go
+/// round `buses` (buses of one store: a host each), the backlog through
+/// the first.
+pub async fn consume(buses: &[Bus], p: &Params, backlog: usize, shape: Shape) -> f64 {
+    let bus = &buses[0];
     let (options, keys) = match shape.order {
         ShapeOrder::Ordered => (GroupOptions::new().order(Order::Ordered), 0),
         ShapeOrder::Shared => (
@@ -228,9 +237,10 @@ pub async fn consume(bus: &Bus, p: &Params, backlog: usize, shape: Shape) -> f64
     };
     let mut subs = Vec::new();
     for g in 0..shape.groups {
-        for _ in 0..shape.consumers {
+        for c in 0..shape.consumers {
             subs.push(Arc::new(
-                bus.subscribe("bench", &format!("g{g}"), options.clone())
+                buses[c % buses.len()]
+                    .subscribe("bench", &format!("g{g}"), options.clone())
                     .await
                     .unwrap(),
             ));

@@ -152,3 +152,56 @@ pub async fn concurrent_closes_return_after_the_release<F: Factory>(f: &F) {
     first.unwrap();
     second.unwrap();
 }
+
+/// I4 and I7 across buses: consumers of one shared group on four buses of
+/// the store, claiming at once, together hold no more than the group's
+/// `max_in_flight` and never the same message, and between them get every
+/// message once.
+pub async fn claims_at_once_on_four_buses_keep_the_groups_cap<F: Factory>(f: &F) {
+    let env = Env::new(f, "share_cap").await;
+    let mut buses = Vec::new();
+    for _ in 0..3 {
+        buses.push(env.another_bus().await);
+    }
+    env.publish_n("t", 0, 40).await;
+    let options = shared(5).lease(LEASE).prefetch(5);
+    let mut subs = vec![env.sub("t", "g", options.clone()).await];
+    for bus in &buses {
+        subs.push(bus.subscribe("t", "g", options.clone()).await.unwrap());
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        if seen.len() == 40 {
+            break;
+        }
+        let claims: Vec<BoxFuture<'_, Vec<Delivery>>> = subs
+            .iter()
+            .map(|sub| {
+                Box::pin(async move {
+                    let mut held = Vec::new();
+                    while let Some(d) = sub.try_recv().await.expect("try_recv") {
+                        held.push(d);
+                    }
+                    held
+                }) as BoxFuture<'_, _>
+            })
+            .collect();
+        let held: Vec<Delivery> = join_all(claims).await.into_iter().flatten().collect();
+        assert!(!held.is_empty(), "nothing deliverable, {} seen", seen.len());
+        assert!(held.len() <= 5, "{} held at once, the cap is 5", held.len());
+        assert_eq!(
+            group_stats(&env.bus, "t", "g").await.in_flight,
+            held.len() as u64
+        );
+        for d in &held {
+            assert!(seen.insert(d.seq()), "seq {} delivered twice", d.seq());
+        }
+        for d in held {
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen.len(), 40);
+    for bus in buses {
+        bus.close().await.unwrap();
+    }
+}

@@ -209,9 +209,11 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
     }
 }
 
-/// Transaction control, which has nothing to prepare.
+/// Transaction control, which has nothing to prepare (a `BEGIN` may take
+/// locks with it: `PG_BEGIN`, a claim apart's).
 fn is_control(sql: &str) -> bool {
     [
+        "BEGIN",
         "COMMIT",
         "ROLLBACK",
         "SAVEPOINT ",

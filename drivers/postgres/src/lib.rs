@@ -22,7 +22,11 @@
 //!   held twice (I4), ordered and per-key groups keep their order (I7), and
 //!   seqs rise in commit order, plain SQL's `INSERT`s included. Each
 //!   transaction carries a batch of calls (group commit), so the lock is
-//!   taken per batch, not per message.
+//!   taken per batch, not per message. A shared group's claim runs apart
+//!   when it can (`litebus_sql::claim_apart`): it shares the store's lock
+//!   with other such claims, holds its group's, and locks what it leases
+//!   with `FOR UPDATE SKIP LOCKED`, so consumers of different groups claim
+//!   at once and a row held elsewhere is passed over.
 //! - **Wake-ups** come through `LISTEN/NOTIFY`: one notification per commit
 //!   that changes something; a driver skips its own (see [`PgOptions`]).
 //! - **Time** is the bus clock's, never the server's `now()` (I10).

@@ -530,3 +530,60 @@ async fn an_ack_beside_another_hosts_take_in_hands_out_the_keys_next() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// A claim of a shared group passes over a row another transaction holds
+/// (`FOR UPDATE SKIP LOCKED`) rather than waiting for it, and the row is
+/// claimed once it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_passes_over_a_row_another_transaction_holds() {
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "skip_locked").await;
+    let bus = bus(&url, &schema, "litebus-test-skip-locked").await;
+    let sub = bus
+        .subscribe(
+            "t",
+            "g",
+            GroupOptions::new()
+                .order(Order::Shared { max_in_flight: 10 })
+                .prefetch(1),
+        )
+        .await
+        .unwrap();
+    for i in 1..=4 {
+        bus.publish("t", Message::new(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    // The first claim takes every message into the group.
+    let first = sub.recv().await.unwrap();
+    assert_eq!(text(&first), "m1");
+    first.ack().await.unwrap();
+    let mut holder = PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT 1 FROM \"{schema}\".litebus_handouts WHERE seq = 2 FOR UPDATE"
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("the claim waits for the row held")
+        .unwrap();
+    assert_eq!(text(&next), "m3");
+    next.ack().await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    let _ = holder.close().await;
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(WAIT, sub.recv())
+            .await
+            .expect("the rest")
+            .unwrap();
+        rest.push(text(&d));
+        d.ack().await.unwrap();
+    }
+    rest.sort();
+    assert_eq!(rest, ["m2", "m4"]);
+    bus.close().await.unwrap();
+}

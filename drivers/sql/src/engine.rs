@@ -63,7 +63,7 @@ use litebus::{
     Timestamp,
 };
 
-use crate::{Conn, ONE_STATEMENT_APPEND};
+use crate::{Conn, Dialect, ONE_STATEMENT_APPEND};
 
 /// An event of feature `tracing` at `$level`, as `tracing::event!` takes
 /// fields and message; nothing (its arguments not evaluated) without it.
@@ -1150,9 +1150,102 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         Ok(conn) => conn,
         Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
     };
+    if conn.dialect() != Dialect::Postgres {
+        return run_together(inner, &mut conn, jobs).await;
+    }
+    let mut apart = claims_apart(&mut conn, jobs, inner.ctx()).await;
+    if apart.iter().all(Option::is_none) {
+        return run_together(inner, &mut conn, jobs).await;
+    }
+    let rest: Vec<Arc<Job>> = jobs
+        .iter()
+        .zip(&apart)
+        .filter(|(_, answer)| answer.is_none())
+        .map(|(job, _)| job.clone())
+        .collect();
+    let mut rest = if rest.is_empty() {
+        Vec::new()
+    } else {
+        run_together(inner, &mut conn, &rest).await
+    }
+    .into_iter();
+    apart
+        .iter_mut()
+        .map(|answer| {
+            answer.take().unwrap_or_else(|| {
+                rest.next()
+                    .unwrap_or_else(|| Err(Error::Internal("a call ran without an answer".into())))
+            })
+        })
+        .collect()
+}
+
+/// The claims of `jobs` that a claim apart answers (PostgreSQL:
+/// [`crate::claim_apart`], each a transaction of its own that waits only
+/// for claims of its group and transactions that hold the whole store),
+/// before the rest of the batch: a claim of a shared group that only
+/// claims, acks, extensions and reads come before in the batch (none of
+/// which it could see: calls run in call order). `None` for the others.
+async fn claims_apart(
+    conn: &mut dyn Conn,
+    jobs: &[Arc<Job>],
+    ctx: Ctx<'_>,
+) -> Vec<Option<Result<Answer>>> {
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut in_order = true;
+    for job in jobs {
+        let mut answer = None;
+        match &job.work {
+            Work::Claim {
+                key,
+                now,
+                lease_until,
+                max,
+                backoff,
+                rate_limit: None,
+            } if in_order => {
+                let group = (key.0.clone(), key.1.clone());
+                let shared = matches!(lock(&ctx.orders.0).get(&group), Some(Order::Shared { .. }));
+                if shared {
+                    let claim = Claim {
+                        topic: &key.0,
+                        group: &key.1,
+                        consumer: &key.2,
+                        now: *now,
+                        lease_until: *lease_until,
+                        max: *max,
+                        backoff: *backoff,
+                        rate_limit: None,
+                    };
+                    answer = crate::claim_apart(conn, claim)
+                        .await
+                        .transpose()
+                        .map(|claimed| claimed.map(Answer::Claimed));
+                }
+            }
+            Work::Claim { .. }
+            | Work::Read { .. }
+            | Work::Settle {
+                settlement: Settlement::Ack | Settlement::Extend { .. },
+                ..
+            } => {}
+            _ => in_order = false,
+        }
+        answers.push(answer);
+    }
+    answers
+}
+
+/// Runs `jobs` in one transaction (or a lone call as one statement).
+async fn run_together<B: Backend>(
+    inner: &Inner<B>,
+    conn: &mut B::Connection,
+    jobs: &[Arc<Job>],
+) -> Vec<Result<Answer>> {
+    let conn: &mut dyn Conn = conn;
     if let [job] = jobs {
         if let Work::Plain(sql) = &job.work {
-            return vec![plain(&mut conn, sql).await];
+            return vec![plain(conn, sql).await];
         }
         if let Work::Settle {
             settlement: Settlement::Ack | Settlement::Extend { .. },
@@ -1161,26 +1254,26 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
         | Work::Read { .. } = &job.work
         {
             // One statement, atomic by itself: no transaction around it.
-            return vec![run_one(&mut conn, &job.work, inner.ctx()).await];
+            return vec![run_one(conn, &job.work, inner.ctx()).await];
         }
         if let Work::Prune { topic, .. } = &job.work {
             // A topic without retention (most of them) answers from one
             // `SELECT` outside any transaction, without taking the write lock.
-            match crate::has_retention(&mut conn, topic).await {
+            match crate::has_retention(conn, topic).await {
                 Ok(false) => return vec![Ok(Answer::Changed(0))],
                 Ok(true) => {}
                 Err(e) => return vec![Err(e)],
             }
         }
         if let Some(append) = job.work.lone_publish() {
-            match crate::insert_new(&mut conn, append).await {
+            match crate::insert_new(conn, append).await {
                 Err(e) if crate::is_known_id(&e) => {}
                 result => return vec![result.map(Answer::Published)],
             }
         }
     }
     let begin = inner.backend.begin();
-    let first = transaction(&mut conn, begin, jobs, inner.ctx(), false);
+    let first = transaction(conn, begin, jobs, inner.ctx(), false);
     #[cfg(feature = "tracing")]
     let first = tracing::Instrument::instrument(
         first,
@@ -1189,7 +1282,7 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
     if let Some(answers) = first.await {
         return answers;
     }
-    let again = transaction(&mut conn, begin, jobs, inner.ctx(), true);
+    let again = transaction(conn, begin, jobs, inner.ctx(), true);
     #[cfg(feature = "tracing")]
     let again = tracing::Instrument::instrument(
         again,

@@ -17,9 +17,9 @@ use litebus::{
 
 use crate::{Conn, Row, Value};
 use hot::{
-    ACK, CLAIM_GROUP, CLAIM_ORDERED, CLAIM_PER_KEY, CLAIM_SHARED, NEXT_PER_KEY, NEXT_PRIORITIZED,
-    NEXT_SHARED, ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_PER_KEY, TAKE_IN_PRIORITIZED,
-    TAKE_IN_RETURNING, TAKE_IN_SQL, TAKE_IN_WINDOW,
+    ACK, CLAIM_APART, CLAIM_GROUP, CLAIM_ORDERED, CLAIM_PER_KEY, CLAIM_SHARED, NEXT_PER_KEY,
+    NEXT_PRIORITIZED, NEXT_SHARED, ORDERED_ACK, ORDERED_AHEAD, ORDERED_LEASE, TAKE_IN_PER_KEY,
+    TAKE_IN_PRIORITIZED, TAKE_IN_RETURNING, TAKE_IN_SQL, TAKE_IN_WINDOW,
 };
 
 /// Rows per multi-row `INSERT`: six parameters each stays far below
@@ -329,6 +329,39 @@ pub mod hot {
              lease_until = ?7, ready_at = ?8
          WHERE topic = ?1 AND grp = ?2 AND head_seq = ?3 AND head_attempt = ?4
            AND holder IS NOT NULL AND generation = ?5";
+    /// PostgreSQL only (see [`claim_apart`](crate::claim_apart)): up to
+    /// `?4` deliverable handouts of shared group `?2` of topic `?1` at
+    /// `?3` within its `max_in_flight`, locked (`FOR UPDATE SKIP LOCKED`:
+    /// a row another transaction holds is passed over, not waited for), as
+    /// [`NEXT_SHARED`] gives them, each with the group's generation, what
+    /// the claim may lease (`?4` within the group's room), whether the topic
+    /// holds messages after the group's cursor, and the cursor. None while
+    /// the group has final attempts whose lease ran out (they are
+    /// dead-lettered first, I8) or prioritized handouts (read with
+    /// [`NEXT_PRIORITIZED`]).
+    pub const CLAIM_APART: &str = concat!(
+        "SELECT 1, h.attempt, ",
+        message_columns!(),
+        ", g.generation, ",
+        shared_room!(),
+        ", EXISTS (SELECT 1 FROM litebus_messages o WHERE o.topic = ?1 AND NOT o.priority > 0
+                   AND o.seq > (SELECT cursor FROM litebus_groups WHERE topic = ?1 AND grp = ?2)),
+           g.cursor
+         FROM litebus_handouts h JOIN litebus_messages m ON m.seq = h.seq
+         JOIN litebus_groups g ON g.topic = h.topic AND g.grp = h.grp
+         WHERE h.topic = ?1 AND h.grp = ?2
+           AND (h.consumer IS NULL OR h.lease_until <= ?3) AND h.ready_at <= ?3
+           AND NOT h.priority > 0 AND g.ordering = 'shared'
+           AND NOT EXISTS (SELECT 1 FROM litebus_handouts x JOIN litebus_groups xg
+                   ON xg.topic = x.topic AND xg.grp = x.grp
+               WHERE x.topic = ?1 AND x.grp = ?2 AND x.consumer IS NOT NULL
+                 AND x.lease_until <= ?3 AND x.attempt >= xg.max_attempts)
+           AND NOT EXISTS (SELECT 1 FROM litebus_handouts p
+               WHERE p.topic = ?1 AND p.grp = ?2 AND p.priority > 0)
+         ORDER BY h.seq LIMIT ",
+        shared_room!(),
+        " FOR UPDATE OF h SKIP LOCKED"
+    );
     /// Acks delivery `(?3, ?4)` of generation `?5` if it is current.
     /// (`+consumer`: the test on the lease must not steer turso's planner
     /// to the partial index of leases, a range over every lease of the
@@ -1611,6 +1644,111 @@ pub async fn claim(
         }
         // What was dead-lettered held back what comes next, not yet known.
     }
+}
+
+/// How a claim apart begins on PostgreSQL: it shares the store's write
+/// lock with other claims apart (a transaction that holds it alone, every
+/// engine transaction and message `INSERT`, waits for them and they for
+/// it, so what the steps read under it is as on SQLite), and holds its
+/// group's lock alone: claims of one group take turns, as its
+/// `max_in_flight` is one count across hosts. The group's lock key is the
+/// schema's `hashtext` in the high 32 bits and the FNV-1a hash of the
+/// topic and group in the low ones, the same on every host (the one-key
+/// form of advisory locks, which never meets the store lock's two-key
+/// one).
+fn apart_begin(topic: &str, group: &str) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in topic.bytes().chain([0]).chain(group.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared(1818386274, hashtext(current_schema())),
+         pg_advisory_xact_lock((CAST(hashtext(current_schema()) AS BIGINT) << 32) | {hash})"
+    )
+}
+
+/// A claim of a shared group apart from the engine's transactions, on
+/// PostgreSQL: consumers of a store claim at once, on any host, and never
+/// hold the same lease (I4). One transaction: `apart_begin`'s locks, the
+/// candidates locked with `FOR UPDATE SKIP LOCKED` ([`CLAIM_APART`]), their
+/// leases. `None`, having written nothing, when the claim is the
+/// engine's to run: another dialect, a rate-limited group, or one with
+/// nothing to lease this way (a take-in, a dead letter, a prioritized or
+/// undecodable message is due first, or it is not a shared group).
+pub async fn claim_apart(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimOutcome>> {
+    if conn.dialect() != crate::Dialect::Postgres || c.rate_limit.is_some() {
+        return Ok(None);
+    }
+    if let Err(e) = conn
+        .execute(&apart_begin(c.topic, c.group), Vec::new())
+        .await
+    {
+        let _ = conn.execute("ROLLBACK", Vec::new()).await;
+        return Err(e);
+    }
+    let result = claim_apart_in(conn, c).await;
+    let end = if matches!(result, Ok(Some(_))) {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    match conn.execute(end, Vec::new()).await {
+        Ok(_) => result,
+        Err(e) => {
+            if end == "COMMIT" {
+                let _ = conn.execute("ROLLBACK", Vec::new()).await;
+            }
+            Err(result.err().unwrap_or(e))
+        }
+    }
+}
+
+async fn claim_apart_in(conn: &mut dyn Conn, c: Claim<'_>) -> Result<Option<ClaimOutcome>> {
+    let params = vec![
+        Value::from(c.topic),
+        Value::from(c.group),
+        ts(c.now),
+        Value::from(u64::from(c.max.max(1))),
+    ];
+    let rows = conn.query(CLAIM_APART, params).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let at = CANDIDATE_AT + 13;
+    let (generation, want, more, cursor) = (
+        first.uint(at)?,
+        first.uint(at + 1)?,
+        first.int(at + 2)? != 0,
+        first.uint(at + 3)?,
+    );
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq = row.uint(CANDIDATE_AT)?;
+        // As `choose`: with too few, or a redriven message among them
+        // while the topic holds messages not taken in, the group takes in
+        // first.
+        if more && (seq > cursor || (rows.len() as u64) < want) {
+            return Ok(None);
+        }
+        let Ok(message) = decode_message(row, CANDIDATE_AT)? else {
+            // Dead-lettered by the engine's claim.
+            return Ok(None);
+        };
+        deliveries.push(Claimed {
+            seq,
+            attempt: u32::try_from(row.uint(1)? + 1).unwrap_or(u32::MAX),
+            lease_until: c.lease_until,
+            message: Arc::new(message),
+            generation,
+        });
+    }
+    lease(conn, c, &rows).await?;
+    Ok(Some(ClaimOutcome {
+        deliveries,
+        ahead: Vec::new(),
+        next_due: None,
+        dead_lettered: Vec::new(),
+    }))
 }
 
 /// An ordered group's claim: its head, if nobody else holds the group and
