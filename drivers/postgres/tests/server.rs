@@ -531,15 +531,11 @@ async fn an_ack_beside_another_hosts_take_in_hands_out_the_keys_next() {
     b.close().await.unwrap();
 }
 
-/// A claim of a shared group passes over a row another transaction holds
-/// (`FOR UPDATE SKIP LOCKED`) rather than waiting for it, and the row is
-/// claimed once it is let go.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_passes_over_a_row_another_transaction_holds() {
-    let Some(url) = url() else { return };
-    let _shared = SERVER.read().await;
-    let schema = schema(&url, "skip_locked").await;
-    let bus = bus(&url, &schema, "litebus-test-skip-locked").await;
+/// A consumer (prefetch 1) of shared group `g` of `t` on `bus`, after
+/// `n` messages `m1…` were published and it got and acked `m1`: that first
+/// claim took every message into the group, so the next claims are
+/// claims apart.
+async fn taken_in(bus: &Bus, n: usize) -> litebus::Subscription {
     let sub = bus
         .subscribe(
             "t",
@@ -550,15 +546,27 @@ async fn a_claim_passes_over_a_row_another_transaction_holds() {
         )
         .await
         .unwrap();
-    for i in 1..=4 {
+    for i in 1..=n {
         bus.publish("t", Message::new(format!("m{i}")))
             .await
             .unwrap();
     }
-    // The first claim takes every message into the group.
     let first = sub.recv().await.unwrap();
     assert_eq!(text(&first), "m1");
     first.ack().await.unwrap();
+    sub
+}
+
+/// A claim of a shared group passes over a row another transaction holds
+/// (`FOR UPDATE SKIP LOCKED`) rather than waiting for it, and the row is
+/// claimed once it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_passes_over_a_row_another_transaction_holds() {
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "skip_locked").await;
+    let bus = bus(&url, &schema, "litebus-test-skip-locked").await;
+    let sub = taken_in(&bus, 4).await;
     let mut holder = PgConnection::connect(&url).await.expect("connect");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "BEGIN; SELECT 1 FROM \"{schema}\".litebus_handouts WHERE seq = 2 FOR UPDATE"
@@ -586,4 +594,130 @@ async fn a_claim_passes_over_a_row_another_transaction_holds() {
     rest.sort();
     assert_eq!(rest, ["m2", "m4"]);
     bus.close().await.unwrap();
+}
+
+/// The payload of the next `litebus` notification of `schema` or a
+/// marker (the tests beside this one notify too).
+async fn notified(listener: &mut sqlx::postgres::PgListener, schema: &str) -> String {
+    loop {
+        let payload = tokio::time::timeout(WAIT, listener.recv())
+            .await
+            .expect("a notification")
+            .expect("the listener")
+            .payload()
+            .to_owned();
+        if payload.starts_with("marker") || payload.starts_with(&format!("{schema} ")) {
+            return payload;
+        }
+    }
+}
+
+/// A claim apart (a shared group's, leasing what the group has taken in)
+/// sends no `NOTIFY`: it wakes nobody, and a notifying commit takes its
+/// turn at the database's notification queue. Notifications arrive in
+/// commit order, so the marker sent after the claim is the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_apart_notifies_nobody() {
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "quiet_claim").await;
+    let bus = bus(&url, &schema, "litebus-test-quiet").await;
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener.listen("litebus").await.unwrap();
+    // (The take-in is a write transaction, which notifies.)
+    let sub = taken_in(&bus, 3).await;
+    admin(&url, "NOTIFY litebus, 'marker 1'").await;
+    while notified(&mut listener, &schema).await != "marker 1" {}
+    let d = sub.recv().await.unwrap();
+    assert_eq!(text(&d), "m2");
+    admin(&url, "NOTIFY litebus, 'marker 2'").await;
+    assert_eq!(notified(&mut listener, &schema).await, "marker 2");
+    // An ack frees a place in the group: that notifies.
+    d.ack().await.unwrap();
+    admin(&url, "NOTIFY litebus, 'marker 3'").await;
+    assert_ne!(
+        notified(&mut listener, &schema).await,
+        "marker 3",
+        "the ack notified"
+    );
+    bus.close().await.unwrap();
+}
+
+/// Calls run in call order, claims apart too: an ack of a delivery whose
+/// lease ran out, made before another consumer's claim of the group and
+/// run in the same batch, lands; the claim does not take the message
+/// first (it would have leased it again, and the ack found it gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_made_before_a_claim_lands_before_it() {
+    use litebus::driver::{
+        Append, Claim, Driver, EnsureGroup, GroupSpec, Settle, Settlement, prepare_message,
+    };
+    use litebus::{Backoff, Timestamp};
+    let Some(url) = url() else { return };
+    let _shared = SERVER.read().await;
+    let schema = schema(&url, "ack_then_claim").await;
+    let driver = PgDriver::connect_with(&url, PgOptions::new().schema(&schema))
+        .await
+        .unwrap();
+    let spec = GroupSpec {
+        order: Order::Shared { max_in_flight: 8 },
+        max_attempts: 5,
+        backoff: Backoff::none(),
+        rate_limit: None,
+        max_in_flight: None,
+        dead_letter: "t.dlq".into(),
+    };
+    let (topic, group) = ("t", "g");
+    driver
+        .ensure_group(EnsureGroup {
+            topic,
+            group,
+            spec: &spec,
+            start_after: Some(0),
+        })
+        .await
+        .unwrap();
+    let message = prepare_message(topic, Message::new("m"), 1 << 20, Timestamp::ZERO)
+        .map(std::sync::Arc::new)
+        .unwrap();
+    driver
+        .append(Append {
+            topic,
+            messages: &[message],
+            expected_last: None,
+            now: Timestamp::ZERO,
+            handoffs: &[],
+        })
+        .await
+        .unwrap();
+    let claim = |consumer, now: u64| Claim {
+        topic,
+        group,
+        consumer,
+        now: Timestamp::from_millis(now),
+        lease_until: Timestamp::from_millis(now + 10),
+        max: 4,
+        backoff: Backoff::none(),
+        rate_limit: None,
+    };
+    let first = driver.claim(claim("c1", 0)).await.unwrap();
+    let d = &first.deliveries[0];
+    // Both queued before either runs: one batch, the ack first.
+    let ack = driver.settle(Settle {
+        topic,
+        group,
+        seq: d.seq,
+        attempt: d.attempt,
+        generation: d.generation,
+        now: Timestamp::from_millis(20),
+        settlement: Settlement::Ack,
+        ordered: false,
+        next: None,
+        backoff: Backoff::none(),
+    });
+    let later = driver.claim(claim("c2", 20));
+    let (acked, claimed) = futures_lite::future::zip(ack, later).await;
+    assert!(acked.is_ok(), "the ack made first: {acked:?}");
+    assert!(claimed.unwrap().deliveries.is_empty(), "the acked message");
+    driver.close().await.unwrap();
 }

@@ -208,6 +208,30 @@ impl Work {
         }
     }
 
+    /// A claim's call as the steps take it.
+    fn claim(&self) -> Option<Claim<'_>> {
+        match self {
+            Work::Claim {
+                key,
+                now,
+                lease_until,
+                max,
+                backoff,
+                rate_limit,
+            } => Some(Claim {
+                topic: &key.0,
+                group: &key.1,
+                consumer: &key.2,
+                now: *now,
+                lease_until: *lease_until,
+                max: *max,
+                backoff: *backoff,
+                rate_limit: *rate_limit,
+            }),
+            _ => None,
+        }
+    }
+
     /// Calls that share statements with their neighbours of the same kind.
     fn merge_kind(&self, cheap_returning: bool) -> Option<u8> {
         match self {
@@ -1183,9 +1207,11 @@ async fn run_jobs<B: Backend>(inner: &Inner<B>, jobs: &[Arc<Job>]) -> Vec<Result
 /// The claims of `jobs` that a claim apart answers (PostgreSQL:
 /// [`crate::claim_apart`], each a transaction of its own that waits only
 /// for claims of its group and transactions that hold the whole store),
-/// before the rest of the batch: a claim of a shared group that only
-/// claims, acks, extensions and reads come before in the batch (none of
-/// which it could see: calls run in call order). `None` for the others.
+/// before the rest of the batch: a claim of a shared group before which
+/// the batch has only claims, reads, and acks and extensions of other
+/// groups, none of which it could meet (calls run in call order: an ack
+/// of a lease that ran out, run first, is not beaten by a claim made
+/// after it). `None` for the others.
 async fn claims_apart(
     conn: &mut dyn Conn,
     jobs: &[Arc<Job>],
@@ -1193,47 +1219,60 @@ async fn claims_apart(
 ) -> Vec<Option<Result<Answer>>> {
     let mut answers = Vec::with_capacity(jobs.len());
     let mut in_order = true;
+    // The groups settled earlier in the batch.
+    let mut settled: Vec<(&str, &str)> = Vec::new();
     for job in jobs {
         let mut answer = None;
         match &job.work {
+            Work::Claim { key, .. } if settled.contains(&(key.0.as_str(), key.1.as_str())) => {}
             Work::Claim {
                 key,
-                now,
-                lease_until,
-                max,
-                backoff,
                 rate_limit: None,
+                ..
             } if in_order => {
                 let group = (key.0.clone(), key.1.clone());
                 let shared = matches!(lock(&ctx.orders.0).get(&group), Some(Order::Shared { .. }));
-                if shared {
-                    let claim = Claim {
-                        topic: &key.0,
-                        group: &key.1,
-                        consumer: &key.2,
-                        now: *now,
-                        lease_until: *lease_until,
-                        max: *max,
-                        backoff: *backoff,
-                        rate_limit: None,
-                    };
+                if let (true, Some(claim)) = (shared, job.work.claim()) {
                     answer = crate::claim_apart(conn, claim)
                         .await
                         .transpose()
                         .map(|claimed| claimed.map(Answer::Claimed));
                 }
             }
-            Work::Claim { .. }
-            | Work::Read { .. }
-            | Work::Settle {
+            Work::Claim { .. } | Work::Read { .. } => {}
+            Work::Settle {
+                topic,
+                group,
                 settlement: Settlement::Ack | Settlement::Extend { .. },
                 ..
-            } => {}
+            } => settled.push((topic, group)),
             _ => in_order = false,
         }
         answers.push(answer);
     }
     answers
+}
+
+/// Whether `jobs` are two or more acks that [`ack_many`] runs as one
+/// statement: merged acks (see `Work::merge_kind`) of one group and
+/// generation, no more than one `DELETE` takes.
+fn one_ack_statement(jobs: &[Arc<Job>], slow_returning: bool) -> bool {
+    let Some(Work::Settle {
+        topic,
+        group,
+        generation,
+        ..
+    }) = jobs.first().map(|job| &job.work)
+    else {
+        return false;
+    };
+    jobs.len() > 1
+        && jobs.len() <= crate::ACK_CHUNK
+        && jobs.iter().all(|job| {
+            job.work.merge_kind(!slow_returning) == Some(1)
+                && matches!(&job.work, Work::Settle { topic: t, group: g, generation: n, .. }
+                    if t == topic && g == group && n == generation)
+        })
 }
 
 /// Runs `jobs` in one transaction (or a lone call as one statement).
@@ -1271,6 +1310,14 @@ async fn run_together<B: Backend>(
                 result => return vec![result.map(Answer::Published)],
             }
         }
+    }
+    if one_ack_statement(jobs, conn.slow_returning()) {
+        // Acks of one group: one `DELETE`, atomic by itself (as a lone
+        // ack's): no transaction around it, nor the write lock.
+        return match ack_many(conn, jobs).await {
+            Ok(answers) => answers,
+            Err(e) => jobs.iter().map(|_| Err(copy_error(&e))).collect(),
+        };
     }
     let begin = inner.backend.begin();
     let first = transaction(conn, begin, jobs, inner.ctx(), false);
@@ -1555,24 +1602,8 @@ async fn run_one(conn: &mut dyn Conn, work: &Work, ctx: Ctx<'_>) -> Result<Answe
             lock(&ctx.orders.0).insert((topic.clone(), group.group.to_owned()), spec.order);
             Ok(Answer::Done)
         }
-        Work::Claim {
-            key,
-            now,
-            lease_until,
-            max,
-            backoff,
-            rate_limit,
-        } => {
-            let claim = Claim {
-                topic: &key.0,
-                group: &key.1,
-                consumer: &key.2,
-                now: *now,
-                lease_until: *lease_until,
-                max: *max,
-                backoff: *backoff,
-                rate_limit: *rate_limit,
-            };
+        Work::Claim { key, .. } => {
+            let claim = work.claim().ok_or_else(mismatch)?;
             let group = (key.0.clone(), key.1.clone());
             let known = lock(&ctx.orders.0).get(&group).copied();
             let (outcome, order) = crate::claim(conn, claim, known).await?;

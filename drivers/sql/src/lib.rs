@@ -177,9 +177,9 @@ pub use schema::{PG_BEGIN, SCHEMA_VERSION, migrate};
 #[cfg(not(target_arch = "wasm32"))]
 pub use steps::publish_in;
 pub use steps::{
-    ONE_STATEMENT_APPEND, REDRIVEN_PREFIX, ack_many, append, claim, claim_apart, delete_group,
-    delete_topic, ensure_group, hand_off, has_retention, hot, insert_new, is_known_id, prune, read,
-    redrive, release, seek, set_retention, settle, stats, topics,
+    ACK_CHUNK, ONE_STATEMENT_APPEND, REDRIVEN_PREFIX, ack_many, append, claim, claim_apart,
+    delete_group, delete_topic, ensure_group, hand_off, has_retention, hot, insert_new,
+    is_known_id, prune, read, redrive, release, seek, set_retention, settle, stats, topics,
 };
 pub use store::{FileWakeups, Files, Handle, Handles, file_wakeups, store_key};
 

@@ -6,7 +6,7 @@ use litebus::{DriverError, Error, Result};
 use crate::{Conn, Dialect, Value};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 16;
+pub const SCHEMA_VERSION: u64 = 17;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -282,6 +282,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
     ORDERED_SETTLED_TRIGGER,
 ], &[
     // Version 16 changes only the PostgreSQL schema (`PG_TO_16`).
+], &[
+    // Version 17 changes only the PostgreSQL schema (`PG_TO_17`).
 ]];
 
 /// `litebus_ordered_settled` (version 15): an ordered group's settled head
@@ -447,13 +449,7 @@ const PG_SCHEMA: &[&str] = &[
      FOR EACH ROW EXECUTE FUNCTION litebus_handout_gone()",
     PG_ORDERED_SETTLED,
     PG_ORDERED_SETTLED_TRIGGER,
-    "CREATE FUNCTION litebus_notify() RETURNS trigger LANGUAGE plpgsql
-     SET search_path FROM CURRENT AS $$
-     BEGIN
-        PERFORM pg_notify('litebus',
-            TG_TABLE_SCHEMA || ' ' || COALESCE(current_setting('litebus.origin', true), ''));
-        RETURN NULL;
-     END $$",
+    PG_NOTIFY,
     "CREATE TRIGGER litebus_messages_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_messages
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "CREATE TRIGGER litebus_handouts_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_handouts
@@ -461,7 +457,7 @@ const PG_SCHEMA: &[&str] = &[
     "CREATE TRIGGER litebus_groups_notify AFTER INSERT OR UPDATE OR DELETE ON litebus_groups
      FOR EACH STATEMENT EXECUTE FUNCTION litebus_notify()",
     "INSERT INTO litebus_meta (name, value)
-     VALUES ('schema_version', 16), ('generations', 0), ('last_seq', 0)",
+     VALUES ('schema_version', 17), ('generations', 0), ('last_seq', 0)",
 ];
 
 /// `litebus_ordered_settled` ([`ORDERED_SETTLED_TRIGGER`]) on PostgreSQL.
@@ -526,6 +522,27 @@ const PG_HANDOUT_GONE: &str = concat!(
 
 /// A PostgreSQL store of version 15 to 16: [`PG_HANDOUT_GONE`].
 const PG_TO_16: &[&str] = &[PG_HANDOUT_GONE];
+
+/// `litebus_notify`: one `NOTIFY litebus` per transaction that changes
+/// messages, handouts or groups (PostgreSQL folds a transaction's equal
+/// notifications into one), with the schema and the writing driver's
+/// token, unless the transaction says it wakes nobody (`litebus.quiet`,
+/// version 17): a claim apart only takes work. A notifying commit holds
+/// the database's notification queue lock from its commit's start to its
+/// end, so such commits of every host take turns; claims apart stay out of
+/// that line.
+const PG_NOTIFY: &str = "CREATE OR REPLACE FUNCTION litebus_notify() RETURNS trigger
+     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+     BEGIN
+        IF COALESCE(current_setting('litebus.quiet', true), '') <> 'on' THEN
+            PERFORM pg_notify('litebus',
+                TG_TABLE_SCHEMA || ' ' || COALESCE(current_setting('litebus.origin', true), ''));
+        END IF;
+        RETURN NULL;
+     END $$";
+
+/// A PostgreSQL store of version 16 to 17: [`PG_NOTIFY`].
+const PG_TO_17: &[&str] = &[PG_NOTIFY];
 
 /// The seq of a message `INSERT`ed into a PostgreSQL store, under the
 /// store's write lock: the first row of a transaction reads the last seq
@@ -667,9 +684,10 @@ pub async fn migrate(conn: &mut dyn Conn) -> Result<()> {
         // The first PostgreSQL stores were made at version 13.
         let steps: &[&[&str]] = match version {
             0 => &[PG_SCHEMA],
-            13 => &[PG_TO_14, PG_TO_15, PG_TO_16],
-            14 => &[PG_TO_15, PG_TO_16],
-            15 => &[PG_TO_16],
+            13 => &[PG_TO_14, PG_TO_15, PG_TO_16, PG_TO_17],
+            14 => &[PG_TO_15, PG_TO_16, PG_TO_17],
+            15 => &[PG_TO_16, PG_TO_17],
+            16 => &[PG_TO_17],
             _ => &[],
         };
         for statements in steps {

@@ -29,6 +29,8 @@ const INSERT_CHUNK: usize = 100;
 /// a claim of more (a prefetch of thousands) runs several, as no statement
 /// may bind more than 32,766 values.
 const LEASE_CHUNK: usize = 100;
+/// The most acks one statement of [`ack_many`] takes.
+pub const ACK_CHUNK: usize = INSERT_CHUNK * 2;
 
 /// The most messages [`insert_new`] stores with its one statement.
 pub const ONE_STATEMENT_APPEND: usize = INSERT_CHUNK;
@@ -1655,14 +1657,15 @@ pub async fn claim(
 /// schema's `hashtext` in the high 32 bits and the FNV-1a hash of the
 /// topic and group in the low ones, the same on every host (the one-key
 /// form of advisory locks, which never meets the store lock's two-key
-/// one).
+/// one). It sends no `NOTIFY` (`litebus.quiet`): a lease wakes nobody.
 fn apart_begin(topic: &str, group: &str) -> String {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in topic.bytes().chain([0]).chain(group.bytes()) {
         hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
     format!(
-        "BEGIN; SELECT pg_advisory_xact_lock_shared(1818386274, hashtext(current_schema())),
+        "BEGIN; SET LOCAL litebus.quiet = 'on';
+         SELECT pg_advisory_xact_lock_shared(1818386274, hashtext(current_schema())),
          pg_advisory_xact_lock((CAST(hashtext(current_schema()) AS BIGINT) << 32) | {hash})"
     )
 }
@@ -2472,7 +2475,7 @@ pub async fn ack_many(
         .collect();
     unique.sort_unstable();
     let mut acked = std::collections::HashSet::new();
-    for chunk in unique.chunks(INSERT_CHUNK * 2) {
+    for chunk in unique.chunks(ACK_CHUNK) {
         let mut sql = String::from(
             "DELETE FROM litebus_handouts WHERE topic = ? AND grp = ? AND consumer IS NOT NULL AND seq IN (",
         );
