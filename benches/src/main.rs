@@ -672,7 +672,13 @@ async fn main() {
         let (system, key) = (&args[at + 1], &args[at + 2]);
         let p = Params::new(mode, Some(&format!("{system}-{key}")));
         let _scratch = Scratch(p.dir.clone());
-        match run_job(system, key, &p).await {
+        let result = run_job(system, key, &p).await;
+        if system.contains("postgres") {
+            // The server is not scratch: its schemas go with the job.
+            let path = p.fresh(&format!("{system}-{key}").replace(' ', "-"));
+            runs::drop_postgres_schemas(&path).await;
+        }
+        match result {
             Ok(lines) => {
                 let rss = report::peak_rss_kib();
                 for (workload, value) in lines {

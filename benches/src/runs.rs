@@ -40,6 +40,23 @@ pub fn postgres_schema(path: &Path) -> String {
     format!("litebus_bench_{:016x}", hash.finish())
 }
 
+/// Drops the schemas of the workload whose scratch file is `path` (the
+/// store's and the raw baseline's), if any.
+pub async fn drop_postgres_schemas(path: &Path) {
+    let Some(url) = postgres_url() else { return };
+    let schema = postgres_schema(path);
+    let Ok(pool) = sqlx::PgPool::connect(&url).await else {
+        return;
+    };
+    let drop = format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_raw CASCADE"
+    );
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&pool)
+        .await;
+    pool.close().await;
+}
+
 impl Store {
     pub const ALL: [Store; 6] = [
         Store::Memory,

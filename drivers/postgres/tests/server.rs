@@ -34,6 +34,12 @@ async fn admin(url: &str, sql: &str) -> u64 {
     done.rows_affected()
 }
 
+/// Drops `schema`, at a test's end (a failed test leaves its schema, to
+/// look at).
+async fn dropped(url: &str, schema: &str) {
+    admin(url, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+}
+
 /// Terminates the server connections named `mark` (each test that kills
 /// has a mark of its own); how many.
 async fn kill(url: &str, mark: &str) -> i64 {
@@ -104,6 +110,7 @@ async fn a_subscriber_wakes_after_its_listening_connection_is_killed() {
     }
     publisher.close().await.unwrap();
     waiter.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +157,7 @@ async fn a_killed_workers_delivery_comes_back_after_its_lease() {
     assert_eq!(got, expected, "acked by the killed worker: {acked}");
     victim.close().await.unwrap();
     other.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +192,7 @@ async fn an_insert_by_plain_sql_wakes_subscribers_and_takes_the_next_seq() {
     assert_eq!(got, "from sql");
     assert!(seq > first, "seq {seq} after {first}");
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +227,7 @@ async fn publish_in_stores_with_the_transaction_or_not_at_all() {
     assert_eq!(read, ["kept"]);
     pool.close().await;
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +249,7 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     assert!(err.to_string().contains("newer litebus"), "{err}");
     // Left as it was.
     assert_eq!(admin(&url, &version).await, 1);
+    dropped(&url, &schema).await;
 }
 
 /// The command that restarts the server (`scripts/test` names its own).
@@ -354,6 +365,7 @@ async fn a_server_restart_under_load_loses_nothing_that_returned() {
     let g = stats.groups.iter().find(|g| g.group == "g").unwrap();
     assert_eq!((g.ready, g.in_flight), (0, 0), "{g:?}");
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 /// A store made at schema 13 (its message triggers ran per row) opens at
@@ -429,6 +441,7 @@ async fn a_schema_13_store_is_brought_up_to_date() {
         "schema 13's trigger function is left"
     );
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 /// Waits until a connection named `mark` waits for a lock; false if none
@@ -529,6 +542,7 @@ async fn an_ack_beside_another_hosts_take_in_hands_out_the_keys_next() {
     assert_eq!(got, "second");
     a.close().await.unwrap();
     b.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 /// A consumer (prefetch 1) of shared group `g` of `t` on `bus`, after
@@ -594,6 +608,7 @@ async fn a_claim_passes_over_a_row_another_transaction_holds() {
     rest.sort();
     assert_eq!(rest, ["m2", "m4"]);
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 /// The payload of the next `litebus` notification of `schema` or a
@@ -641,6 +656,7 @@ async fn a_claim_apart_notifies_nobody() {
         "the ack notified"
     );
     bus.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
 
 /// Calls run in call order, claims apart too: an ack of a delivery whose
@@ -720,4 +736,5 @@ async fn an_ack_made_before_a_claim_lands_before_it() {
     assert!(acked.is_ok(), "the ack made first: {acked:?}");
     assert!(claimed.unwrap().deliveries.is_empty(), "the acked message");
     driver.close().await.unwrap();
+    dropped(&url, &schema).await;
 }
